@@ -1,0 +1,429 @@
+//! The crate's one error type.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::process::ExitInfo;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `aim`.
+///
+/// Variants say when they occur and carry the context an operator needs: the tool, the
+/// instance, how the child ended, its last stderr lines, how long we waited. When a call fails
+/// while holding the caller's prompt, the prompt is handed back ([`Error::prompt`],
+/// [`Error::into_prompt`]) so nothing the caller wrote is lost.
+///
+/// ```
+/// fn assert_good_error<E: std::error::Error + Send + Sync + 'static>() {}
+/// assert_good_error::<aim::Error>();
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A tool id was looked up that the registry does not know.
+    UnknownTool {
+        /// The id asked for.
+        id: String,
+        /// Every id the registry knows, sorted.
+        known: Vec<String>,
+    },
+    /// A configuration value is invalid; returned by `build()`/`launch()`/`validate()`.
+    InvalidConfig {
+        /// The field, as it is spelled in JSON (`framing.marker`, `count`).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A tools file could not be read or contains invalid JSON or an invalid spec.
+    ToolsFile {
+        /// The file.
+        path: PathBuf,
+        /// The tool whose entry is invalid, when known.
+        tool: Option<String>,
+        /// The invalid field, when known.
+        field: Option<String>,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The built-in demo agent's executable could not be found.
+    DemoAgentNotFound {
+        /// Where we looked.
+        searched: Vec<PathBuf>,
+    },
+    /// The tool's program could not be started (missing binary, not executable, bad cwd).
+    Spawn {
+        /// The tool id.
+        tool: String,
+        /// The instance index.
+        instance: usize,
+        /// The program we tried to run.
+        program: String,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// An instance did not become ready: it exited during startup or its startup timeout passed.
+    NotReady {
+        /// The tool id.
+        tool: String,
+        /// The instance index.
+        instance: usize,
+        /// How long we waited.
+        waited: Duration,
+        /// How the child ended, if it did.
+        exit: Option<ExitInfo>,
+        /// The child's last stderr lines.
+        stderr: Vec<String>,
+    },
+    /// The prompt cannot be sent as it is (empty, too large, contains a newline or NUL).
+    InvalidPrompt {
+        /// Why it was rejected.
+        reason: String,
+        /// The prompt, handed back.
+        prompt: String,
+    },
+    /// A deadline passed: queued too long, or the tool did not finish answering in time.
+    ///
+    /// When the tool was already answering, the instance is recycled: its output can no longer
+    /// be trusted to line up with the next prompt.
+    Timeout {
+        /// The instance the request was on, if it reached one.
+        instance: Option<usize>,
+        /// How long the request waited in all.
+        waited: Duration,
+        /// Whether the prompt had been written to the tool.
+        written: bool,
+        /// The prompt, handed back.
+        prompt: Option<String>,
+    },
+    /// The instance answering the request exited or closed its output before the answer ended.
+    InstanceDied {
+        /// The instance index.
+        instance: usize,
+        /// The generation of the child that died.
+        generation: u64,
+        /// The child's process id.
+        pid: i32,
+        /// How the child ended (`None` if it closed its output but has not exited yet).
+        exit: Option<ExitInfo>,
+        /// The child's last stderr lines.
+        stderr: Vec<String>,
+        /// The prompt, handed back.
+        prompt: Option<String>,
+    },
+    /// The answer grew past the tool's `max_response_bytes`; the instance is recycled.
+    ResponseTooLarge {
+        /// The instance index.
+        instance: usize,
+        /// The cap in bytes.
+        limit: usize,
+    },
+    /// Every queue is full (from `try_submit`, or from `submit` when the backlog is full).
+    Busy {
+        /// The prompt, handed back.
+        prompt: String,
+    },
+    /// No instance was eligible (all dead, restarting, failed or with an open circuit) for as
+    /// long as the request could wait.
+    NoHealthyInstance {
+        /// How long the request waited.
+        waited: Duration,
+        /// The prompt, handed back.
+        prompt: Option<String>,
+    },
+    /// A request was addressed to an instance that cannot take it now.
+    InstanceUnavailable {
+        /// The instance index.
+        instance: usize,
+        /// Its state, as a word (`failed`, `circuit open`, `stopped`).
+        state: String,
+        /// The prompt, handed back.
+        prompt: Option<String>,
+    },
+    /// An instance index is out of range.
+    NoSuchInstance {
+        /// The index asked for.
+        index: usize,
+        /// How many instances there are.
+        count: usize,
+    },
+    /// The pool or cluster is shutting down or has shut down.
+    Shutdown {
+        /// The prompt, handed back, when the request had not been answered.
+        prompt: Option<String>,
+    },
+    /// An I/O error outside a child's pipes (creating a pipe or PTY, binding a listener).
+    Io {
+        /// What we were doing.
+        context: String,
+        /// The operating system's error.
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// True for every kind of timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+    }
+
+    /// True when the same request may succeed if sent again (possibly to another instance):
+    /// timeouts, dead instances, busy queues, no healthy instance, an unavailable instance.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Timeout { .. }
+                | Error::InstanceDied { .. }
+                | Error::Busy { .. }
+                | Error::NoHealthyInstance { .. }
+                | Error::InstanceUnavailable { .. }
+                | Error::ResponseTooLarge { .. }
+        )
+    }
+
+    /// The caller's prompt, when this error hands it back.
+    pub fn prompt(&self) -> Option<&str> {
+        match self {
+            Error::InvalidPrompt { prompt, .. } | Error::Busy { prompt } => Some(prompt),
+            Error::Timeout { prompt, .. }
+            | Error::InstanceDied { prompt, .. }
+            | Error::NoHealthyInstance { prompt, .. }
+            | Error::InstanceUnavailable { prompt, .. }
+            | Error::Shutdown { prompt } => prompt.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Takes the caller's prompt back out of the error.
+    pub fn into_prompt(self) -> Option<String> {
+        match self {
+            Error::InvalidPrompt { prompt, .. } | Error::Busy { prompt } => Some(prompt),
+            Error::Timeout { prompt, .. }
+            | Error::InstanceDied { prompt, .. }
+            | Error::NoHealthyInstance { prompt, .. }
+            | Error::InstanceUnavailable { prompt, .. }
+            | Error::Shutdown { prompt } => prompt,
+            _ => None,
+        }
+    }
+
+    /// A short, stable name for the kind of error, used as a metrics label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::UnknownTool { .. } => "unknown_tool",
+            Error::InvalidConfig { .. } => "invalid_config",
+            Error::ToolsFile { .. } => "tools_file",
+            Error::DemoAgentNotFound { .. } => "demo_agent_not_found",
+            Error::Spawn { .. } => "spawn",
+            Error::NotReady { .. } => "not_ready",
+            Error::InvalidPrompt { .. } => "invalid_prompt",
+            Error::Timeout { .. } => "timeout",
+            Error::InstanceDied { .. } => "died",
+            Error::ResponseTooLarge { .. } => "too_large",
+            Error::Busy { .. } => "busy",
+            Error::NoHealthyInstance { .. } => "no_healthy_instance",
+            Error::InstanceUnavailable { .. } => "unavailable",
+            Error::NoSuchInstance { .. } => "no_such_instance",
+            Error::Shutdown { .. } => "shutdown",
+            Error::Io { .. } => "io",
+        }
+    }
+
+    /// Puts a prompt back into an error that can carry one and does not yet.
+    pub(crate) fn with_prompt(mut self, text: String) -> Self {
+        match &mut self {
+            Error::Timeout { prompt, .. }
+            | Error::InstanceDied { prompt, .. }
+            | Error::NoHealthyInstance { prompt, .. }
+            | Error::InstanceUnavailable { prompt, .. }
+            | Error::Shutdown { prompt }
+                if prompt.is_none() =>
+            {
+                *prompt = Some(text);
+            }
+            _ => {}
+        }
+        self
+    }
+
+    pub(crate) fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+fn stderr_suffix(f: &mut fmt::Formatter<'_>, stderr: &[String]) -> fmt::Result {
+    match stderr.last() {
+        Some(line) => write!(f, " (last stderr: {line:?})"),
+        None => Ok(()),
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::UnknownTool { id, known } => {
+                write!(f, "unknown tool {id:?}; known tools: {}", known.join(", "))
+            }
+            Error::InvalidConfig { field, reason } => {
+                write!(f, "invalid configuration: {field}: {reason}")
+            }
+            Error::ToolsFile {
+                path,
+                tool,
+                field,
+                reason,
+            } => {
+                write!(f, "invalid tools file {}", path.display())?;
+                if let Some(tool) = tool {
+                    write!(f, ", tool {tool:?}")?;
+                }
+                if let Some(field) = field {
+                    write!(f, ", field {field}")?;
+                }
+                write!(f, ": {reason}")
+            }
+            Error::DemoAgentNotFound { searched } => {
+                write!(
+                    f,
+                    "demo agent not found (looked for aim-demo in {}); build it with \
+                     `cargo build --bin aim-demo`, set AIM_DEMO_BIN, or call \
+                     aim::demo::serve_if_requested() at the start of main",
+                    searched
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+            Error::Spawn {
+                tool,
+                instance,
+                program,
+                source,
+            } => write!(
+                f,
+                "cannot start tool {tool:?} instance {instance} ({program:?}): {source}"
+            ),
+            Error::NotReady {
+                tool,
+                instance,
+                waited,
+                exit,
+                stderr,
+            } => {
+                match exit {
+                    Some(exit) => write!(
+                        f,
+                        "tool {tool:?} instance {instance} exited during startup ({exit})"
+                    )?,
+                    None => write!(
+                        f,
+                        "tool {tool:?} instance {instance} not ready after {waited:?}"
+                    )?,
+                }
+                stderr_suffix(f, stderr)
+            }
+            Error::InvalidPrompt { reason, .. } => write!(f, "invalid prompt: {reason}"),
+            Error::Timeout {
+                instance,
+                waited,
+                written,
+                ..
+            } => match (instance, written) {
+                (Some(i), true) => write!(
+                    f,
+                    "instance {i} did not finish answering within {waited:?}; it is being recycled"
+                ),
+                (Some(i), false) => {
+                    write!(f, "request timed out after {waited:?} queued on instance {i}")
+                }
+                (None, _) => write!(f, "request timed out after {waited:?} waiting for an instance"),
+            },
+            Error::InstanceDied {
+                instance,
+                pid,
+                exit,
+                stderr,
+                ..
+            } => {
+                match exit {
+                    Some(exit) => {
+                        write!(f, "instance {instance} (pid {pid}) died while answering: {exit}")?
+                    }
+                    None => write!(
+                        f,
+                        "instance {instance} (pid {pid}) closed its output while answering"
+                    )?,
+                }
+                stderr_suffix(f, stderr)
+            }
+            Error::ResponseTooLarge { instance, limit } => write!(
+                f,
+                "answer from instance {instance} exceeded {limit} bytes; the instance is being recycled"
+            ),
+            Error::Busy { .. } => write!(f, "every queue is full"),
+            Error::NoHealthyInstance { waited, .. } => {
+                write!(f, "no healthy instance within {waited:?}")
+            }
+            Error::InstanceUnavailable {
+                instance, state, ..
+            } => write!(f, "instance {instance} cannot take requests: {state}"),
+            Error::NoSuchInstance { index, count } => {
+                write!(f, "no instance {index} (the pool has {count})")
+            }
+            Error::Shutdown { .. } => write!(f, "shut down"),
+            Error::Io { context, source } => write!(f, "{context}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Spawn { source, .. } | Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_hand_prompts_back() {
+        let err = Error::Busy {
+            prompt: "hello".into(),
+        };
+        assert!(err.is_retryable());
+        assert_eq!(err.prompt(), Some("hello"));
+        assert_eq!(err.into_prompt().as_deref(), Some("hello"));
+
+        let err = Error::Shutdown { prompt: None }.with_prompt("p".into());
+        assert_eq!(err.prompt(), Some("p"));
+    }
+
+    #[test]
+    fn display_is_short_lowercase_without_period() {
+        let err = Error::UnknownTool {
+            id: "nope".into(),
+            known: vec!["bc".into(), "demo".into()],
+        };
+        let text = err.to_string();
+        assert_eq!(text, "unknown tool \"nope\"; known tools: bc, demo");
+        assert!(!text.ends_with('.'));
+    }
+}

@@ -1,0 +1,623 @@
+//! When is an answer complete: incremental matchers over the tool's output.
+//!
+//! Every matcher looks only at the bytes it has not seen yet (plus a window of a marker's
+//! length), so the work stays linear in the output size however the output is chunked.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::spec::{Framing, Stream};
+
+/// What a matcher is looking for.
+#[derive(Debug, Clone)]
+pub(crate) enum Rule {
+    /// Output on `stream` ends with `marker`, and has stayed so for `settle`.
+    EndsWith {
+        marker: Vec<u8>,
+        stream: Stream,
+        settle: std::time::Duration,
+    },
+    /// A line on stdout.
+    Line,
+    /// A line on stdout that contains `nonce`.
+    Nonce { nonce: Vec<u8> },
+    /// A JSON line on stdout whose `field` is the string `value`.
+    JsonField { field: String, value: String },
+    /// `quiet` without output.
+    Idle { quiet: std::time::Duration },
+    /// `text` appears anywhere on `stream` (readiness only).
+    Contains { text: Vec<u8>, stream: Stream },
+}
+
+impl Rule {
+    /// The rule for an answer under `framing`; `nonce` is used by sentinel framing.
+    pub(crate) fn for_answer(framing: &Framing, nonce: &str) -> Rule {
+        match framing {
+            Framing::Prompt {
+                marker,
+                stream,
+                settle,
+            } => Rule::EndsWith {
+                marker: marker.as_bytes().to_vec(),
+                stream: *stream,
+                settle: *settle,
+            },
+            Framing::Line => Rule::Line,
+            Framing::Sentinel { .. } => Rule::Nonce {
+                nonce: nonce.as_bytes().to_vec(),
+            },
+            Framing::JsonLines { field, value } => Rule::JsonField {
+                field: field.clone(),
+                value: value.clone(),
+            },
+            Framing::Idle { quiet } => Rule::Idle { quiet: *quiet },
+        }
+    }
+}
+
+/// The matcher's verdict after new output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// Not complete yet.
+    Pending,
+    /// Complete.
+    Complete,
+    /// More output than the cap allows.
+    TooLarge,
+}
+
+/// An answer's bytes, split by stream, with framing artefacts (the trailing prompt, the
+/// sentinel line) removed.
+#[derive(Debug, Default)]
+pub(crate) struct Collected {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Collects output for one answer (or one startup) and says when it is complete.
+#[derive(Debug)]
+pub(crate) struct Framer {
+    rule: Rule,
+    limit: usize,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    /// Where the current (unfinished) stdout line starts, for the nonce and JSON rules.
+    scanned: usize,
+    /// How far stdout has been searched for a newline.
+    searched: usize,
+    /// Where the answer's body ends in stdout, once complete.
+    body_end: Option<usize>,
+    /// How many bytes at the end of the marker stream belong to the marker.
+    marker_tail: usize,
+    /// When the settle or idle timer fires.
+    timer: Option<Instant>,
+    complete: bool,
+}
+
+impl Framer {
+    /// A framer for `rule` that refuses more than `limit` bytes, started at `now`.
+    pub(crate) fn new(rule: Rule, limit: usize, now: Instant) -> Self {
+        let timer = match &rule {
+            Rule::Idle { quiet } => Some(now + *quiet),
+            _ => None,
+        };
+        Framer {
+            rule,
+            limit,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            scanned: 0,
+            searched: 0,
+            body_end: None,
+            marker_tail: 0,
+            timer,
+            complete: false,
+        }
+    }
+
+    /// The rule this framer applies.
+    pub(crate) fn rule(&self) -> &Rule {
+        &self.rule
+    }
+
+    /// When [`Framer::tick`] should next be called, if a timer is armed.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        if self.complete {
+            None
+        } else {
+            self.timer
+        }
+    }
+
+    /// Total bytes collected so far.
+    pub(crate) fn len(&self) -> usize {
+        self.stdout.len() + self.stderr.len()
+    }
+
+    /// Feeds output that arrived at `now` on `stream`.
+    pub(crate) fn feed(&mut self, stream: Stream, bytes: &[u8], now: Instant) -> Progress {
+        if bytes.is_empty() {
+            return self.progress();
+        }
+        if self.complete {
+            // Output after the end of an answer: keep it out of this answer.
+            self.marker_tail = 0;
+            return Progress::Complete;
+        }
+        if self.len() + bytes.len() > self.limit {
+            return Progress::TooLarge;
+        }
+        match stream {
+            Stream::Stdout => self.stdout.extend_from_slice(bytes),
+            Stream::Stderr => self.stderr.extend_from_slice(bytes),
+        }
+        match &self.rule {
+            Rule::EndsWith {
+                marker,
+                stream: marker_stream,
+                settle,
+            } => {
+                let buf = match marker_stream {
+                    Stream::Stdout => &self.stdout,
+                    Stream::Stderr => &self.stderr,
+                };
+                // Any output, on either stream, restarts the settle period.
+                if buf.ends_with(marker) {
+                    if settle.is_zero() {
+                        self.marker_tail = marker.len();
+                        self.complete = true;
+                    } else {
+                        self.timer = Some(now + *settle);
+                    }
+                } else {
+                    self.timer = None;
+                }
+            }
+            Rule::Idle { quiet } => self.timer = Some(now + *quiet),
+            Rule::Line if stream == Stream::Stdout => {
+                if let Some(pos) = find_byte(&self.stdout[self.scanned..], b'\n') {
+                    self.finish_at(self.scanned + pos + 1, self.scanned + pos);
+                } else {
+                    self.scanned = self.stdout.len();
+                }
+            }
+            Rule::Nonce { .. } | Rule::JsonField { .. } if stream == Stream::Stdout => {
+                self.scan_lines();
+            }
+            Rule::Contains { text, stream: s } if *s == stream => {
+                let buf = match s {
+                    Stream::Stdout => &self.stdout,
+                    Stream::Stderr => &self.stderr,
+                };
+                let from = buf.len().saturating_sub(bytes.len() + text.len() - 1);
+                if find(&buf[from..], text).is_some() {
+                    self.complete = true;
+                }
+            }
+            _ => {}
+        }
+        self.progress()
+    }
+
+    /// Fires the settle or idle timer if it is due.
+    pub(crate) fn tick(&mut self, now: Instant) -> Progress {
+        if let Some(at) = self.timer {
+            if now >= at && !self.complete {
+                if let Rule::EndsWith { marker, .. } = &self.rule {
+                    self.marker_tail = marker.len();
+                }
+                self.complete = true;
+            }
+        }
+        self.progress()
+    }
+
+    fn progress(&self) -> Progress {
+        if self.complete {
+            Progress::Complete
+        } else {
+            Progress::Pending
+        }
+    }
+
+    /// Scans complete stdout lines not yet scanned, for the nonce and JSON rules.
+    fn scan_lines(&mut self) {
+        loop {
+            let from = self.scanned.max(self.searched);
+            let Some(pos) = find_byte(&self.stdout[from..], b'\n') else {
+                self.searched = self.stdout.len();
+                return;
+            };
+            let start = self.scanned;
+            let end = from + pos;
+            let line = &self.stdout[start..end];
+            let hit = match &self.rule {
+                Rule::Nonce { nonce } => find(line, nonce).is_some(),
+                Rule::JsonField { field, value } => json_field_is(line, field, value),
+                _ => false,
+            };
+            self.scanned = end + 1;
+            if hit {
+                match self.rule {
+                    // The sentinel line is not part of the answer.
+                    Rule::Nonce { .. } => self.finish_at(end + 1, start),
+                    // The final JSON event is.
+                    _ => self.finish_at(end + 1, end + 1),
+                }
+                return;
+            }
+        }
+    }
+
+    /// Marks the answer complete: stdout ends at `consumed`, its body at `body_end`.
+    fn finish_at(&mut self, consumed: usize, body_end: usize) {
+        let trailing = self.stdout.len() - consumed;
+        self.stdout.truncate(consumed);
+        self.body_end = Some(body_end);
+        self.marker_tail = 0;
+        self.complete = true;
+        self.scanned = consumed;
+        if trailing > 0 {
+            log::debug!("{trailing} bytes of output arrived after the end of an answer");
+        }
+    }
+
+    /// Takes the collected answer.
+    pub(crate) fn into_collected(mut self) -> Collected {
+        if let Some(end) = self.body_end {
+            self.stdout.truncate(end);
+            if matches!(self.rule, Rule::Line) && self.stdout.last() == Some(&b'\r') {
+                self.stdout.pop();
+            }
+        }
+        if let Rule::EndsWith { stream, .. } = &self.rule {
+            let buf = match stream {
+                Stream::Stdout => &mut self.stdout,
+                Stream::Stderr => &mut self.stderr,
+            };
+            let keep = buf.len().saturating_sub(self.marker_tail);
+            buf.truncate(keep);
+        }
+        Collected {
+            stdout: self.stdout,
+            stderr: self.stderr,
+        }
+    }
+}
+
+fn json_field_is(line: &[u8], field: &str, value: &str) -> bool {
+    let trimmed = trim_ascii(line);
+    if trimmed.first() != Some(&b'{') {
+        return false;
+    }
+    match serde_json::from_slice::<serde_json::Value>(trimmed) {
+        Ok(v) => v.get(field).and_then(|f| f.as_str()) == Some(value),
+        Err(_) => false,
+    }
+}
+
+fn trim_ascii(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if first.is_ascii_whitespace() {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    while let [rest @ .., last] = s {
+        if last.is_ascii_whitespace() {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    s
+}
+
+fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+/// Finds `needle` in `haystack` (both short in practice: a window and a marker).
+pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    if needle.len() > haystack.len() {
+        return None;
+    }
+    let first = needle[0];
+    let mut i = 0;
+    while i + needle.len() <= haystack.len() {
+        match find_byte(&haystack[i..=haystack.len() - needle.len()], first) {
+            Some(off) => {
+                let at = i + off;
+                if &haystack[at..at + needle.len()] == needle {
+                    return Some(at);
+                }
+                i = at + 1;
+            }
+            None => return None,
+        }
+    }
+    None
+}
+
+/// A fresh, unguessable-enough marker for sentinel framing: unique per process and request.
+pub(crate) fn fresh_nonce() -> String {
+    static SEED: AtomicU64 = AtomicU64::new(0);
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut seed = SEED.load(Ordering::Relaxed);
+    if seed == 0 {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        seed = splitmix64(t ^ (u64::from(std::process::id()) << 32)) | 1;
+        SEED.store(seed, Ordering::Relaxed);
+    }
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("__aim_{:016x}__", splitmix64(seed.wrapping_add(n)))
+}
+
+/// SplitMix64: a tiny, well-mixed generator step, used for nonces and jitter.
+pub(crate) fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn feed_all(framer: &mut Framer, chunks: &[(&str, Stream)]) -> Progress {
+        let now = Instant::now();
+        let mut p = Progress::Pending;
+        for (chunk, stream) in chunks {
+            p = framer.feed(*stream, chunk.as_bytes(), now);
+        }
+        p
+    }
+
+    fn prompt_rule(marker: &str, stream: Stream) -> Rule {
+        Rule::EndsWith {
+            marker: marker.as_bytes().to_vec(),
+            stream,
+            settle: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn prompt_marker_completes_only_at_the_end() {
+        let mut f = Framer::new(prompt_rule("> ", Stream::Stdout), 1 << 20, Instant::now());
+        let p = feed_all(
+            &mut f,
+            &[
+                ("line one\n> quoted", Stream::Stdout),
+                ("\nmore\n", Stream::Stdout),
+            ],
+        );
+        assert_eq!(p, Progress::Pending);
+        assert_eq!(
+            feed_all(&mut f, &[(">", Stream::Stdout), (" ", Stream::Stdout)]),
+            Progress::Complete
+        );
+        let c = f.into_collected();
+        assert_eq!(c.stdout, b"line one\n> quoted\nmore\n");
+    }
+
+    #[test]
+    fn prompt_marker_on_stderr_keeps_stdout_as_body() {
+        let mut f = Framer::new(prompt_rule(">>> ", Stream::Stderr), 1 << 20, Instant::now());
+        let p = feed_all(
+            &mut f,
+            &[
+                ("42\n", Stream::Stdout),
+                ("Traceback\n>>> ", Stream::Stderr),
+            ],
+        );
+        assert_eq!(p, Progress::Complete);
+        let c = f.into_collected();
+        assert_eq!(c.stdout, b"42\n");
+        assert_eq!(c.stderr, b"Traceback\n");
+    }
+
+    #[test]
+    fn settle_period_waits_for_quiet() {
+        let t0 = Instant::now();
+        let rule = Rule::EndsWith {
+            marker: b"> ".to_vec(),
+            stream: Stream::Stdout,
+            settle: Duration::from_millis(100),
+        };
+        let mut f = Framer::new(rule, 1 << 20, t0);
+        assert_eq!(f.feed(Stream::Stdout, b"a\n> ", t0), Progress::Pending);
+        let due = f.deadline().unwrap();
+        assert_eq!(f.tick(t0 + Duration::from_millis(50)), Progress::Pending);
+        // More output restarts the period and moves the marker away from the end.
+        assert_eq!(
+            f.feed(Stream::Stdout, b"quote\n", t0 + Duration::from_millis(60)),
+            Progress::Pending
+        );
+        assert_eq!(f.deadline(), None);
+        assert_eq!(
+            f.feed(Stream::Stdout, b"> ", t0 + Duration::from_millis(70)),
+            Progress::Pending
+        );
+        assert!(f.deadline().unwrap() > due);
+        assert_eq!(f.tick(t0 + Duration::from_millis(171)), Progress::Complete);
+        assert_eq!(f.into_collected().stdout, b"a\n> quote\n");
+    }
+
+    #[test]
+    fn line_rule_takes_one_line() {
+        let mut f = Framer::new(Rule::Line, 1 << 20, Instant::now());
+        assert_eq!(
+            feed_all(&mut f, &[("hel", Stream::Stdout)]),
+            Progress::Pending
+        );
+        assert_eq!(
+            feed_all(&mut f, &[("lo\r\nnext", Stream::Stdout)]),
+            Progress::Complete
+        );
+        assert_eq!(f.into_collected().stdout, b"hello");
+    }
+
+    #[test]
+    fn nonce_rule_finds_a_nonce_split_across_chunks() {
+        let nonce = fresh_nonce();
+        let mut f = Framer::new(
+            Rule::Nonce {
+                nonce: nonce.as_bytes().to_vec(),
+            },
+            1 << 20,
+            Instant::now(),
+        );
+        let (a, b) = nonce.split_at(7);
+        let p = feed_all(
+            &mut f,
+            &[
+                ("4\n", Stream::Stdout),
+                (a, Stream::Stdout),
+                (b, Stream::Stdout),
+            ],
+        );
+        assert_eq!(
+            p,
+            Progress::Pending,
+            "the sentinel line is not complete yet"
+        );
+        assert_eq!(
+            feed_all(&mut f, &[("\n", Stream::Stdout)]),
+            Progress::Complete
+        );
+        assert_eq!(f.into_collected().stdout, b"4\n");
+    }
+
+    #[test]
+    fn stale_nonces_never_end_a_new_answer() {
+        let old = fresh_nonce();
+        let new = fresh_nonce();
+        assert_ne!(old, new);
+        let mut f = Framer::new(
+            Rule::Nonce {
+                nonce: new.as_bytes().to_vec(),
+            },
+            1 << 20,
+            Instant::now(),
+        );
+        let stale = format!("{old}\n");
+        assert_eq!(
+            feed_all(&mut f, &[(&stale, Stream::Stdout)]),
+            Progress::Pending
+        );
+    }
+
+    #[test]
+    fn json_rule_ends_at_matching_event() {
+        let rule = Rule::JsonField {
+            field: "type".into(),
+            value: "result".into(),
+        };
+        let mut f = Framer::new(rule, 1 << 20, Instant::now());
+        let p = feed_all(
+            &mut f,
+            &[
+                (
+                    "{\"type\":\"assistant\",\"text\":\"type result\"}\nnot json\n",
+                    Stream::Stdout,
+                ),
+                ("{\"type\":\"res", Stream::Stdout),
+            ],
+        );
+        assert_eq!(p, Progress::Pending);
+        assert_eq!(
+            feed_all(&mut f, &[("ult\"}\n", Stream::Stdout)]),
+            Progress::Complete
+        );
+        let out = String::from_utf8(f.into_collected().stdout).unwrap();
+        assert!(out.ends_with("{\"type\":\"result\"}\n"));
+        assert!(out.starts_with("{\"type\":\"assistant\""));
+    }
+
+    #[test]
+    fn idle_rule_completes_after_quiet() {
+        let t0 = Instant::now();
+        let mut f = Framer::new(
+            Rule::Idle {
+                quiet: Duration::from_millis(10),
+            },
+            1 << 20,
+            t0,
+        );
+        f.feed(Stream::Stdout, b"x", t0 + Duration::from_millis(5));
+        assert_eq!(f.tick(t0 + Duration::from_millis(12)), Progress::Pending);
+        assert_eq!(f.tick(t0 + Duration::from_millis(15)), Progress::Complete);
+    }
+
+    #[test]
+    fn contains_rule_sees_text_across_chunks() {
+        let mut f = Framer::new(
+            Rule::Contains {
+                text: b"READY".to_vec(),
+                stream: Stream::Stderr,
+            },
+            1 << 20,
+            Instant::now(),
+        );
+        assert_eq!(
+            feed_all(
+                &mut f,
+                &[("..RE", Stream::Stderr), ("READY", Stream::Stdout)]
+            ),
+            Progress::Pending
+        );
+        assert_eq!(
+            feed_all(&mut f, &[("ADY..", Stream::Stderr)]),
+            Progress::Complete
+        );
+    }
+
+    #[test]
+    fn output_over_the_limit_is_refused() {
+        let mut f = Framer::new(Rule::Line, 8, Instant::now());
+        assert_eq!(
+            feed_all(&mut f, &[("12345", Stream::Stdout)]),
+            Progress::Pending
+        );
+        assert_eq!(
+            feed_all(&mut f, &[("6789", Stream::Stdout)]),
+            Progress::TooLarge
+        );
+    }
+
+    #[test]
+    fn scanning_is_linear_in_output_size() {
+        // 4 MiB in 1-byte chunks against an unmatched nonce: quadratic rescans would take
+        // minutes; the incremental scan takes milliseconds. (A correctness check: it must not
+        // match, and it must finish.)
+        let mut f = Framer::new(
+            Rule::Nonce {
+                nonce: b"__never__".to_vec(),
+            },
+            8 << 20,
+            Instant::now(),
+        );
+        let now = Instant::now();
+        for _ in 0..(4 << 20) {
+            assert_eq!(f.feed(Stream::Stdout, b"a", now), Progress::Pending);
+        }
+        assert_eq!(f.len(), 4 << 20);
+    }
+
+    #[test]
+    fn find_works_on_edges() {
+        assert_eq!(find(b"abcabd", b"abd"), Some(3));
+        assert_eq!(find(b"ab", b"abc"), None);
+        assert_eq!(find(b"", b"a"), None);
+        assert_eq!(find(b"aaa", b"aa"), Some(0));
+    }
+}

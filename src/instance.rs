@@ -1,0 +1,513 @@
+//! One supervised instance: the state others may read, the handle that talks to its I/O
+//! thread, and the public types describing it ([`InstanceState`], [`InstanceStatus`],
+//! [`Response`]).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::breaker::CircuitState;
+use crate::error::{Error, Result};
+use crate::metrics::InstanceStats;
+use crate::process::ExitInfo;
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum InstanceState {
+    /// Its process is starting and not ready yet.
+    Starting,
+    /// Ready for prompts (idle or answering).
+    Ready,
+    /// Its process ended; a restart is scheduled (or being decided).
+    Restarting,
+    /// Its restart budget is exhausted; it waits for a long cooldown or `restart_instance`.
+    Failed,
+    /// Its process is being stopped.
+    Stopping,
+    /// Stopped for good (shutdown, restart policy, or removed by a resize).
+    Stopped,
+}
+
+impl InstanceState {
+    const ALL: [InstanceState; 6] = [
+        InstanceState::Starting,
+        InstanceState::Ready,
+        InstanceState::Restarting,
+        InstanceState::Failed,
+        InstanceState::Stopping,
+        InstanceState::Stopped,
+    ];
+
+    fn from_u8(v: u8) -> InstanceState {
+        InstanceState::ALL
+            .get(v as usize)
+            .copied()
+            .unwrap_or(InstanceState::Stopped)
+    }
+
+    fn to_u8(self) -> u8 {
+        InstanceState::ALL
+            .iter()
+            .position(|s| *s == self)
+            .unwrap_or(5) as u8
+    }
+
+    /// The state as a lowercase word (`ready`, `failed`), as used in metrics labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            InstanceState::Starting => "starting",
+            InstanceState::Ready => "ready",
+            InstanceState::Restarting => "restarting",
+            InstanceState::Failed => "failed",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+        }
+    }
+
+    /// Every state, in a fixed order.
+    pub fn all() -> &'static [InstanceState] {
+        &Self::ALL
+    }
+}
+
+impl std::fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A complete answer from one instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Response {
+    /// The answer as text (invalid UTF-8 replaced by U+FFFD; see `bytes` for the raw output).
+    pub text: String,
+    /// The answer's raw bytes, exactly as the tool wrote them (minus framing markers).
+    pub bytes: Vec<u8>,
+    /// What the tool wrote to stderr while answering (minus a prompt marker shown there).
+    pub stderr: String,
+    /// The instance that answered.
+    pub instance: usize,
+    /// The generation (restart count) of the process that answered.
+    pub generation: u64,
+    /// The pid of the process that answered.
+    pub pid: i32,
+    /// Time from submission to the complete answer.
+    #[serde(with = "crate::spec::duration_ms", rename = "elapsed_ms")]
+    pub elapsed: Duration,
+    /// Time from the prompt being written to the complete answer.
+    #[serde(with = "crate::spec::duration_ms", rename = "service_ms")]
+    pub service_time: Duration,
+    /// True when this prompt's session had been answered by another process before (its
+    /// instance died or was recycled), so the tool has lost the conversation's context.
+    pub context_lost: bool,
+}
+
+/// A point-in-time view of one instance, from `status()` and `check_health()`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct InstanceStatus {
+    /// The instance index.
+    pub index: usize,
+    /// Its state.
+    pub state: InstanceState,
+    /// Its circuit breaker's state.
+    pub circuit: CircuitState,
+    /// Whether its process is alive now (checked with `waitpid` by `check_health`).
+    pub alive: bool,
+    /// The current process's pid (0 when there is none).
+    pub pid: i32,
+    /// How many processes this instance has started.
+    pub generation: u64,
+    /// Time since the current process started.
+    #[serde(with = "crate::spec::duration_ms", rename = "uptime_ms")]
+    pub uptime: Duration,
+    /// Prompts queued or being answered.
+    pub pending: usize,
+    /// How the previous process ended.
+    pub last_exit: Option<ExitInfo>,
+    /// Why the instance is failed, when it is.
+    pub failure: Option<String>,
+    /// The last stderr lines.
+    pub last_stderr: Vec<String>,
+}
+
+impl InstanceStatus {
+    /// True when the instance is ready and its process alive.
+    pub fn is_healthy(&self) -> bool {
+        self.state == InstanceState::Ready && self.alive
+    }
+}
+
+/// What others may read about an instance; written by its I/O thread and the monitor.
+#[derive(Debug)]
+pub(crate) struct InstanceShared {
+    pub index: usize,
+    pub tool: Arc<str>,
+    state: AtomicU8,
+    circuit: AtomicU8,
+    generation: AtomicU64,
+    pid: AtomicI32,
+    /// Prompts queued or in flight; incremented by whoever enqueues, decremented by the I/O
+    /// thread when it answers, fails or hands a prompt back.
+    pub pending: AtomicUsize,
+    /// Answers completed by the current process (for `max_requests`).
+    pub served: AtomicU64,
+    pub info: Mutex<InstanceInfo>,
+    pub stats: InstanceStats,
+}
+
+/// The slower-changing facts about an instance, under its own lock.
+#[derive(Debug, Default)]
+pub(crate) struct InstanceInfo {
+    pub started_at: Option<Instant>,
+    pub last_exit: Option<ExitInfo>,
+    pub failure: Option<String>,
+    pub stderr_tail: VecDeque<String>,
+    pub process: Option<Arc<crate::process::ChildProcess>>,
+}
+
+impl InstanceShared {
+    pub(crate) fn new(index: usize, tool: Arc<str>) -> Self {
+        InstanceShared {
+            index,
+            tool,
+            state: AtomicU8::new(InstanceState::Starting.to_u8()),
+            circuit: AtomicU8::new(CircuitState::Closed.to_u8()),
+            generation: AtomicU64::new(0),
+            pid: AtomicI32::new(0),
+            pending: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            info: Mutex::new(InstanceInfo::default()),
+            stats: InstanceStats::default(),
+        }
+    }
+
+    pub(crate) fn state(&self) -> InstanceState {
+        InstanceState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_state(&self, state: InstanceState) {
+        self.state.store(state.to_u8(), Ordering::Release);
+    }
+
+    pub(crate) fn circuit(&self) -> CircuitState {
+        CircuitState::from_u8(self.circuit.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_circuit(&self, state: CircuitState) {
+        self.circuit.store(state.to_u8(), Ordering::Release);
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Records a new process; returns its generation.
+    pub(crate) fn begin_generation(&self, process: Arc<crate::process::ChildProcess>) -> u64 {
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.pid.store(process.pid(), Ordering::Release);
+        self.served.store(0, Ordering::Release);
+        let mut info = self.info.lock();
+        info.started_at = Some(Instant::now());
+        info.process = Some(process);
+        generation
+    }
+
+    /// Records that the current process ended.
+    pub(crate) fn end_generation(&self, exit: Option<ExitInfo>) -> Duration {
+        self.pid.store(0, Ordering::Release);
+        let mut info = self.info.lock();
+        info.last_exit = exit.or(info.last_exit);
+        info.process = None;
+        let uptime = info
+            .started_at
+            .take()
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
+        drop(info);
+        self.stats.add_uptime(uptime);
+        uptime
+    }
+
+    pub(crate) fn last_stderr(&self) -> Vec<String> {
+        self.info.lock().stderr_tail.iter().cloned().collect()
+    }
+
+    /// A status snapshot; with `probe`, liveness is checked with `waitpid` now.
+    pub(crate) fn status(&self, probe: bool) -> InstanceStatus {
+        let info = self.info.lock();
+        let alive = match &info.process {
+            Some(p) if probe => p.try_reap().is_none(),
+            Some(p) => p.exit().is_none(),
+            None => false,
+        };
+        InstanceStatus {
+            index: self.index,
+            state: self.state(),
+            circuit: self.circuit(),
+            alive,
+            pid: self.pid(),
+            generation: self.generation(),
+            uptime: info.started_at.map(|t| t.elapsed()).unwrap_or_default(),
+            pending: self.pending(),
+            last_exit: info.last_exit,
+            failure: info.failure.clone(),
+            last_stderr: info.stderr_tail.iter().cloned().collect(),
+        }
+    }
+}
+
+/// One prompt on its way to an answer.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub prompt: String,
+    pub input: Vec<u8>,
+    pub submitted: Instant,
+    pub deadline: Instant,
+    pub reply: Sender<Result<Response>>,
+    /// Addressed to one instance by hand: never moved to another.
+    pub pinned: bool,
+    /// How many more times it may be resent to another instance after its instance died.
+    pub retries_left: u8,
+    /// Where the job is now (`usize::MAX` while waiting for an instance), for `Ticket`.
+    pub placed: Arc<AtomicUsize>,
+}
+
+impl Job {
+    /// Sends the result to whoever waits (a caller that gave up is not an error).
+    pub(crate) fn finish(self, result: Result<Response>) {
+        let _ = self.reply.send(result);
+    }
+
+    /// Fails the job, handing its prompt back in the error.
+    pub(crate) fn fail(self, error: Error) {
+        let Job { prompt, reply, .. } = self;
+        let _ = reply.send(Err(error.with_prompt(prompt)));
+    }
+}
+
+/// Why an instance's process is being (or was) stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitCause {
+    /// It exited or closed its output on its own.
+    Crashed,
+    /// It could not be started.
+    SpawnFailed,
+    /// It did not become ready in time.
+    NotReady,
+    /// An answer passed its deadline; its output could no longer be trusted.
+    Timeout,
+    /// An answer grew past the size cap.
+    TooLarge,
+    /// The liveness probe failed.
+    ProbeFailed,
+    /// It reached `max_requests` or `max_lifetime`.
+    Retired,
+    /// A restart was asked for by hand.
+    Manual,
+    /// Shutdown or resize.
+    Shutdown,
+}
+
+impl ExitCause {
+    /// The cause as a lowercase word, as used in metrics labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ExitCause::Crashed => "crashed",
+            ExitCause::SpawnFailed => "spawn_failed",
+            ExitCause::NotReady => "not_ready",
+            ExitCause::Timeout => "timeout",
+            ExitCause::TooLarge => "too_large",
+            ExitCause::ProbeFailed => "probe_failed",
+            ExitCause::Retired => "retired",
+            ExitCause::Manual => "manual",
+            ExitCause::Shutdown => "shutdown",
+        }
+    }
+
+    /// Whether this cause counts as a failure (for the breaker, the budget and backoff).
+    pub fn is_failure(&self) -> bool {
+        !matches!(
+            self,
+            ExitCause::Retired | ExitCause::Manual | ExitCause::Shutdown
+        )
+    }
+}
+
+/// Commands to an instance's I/O thread.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Start a new process (ignored if one is running); `notify` hears when it is ready.
+    Spawn { notify: Option<Sender<Result<()>>> },
+    /// Stop the current process (after the answer in flight, if `drain`), without exiting.
+    Recycle { cause: ExitCause, drain: bool },
+    /// Stop the process and end the thread; reply once the process is reaped.
+    Stop {
+        deadline: Instant,
+        reply: Option<Sender<StopOutcome>>,
+    },
+}
+
+/// How an instance ended at shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopMethod {
+    /// It had no process running.
+    NotRunning,
+    /// It exited after the quit command or end of input.
+    Quit,
+    /// It exited after SIGTERM.
+    Terminated,
+    /// It had to be SIGKILLed.
+    Killed,
+    /// It could not be reaped before the deadline (stuck in the kernel); logged.
+    Abandoned,
+}
+
+/// One instance's line in a shutdown report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopOutcome {
+    /// The instance index.
+    pub index: usize,
+    /// Its last pid (0 if none was running).
+    pub pid: i32,
+    /// How it was stopped.
+    pub method: StopMethod,
+    /// Its exit status, when reaped.
+    pub exit: Option<ExitInfo>,
+}
+
+/// What the I/O thread tells the monitor.
+#[derive(Debug)]
+pub(crate) enum IoEvent {
+    Spawned {
+        index: usize,
+        generation: u64,
+        pid: i32,
+    },
+    Ready {
+        index: usize,
+        generation: u64,
+        took: Duration,
+    },
+    SpawnFailed {
+        index: usize,
+        error: String,
+    },
+    Exited {
+        index: usize,
+        generation: u64,
+        pid: i32,
+        exit: Option<ExitInfo>,
+        cause: ExitCause,
+    },
+    /// A request outcome that changes the breaker's input (sent on failures, and on the first
+    /// success after a failure).
+    Outcome {
+        index: usize,
+        ok: bool,
+        timed_out: bool,
+    },
+}
+
+/// The doorbell that wakes an I/O thread out of `poll(2)` when a job or command arrives.
+#[derive(Debug)]
+pub(crate) struct Doorbell(EventFd);
+
+impl Doorbell {
+    pub(crate) fn new() -> Result<Self> {
+        EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+            .map(Doorbell)
+            .map_err(|e| Error::io("cannot create an eventfd", e.into()))
+    }
+
+    pub(crate) fn ring(&self) {
+        // EAGAIN means the counter is saturated: the bell is already ringing.
+        let _ = self.0.write(1);
+    }
+
+    pub(crate) fn drain(&self) {
+        let _ = self.0.read();
+    }
+
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.0.as_fd()
+    }
+}
+
+/// The handle the pool keeps for each instance.
+#[derive(Debug)]
+pub(crate) struct InstanceHandle {
+    pub shared: Arc<InstanceShared>,
+    jobs: Sender<Job>,
+    control: Sender<Control>,
+    doorbell: Arc<Doorbell>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl InstanceHandle {
+    pub(crate) fn new(
+        shared: Arc<InstanceShared>,
+        jobs: Sender<Job>,
+        control: Sender<Control>,
+        doorbell: Arc<Doorbell>,
+        thread: JoinHandle<()>,
+    ) -> Self {
+        InstanceHandle {
+            shared,
+            jobs,
+            control,
+            doorbell,
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+
+    /// Hands a job to the I/O thread; the caller has already counted it in `pending`.
+    pub(crate) fn enqueue(&self, job: Job) -> std::result::Result<(), Job> {
+        job.placed.store(self.shared.index, Ordering::Release);
+        match self.jobs.send(job) {
+            Ok(()) => {
+                self.doorbell.ring();
+                Ok(())
+            }
+            Err(e) => {
+                self.shared.pending.fetch_sub(1, Ordering::AcqRel);
+                Err(e.into_inner())
+            }
+        }
+    }
+
+    pub(crate) fn control(&self, command: Control) -> bool {
+        let sent = self.control.send(command).is_ok();
+        self.doorbell.ring();
+        sent
+    }
+
+    pub(crate) fn join(&self) {
+        if let Some(handle) = self.thread.lock().take() {
+            if handle.join().is_err() {
+                log::error!("I/O thread of instance {} panicked", self.shared.index);
+            }
+        }
+    }
+}

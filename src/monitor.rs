@@ -1,0 +1,626 @@
+//! The monitor thread: one per pool. It reaps with `waitpid(pid, WNOHANG)` on its own pids
+//! every `health_interval`, and is woken at once by the I/O threads when a process exits or a
+//! request fails, so failover never waits for the poll. It owns each instance's backoff,
+//! restart budget and circuit breaker, schedules restarts, runs liveness probes and retires
+//! old processes. Timers are `select!` timeouts, never sleeps.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver, Sender};
+use serde::{Deserialize, Serialize};
+
+use crate::backoff::{Backoff, BackoffConfig};
+use crate::breaker::{BreakerConfig, BreakerTransition, CircuitBreaker, CircuitState};
+use crate::budget::{BudgetConfig, RestartBudget};
+use crate::error::{Error, Result};
+use crate::events::Event;
+use crate::instance::{Control, ExitCause, InstanceState, IoEvent, Job, Response};
+use crate::pool::PoolCore;
+use crate::process::ExitInfo;
+use crate::spec::RestartPolicy;
+
+/// A liveness probe: a prompt sent to idle instances now and then, whose answer must contain
+/// `expect`. It catches instances that are alive but stuck.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LivenessProbe {
+    /// The prompt.
+    pub prompt: String,
+    /// Text the answer must contain.
+    pub expect: String,
+    /// How often an idle instance is probed.
+    #[serde(rename = "interval_ms", with = "crate::spec::duration_ms")]
+    pub interval: Duration,
+    /// How long the answer may take.
+    #[serde(rename = "timeout_ms", with = "crate::spec::duration_ms")]
+    pub timeout: Duration,
+}
+
+/// How instances are supervised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisionConfig {
+    /// How often the monitor polls `waitpid` and checks timers. Defaults to 5 s.
+    #[serde(rename = "health_interval_ms", with = "crate::spec::duration_ms")]
+    pub health_interval: Duration,
+    /// Restart delays.
+    pub backoff: BackoffConfig,
+    /// The restart budget.
+    pub budget: BudgetConfig,
+    /// The circuit breaker.
+    pub breaker: BreakerConfig,
+    /// Replace a process after this many answers (drained first). Defaults to never.
+    pub max_requests: Option<u64>,
+    /// Replace a process after it has run this long (drained first). Defaults to never.
+    #[serde(rename = "max_lifetime_ms", with = "optional_ms")]
+    pub max_lifetime: Option<Duration>,
+    /// An optional liveness probe. Defaults to none.
+    pub probe: Option<LivenessProbe>,
+}
+
+impl Default for SupervisionConfig {
+    fn default() -> Self {
+        SupervisionConfig {
+            health_interval: Duration::from_secs(5),
+            backoff: BackoffConfig::default(),
+            budget: BudgetConfig::default(),
+            breaker: BreakerConfig::default(),
+            max_requests: None,
+            max_lifetime: None,
+            probe: None,
+        }
+    }
+}
+
+impl SupervisionConfig {
+    /// Checks every field.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the first bad field.
+    pub fn validate(&self) -> Result<()> {
+        if self.health_interval.is_zero() {
+            return Err(Error::config("health_interval_ms", "must be positive"));
+        }
+        if !(self.backoff.factor >= 1.0 && self.backoff.factor.is_finite()) {
+            return Err(Error::config(
+                "backoff.factor",
+                "must be a finite number >= 1",
+            ));
+        }
+        if self.backoff.max < self.backoff.base {
+            return Err(Error::config(
+                "backoff.max_ms",
+                "must be at least backoff.base_ms",
+            ));
+        }
+        if self.budget.window.is_zero() {
+            return Err(Error::config("budget.window_ms", "must be positive"));
+        }
+        if self.breaker.cooldown.is_zero() || self.breaker.max_cooldown < self.breaker.cooldown {
+            return Err(Error::config(
+                "breaker.cooldown_ms",
+                "must be positive and at most breaker.max_cooldown_ms",
+            ));
+        }
+        if self.max_requests == Some(0) {
+            return Err(Error::config("max_requests", "must be positive"));
+        }
+        if let Some(probe) = &self.probe {
+            if probe.interval.is_zero() || probe.timeout.is_zero() {
+                return Err(Error::config(
+                    "probe",
+                    "interval and timeout must be positive",
+                ));
+            }
+            if probe.prompt.trim().is_empty() {
+                return Err(Error::config("probe.prompt", "must not be empty"));
+            }
+        }
+        Ok(())
+    }
+}
+
+mod optional_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<u64>::deserialize(d).map(|o| o.map(Duration::from_millis))
+    }
+}
+
+/// Commands to the monitor.
+#[derive(Debug)]
+pub(crate) enum MonitorCommand {
+    /// An instance was added (launch or resize).
+    Added(usize),
+    /// Restart an instance now, resetting its budget and breaker; reply when ready.
+    Restart {
+        index: usize,
+        reply: Sender<Result<()>>,
+    },
+    /// Stop the monitor.
+    Shutdown,
+}
+
+/// The monitor's view of one instance.
+struct Supervised {
+    backoff: Backoff,
+    budget: RestartBudget,
+    breaker: CircuitBreaker,
+    restart_at: Option<(Instant, ExitCause)>,
+    failed_until: Option<Instant>,
+    manual: Option<Sender<Result<()>>>,
+    removed: bool,
+    next_probe: Option<Instant>,
+    /// The generation an outstanding probe was sent to.
+    probe: Option<u64>,
+}
+
+pub(crate) struct Monitor {
+    core: Arc<PoolCore>,
+    events: Receiver<IoEvent>,
+    commands: Receiver<MonitorCommand>,
+    instances: Vec<Supervised>,
+    next_poll: Instant,
+    seed: u64,
+    probe_tx: Sender<Result<Response>>,
+    probe_rx: Receiver<Result<Response>>,
+}
+
+impl Monitor {
+    pub(crate) fn new(
+        core: Arc<PoolCore>,
+        events: Receiver<IoEvent>,
+        commands: Receiver<MonitorCommand>,
+    ) -> Self {
+        let seed =
+            crate::framing::splitmix64(u64::from(std::process::id()) ^ core.spec.name.len() as u64);
+        let (probe_tx, probe_rx) = crossbeam_channel::unbounded();
+        Monitor {
+            probe_tx,
+            probe_rx,
+            next_poll: Instant::now() + core.supervision.health_interval,
+            core,
+            events,
+            commands,
+            instances: Vec::new(),
+            seed,
+        }
+    }
+
+    fn config(&self) -> &SupervisionConfig {
+        &self.core.supervision
+    }
+
+    pub(crate) fn run(mut self) {
+        loop {
+            let now = Instant::now();
+            let wait = self.next_timer().saturating_duration_since(now);
+            select! {
+                recv(self.events) -> event => match event {
+                    Ok(event) => self.on_io_event(event),
+                    Err(_) => return,
+                },
+                recv(self.commands) -> command => match command {
+                    Ok(MonitorCommand::Shutdown) | Err(_) => return,
+                    Ok(command) => self.on_command(command),
+                },
+                recv(self.probe_rx) -> result => {
+                    if let Ok(result) = result {
+                        self.on_probe_result(result, Instant::now());
+                    }
+                }
+                default(wait) => {}
+            }
+            self.on_timers(Instant::now());
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        log::log!(event.level(), "{}: {event}", self.core.spec.name);
+        if let Some(sink) = &self.core.sink {
+            sink.on_event(&event);
+        }
+    }
+
+    fn supervised(&mut self, index: usize) -> &mut Supervised {
+        while self.instances.len() <= index {
+            let n = self.instances.len() as u64;
+            let config = self.config().clone();
+            let interval = config.probe.as_ref().map(|p| p.interval);
+            self.instances.push(Supervised {
+                backoff: Backoff::new(config.backoff, crate::framing::splitmix64(self.seed ^ n)),
+                budget: RestartBudget::new(config.budget),
+                breaker: CircuitBreaker::new(config.breaker),
+                restart_at: None,
+                failed_until: None,
+                manual: None,
+                removed: false,
+                next_probe: interval.map(|i| Instant::now() + i),
+                probe: None,
+            });
+        }
+        &mut self.instances[index]
+    }
+
+    fn next_timer(&self) -> Instant {
+        let mut next = self.next_poll;
+        for s in &self.instances {
+            for t in [
+                s.restart_at.map(|(t, _)| t),
+                s.failed_until,
+                s.breaker.open_until(),
+                s.next_probe,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                next = next.min(t);
+            }
+        }
+        next
+    }
+
+    fn on_command(&mut self, command: MonitorCommand) {
+        match command {
+            MonitorCommand::Added(index) => {
+                let s = self.supervised(index);
+                s.removed = false;
+            }
+            MonitorCommand::Restart { index, reply } => {
+                let s = self.supervised(index);
+                s.budget.reset();
+                s.backoff.reset();
+                s.breaker.reset();
+                s.failed_until = None;
+                s.restart_at = None;
+                s.manual = Some(reply);
+                let Some(handle) = self.core.instance(index) else {
+                    return;
+                };
+                handle.shared.set_circuit(CircuitState::Closed);
+                handle.shared.info.lock().failure = None;
+                match handle.shared.state() {
+                    InstanceState::Starting | InstanceState::Ready | InstanceState::Stopping => {
+                        handle.control(Control::Recycle {
+                            cause: ExitCause::Manual,
+                            drain: true,
+                        });
+                    }
+                    _ => self.spawn(index, ExitCause::Manual),
+                }
+            }
+            MonitorCommand::Shutdown => {}
+        }
+    }
+
+    fn spawn(&mut self, index: usize, cause: ExitCause) {
+        let notify = self.supervised(index).manual.take();
+        let Some(handle) = self.core.instance(index) else {
+            return;
+        };
+        if cause != ExitCause::Manual || handle.shared.generation() > 0 {
+            handle.shared.stats.on_restart(cause);
+        }
+        handle.shared.set_state(InstanceState::Restarting);
+        handle.control(Control::Spawn { notify });
+    }
+
+    fn on_io_event(&mut self, event: IoEvent) {
+        let now = Instant::now();
+        match event {
+            IoEvent::Spawned {
+                index,
+                generation,
+                pid,
+            } => self.emit(Event::Spawned {
+                instance: index,
+                generation,
+                pid,
+            }),
+            IoEvent::Ready {
+                index,
+                generation,
+                took,
+            } => {
+                self.supervised(index).backoff.note_healthy(now);
+                self.emit(Event::Ready {
+                    instance: index,
+                    generation,
+                    took,
+                });
+                self.core.notify_change();
+            }
+            IoEvent::SpawnFailed { index, error } => {
+                self.emit(Event::SpawnFailed {
+                    instance: index,
+                    error,
+                });
+                self.on_down(index, ExitCause::SpawnFailed, None, now);
+            }
+            IoEvent::Exited {
+                index,
+                generation,
+                pid,
+                exit,
+                cause,
+            } => {
+                self.emit(Event::Exited {
+                    instance: index,
+                    generation,
+                    pid,
+                    exit,
+                    cause,
+                });
+                self.on_down(index, cause, exit, now);
+                self.core.notify_change();
+            }
+            IoEvent::Outcome {
+                index,
+                ok,
+                timed_out,
+            } => {
+                if timed_out {
+                    self.emit(Event::RequestTimedOut { instance: index });
+                }
+                let s = self.supervised(index);
+                let transition = if ok {
+                    s.breaker.on_success(now)
+                } else {
+                    s.breaker.on_failure(now)
+                };
+                self.on_breaker(index, transition);
+            }
+        }
+    }
+
+    fn on_breaker(&mut self, index: usize, transition: Option<BreakerTransition>) {
+        let Some(transition) = transition else { return };
+        let state = self.supervised(index).breaker.state();
+        if let Some(handle) = self.core.instance(index) {
+            handle.shared.set_circuit(state);
+        }
+        self.emit(match transition {
+            BreakerTransition::Opened { cooldown } => Event::BreakerOpened {
+                instance: index,
+                cooldown,
+            },
+            BreakerTransition::HalfOpened => Event::BreakerHalfOpen { instance: index },
+            BreakerTransition::Closed => Event::BreakerClosed { instance: index },
+        });
+        self.core.notify_change();
+    }
+
+    /// A process ended (or could not start): decide whether, and when, to restart it.
+    fn on_down(&mut self, index: usize, cause: ExitCause, exit: Option<ExitInfo>, now: Instant) {
+        if cause == ExitCause::Shutdown || self.core.is_closed() {
+            return;
+        }
+        let policy = self.core.spec.restart;
+        if self.supervised(index).removed {
+            return;
+        }
+        let Some(handle) = self.core.instance(index) else {
+            return;
+        };
+        if matches!(cause, ExitCause::Manual | ExitCause::Retired) {
+            self.spawn(index, cause);
+            return;
+        }
+        let wants_restart = match policy {
+            RestartPolicy::Always => true,
+            RestartPolicy::Never => false,
+            RestartPolicy::OnFailure => {
+                !(cause == ExitCause::Crashed && exit.is_some_and(|e| e.success()))
+            }
+        };
+        if !wants_restart {
+            handle.shared.set_state(InstanceState::Stopped);
+            handle.control(Control::Recycle {
+                cause: ExitCause::Shutdown,
+                drain: false,
+            });
+            log::info!(
+                "{}[{index}]: not restarted (restart policy {policy:?})",
+                self.core.spec.name
+            );
+            return;
+        }
+        // Timeouts and oversized answers already reached the breaker as request outcomes.
+        if !matches!(cause, ExitCause::Timeout | ExitCause::TooLarge) {
+            let transition = self.supervised(index).breaker.on_failure(now);
+            self.on_breaker(index, transition);
+        }
+        let failed_cooldown = self.config().budget.failed_cooldown;
+        let s = self.supervised(index);
+        if !s.budget.try_consume(now) {
+            s.failed_until = Some(now + failed_cooldown);
+            s.restart_at = None;
+            let reason = format!(
+                "restart budget exhausted: more than {} restarts within {:?} (last: {})",
+                self.core.supervision.budget.max_restarts,
+                self.core.supervision.budget.window,
+                cause.as_str()
+            );
+            handle.shared.set_state(InstanceState::Failed);
+            handle.shared.info.lock().failure = Some(reason);
+            self.emit(Event::BudgetExhausted {
+                instance: index,
+                retry_in: failed_cooldown,
+            });
+            return;
+        }
+        let attempt = s.budget.used() as u32;
+        let mut at = now + s.backoff.next_delay(now);
+        if let Some(open_until) = s.breaker.open_until() {
+            at = at.max(open_until);
+        }
+        s.restart_at = Some((at, cause));
+        handle.shared.set_state(InstanceState::Restarting);
+        self.emit(Event::RestartScheduled {
+            instance: index,
+            delay: at.saturating_duration_since(now),
+            attempt,
+            cause,
+        });
+        if at <= now {
+            self.on_timers(now);
+        }
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        if now >= self.next_poll {
+            self.next_poll = now + self.config().health_interval;
+            self.poll_processes(now);
+        }
+        for index in 0..self.instances.len() {
+            let s = &mut self.instances[index];
+            let transition = s.breaker.poll(now);
+            if transition.is_some() {
+                self.on_breaker(index, transition);
+            }
+            let s = &mut self.instances[index];
+            if let Some((at, cause)) = s.restart_at {
+                if now >= at {
+                    s.restart_at = None;
+                    self.spawn(index, cause);
+                    continue;
+                }
+            }
+            let s = &mut self.instances[index];
+            if let Some(until) = s.failed_until {
+                if now >= until {
+                    s.failed_until = None;
+                    s.budget.reset();
+                    s.backoff.reset();
+                    log::info!(
+                        "{}[{index}]: failed cooldown over; trying again",
+                        self.core.spec.name
+                    );
+                    self.spawn(index, ExitCause::Crashed);
+                }
+            }
+            self.check_probe(index, now);
+        }
+    }
+
+    /// Reaps exited processes the I/O threads have not noticed yet and retires old ones.
+    fn poll_processes(&mut self, now: Instant) {
+        let max_lifetime = self.config().max_lifetime;
+        for handle in self.core.instances() {
+            let process = handle.shared.info.lock().process.clone();
+            let Some(process) = process else { continue };
+            if process.try_reap().is_some() {
+                // The I/O thread sees the exit on its next wakeup.
+                handle.control(Control::Recycle {
+                    cause: ExitCause::Crashed,
+                    drain: false,
+                });
+                continue;
+            }
+            let started = handle.shared.info.lock().started_at;
+            if let (Some(max), Some(started)) = (max_lifetime, started) {
+                if now.saturating_duration_since(started) >= max
+                    && handle.shared.state() == InstanceState::Ready
+                {
+                    handle.control(Control::Recycle {
+                        cause: ExitCause::Retired,
+                        drain: true,
+                    });
+                }
+            }
+        }
+    }
+
+    fn check_probe(&mut self, index: usize, now: Instant) {
+        let Some(probe) = self.config().probe.clone() else {
+            return;
+        };
+        let Some(handle) = self.core.instance(index) else {
+            return;
+        };
+        let s = &mut self.instances[index];
+        if s.probe.is_some() || !s.next_probe.is_some_and(|t| now >= t) {
+            return;
+        }
+        s.next_probe = Some(now + probe.interval);
+        if handle.shared.state() != InstanceState::Ready || handle.shared.pending() > 0 {
+            return;
+        }
+        let Ok(input) = self.core.spec.render_prompt(probe.prompt.clone()) else {
+            return;
+        };
+        let job = Job {
+            prompt: probe.prompt.clone(),
+            input,
+            submitted: now,
+            deadline: now + probe.timeout,
+            reply: self.probe_tx.clone(),
+            pinned: true,
+            retries_left: 0,
+            placed: Arc::new(AtomicUsize::new(usize::MAX)),
+        };
+        handle.shared.pending.fetch_add(1, Ordering::AcqRel);
+        if handle.enqueue(job).is_ok() {
+            self.instances[index].probe = Some(handle.shared.generation());
+            // The next probe is timed from the answer.
+            self.instances[index].next_probe = None;
+        }
+    }
+
+    fn on_probe_result(&mut self, result: Result<Response>, now: Instant) {
+        let Some(probe) = self.config().probe.clone() else {
+            return;
+        };
+        let index = match &result {
+            Ok(r) => r.instance,
+            Err(
+                Error::Timeout {
+                    instance: Some(i), ..
+                }
+                | Error::InstanceDied { instance: i, .. }
+                | Error::InstanceUnavailable { instance: i, .. }
+                | Error::ResponseTooLarge { instance: i, .. },
+            ) => *i,
+            Err(_) => return,
+        };
+        let Some(handle) = self.core.instance(index) else {
+            return;
+        };
+        let s = self.supervised(index);
+        let Some(generation) = s.probe.take() else {
+            return;
+        };
+        s.next_probe = Some(now + probe.interval);
+        let healthy = match &result {
+            Ok(r) => r.text.contains(&probe.expect),
+            // A timed-out or oversized probe already recycled the process; a dead one is
+            // being restarted.
+            Err(_) => true,
+        };
+        if !healthy && handle.shared.generation() == generation {
+            if let Ok(r) = &result {
+                log::warn!(
+                    "{}[{index}]: liveness probe failed: answer {:?} lacks {:?}",
+                    self.core.spec.name,
+                    r.text,
+                    probe.expect
+                );
+            }
+            handle.control(Control::Recycle {
+                cause: ExitCause::ProbeFailed,
+                drain: false,
+            });
+        }
+    }
+}

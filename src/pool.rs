@@ -1,0 +1,595 @@
+//! [`ToolProcessPool`]: N supervised instances of one tool, addressed by index.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, unbounded, Sender};
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::events::EventSink;
+use crate::instance::{
+    Control, Doorbell, InstanceHandle, InstanceShared, InstanceState, InstanceStatus, IoEvent, Job,
+    Response, StopMethod, StopOutcome,
+};
+use crate::io_thread::{IoThread, IoThreadConfig};
+use crate::monitor::{Monitor, MonitorCommand, SupervisionConfig};
+use crate::spec::ToolSpec;
+use crate::ticket::Ticket;
+
+/// Extra time allowed past a stop's deadline for SIGTERM, SIGKILL and reaping.
+const STOP_SLACK: Duration = Duration::from_secs(6);
+
+/// What `shutdown()` did to each instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// One line per instance, by index.
+    pub instances: Vec<StopOutcome>,
+    /// How long the shutdown took.
+    #[serde(with = "crate::spec::duration_ms", rename = "took_ms")]
+    pub took: Duration,
+}
+
+impl ShutdownReport {
+    /// True when every process exited or was killed and reaped (none abandoned).
+    pub fn all_reaped(&self) -> bool {
+        self.instances
+            .iter()
+            .all(|o| o.method != StopMethod::Abandoned)
+    }
+}
+
+/// Options shared by the pool and the cluster.
+#[derive(Debug, Clone)]
+pub(crate) struct PoolOptions {
+    pub supervision: SupervisionConfig,
+    /// Prompts queued or in flight per instance before it counts as full.
+    pub queue_capacity: usize,
+    /// How long `shutdown` lets answers in flight finish.
+    pub drain_timeout: Duration,
+    pub sink: Option<Arc<dyn EventSink>>,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            supervision: SupervisionConfig::default(),
+            queue_capacity: 64,
+            drain_timeout: Duration::from_secs(5),
+            sink: None,
+        }
+    }
+}
+
+/// The pool's internals, shared by its handle, the monitor and (for a cluster) the dispatcher.
+pub(crate) struct PoolCore {
+    pub spec: Arc<ToolSpec>,
+    pub supervision: SupervisionConfig,
+    pub queue_capacity: usize,
+    drain_timeout: Duration,
+    pub sink: Option<Arc<dyn EventSink>>,
+    instances: RwLock<Vec<Arc<InstanceHandle>>>,
+    events_tx: Sender<IoEvent>,
+    monitor_tx: Sender<MonitorCommand>,
+    monitor: Mutex<Option<JoinHandle<()>>>,
+    rehome: Option<Sender<Job>>,
+    changes: Option<Sender<()>>,
+    closed: AtomicBool,
+    report: Mutex<Option<ShutdownReport>>,
+}
+
+impl std::fmt::Debug for PoolCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolCore")
+            .field("tool", &self.spec.name)
+            .field("instances", &self.instances.read().len())
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl PoolCore {
+    /// Starts the monitor and `count` instances and waits until all are ready.
+    ///
+    /// `rehome` receives jobs that may move when their instance cannot answer them; `changes`
+    /// hears when an instance becomes ready or its circuit changes.
+    pub(crate) fn launch(
+        spec: ToolSpec,
+        count: usize,
+        options: PoolOptions,
+        rehome: Option<Sender<Job>>,
+        changes: Option<Sender<()>>,
+    ) -> Result<Arc<PoolCore>> {
+        spec.validate()?;
+        options.supervision.validate()?;
+        if options.queue_capacity == 0 {
+            return Err(Error::config("queue_capacity", "must be positive"));
+        }
+        let (events_tx, events_rx) = unbounded();
+        let (monitor_tx, monitor_rx) = unbounded();
+        let core = Arc::new(PoolCore {
+            spec: Arc::new(spec),
+            supervision: options.supervision,
+            queue_capacity: options.queue_capacity,
+            drain_timeout: options.drain_timeout,
+            sink: options.sink,
+            instances: RwLock::new(Vec::with_capacity(count)),
+            events_tx,
+            monitor_tx,
+            monitor: Mutex::new(None),
+            rehome,
+            changes,
+            closed: AtomicBool::new(false),
+            report: Mutex::new(None),
+        });
+        let monitor = Monitor::new(Arc::clone(&core), events_rx, monitor_rx);
+        let thread = std::thread::Builder::new()
+            .name(format!("aim-monitor-{}", core.spec.name))
+            .spawn(move || monitor.run())
+            .map_err(|e| Error::io("cannot start the monitor thread", e))?;
+        *core.monitor.lock() = Some(thread);
+        if let Err(err) = core.add_instances(count) {
+            core.shutdown();
+            return Err(err);
+        }
+        Ok(core)
+    }
+
+    /// Adds `count` instances and waits until they are ready.
+    pub(crate) fn add_instances(&self, count: usize) -> Result<()> {
+        let mut waits = Vec::with_capacity(count);
+        for _ in 0..count {
+            let handle = {
+                let mut instances = self.instances.write();
+                let index = instances.len();
+                let handle = self.start_instance(index)?;
+                instances.push(Arc::clone(&handle));
+                handle
+            };
+            let _ = self
+                .monitor_tx
+                .send(MonitorCommand::Added(handle.shared.index));
+            let (tx, rx) = bounded(1);
+            handle.control(Control::Spawn { notify: Some(tx) });
+            waits.push(rx);
+        }
+        let deadline = Instant::now() + self.spec.startup_timeout + Duration::from_secs(1);
+        let mut first_error = None;
+        for rx in waits {
+            let result = rx.recv_deadline(deadline).unwrap_or_else(|_| {
+                Err(Error::NotReady {
+                    tool: self.spec.name.clone(),
+                    instance: 0,
+                    waited: self.spec.startup_timeout,
+                    exit: None,
+                    stderr: Vec::new(),
+                })
+            });
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn start_instance(&self, index: usize) -> Result<Arc<InstanceHandle>> {
+        let shared = Arc::new(InstanceShared::new(index, self.spec.name.as_str().into()));
+        let (jobs_tx, jobs_rx) = unbounded();
+        let (control_tx, control_rx) = unbounded();
+        let doorbell = Arc::new(Doorbell::new()?);
+        let config = IoThreadConfig {
+            spec: Arc::new(self.spec.for_instance(index)),
+            shared: Arc::clone(&shared),
+            jobs: jobs_rx,
+            control: control_rx,
+            doorbell: Arc::clone(&doorbell),
+            events: self.events_tx.clone(),
+            rehome: self.rehome.clone(),
+            max_requests: self.supervision.max_requests,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("aim-io-{}-{index}", self.spec.name))
+            .spawn(move || IoThread::new(config).run())
+            .map_err(|e| Error::io("cannot start an I/O thread", e))?;
+        Ok(Arc::new(InstanceHandle::new(
+            shared, jobs_tx, control_tx, doorbell, thread,
+        )))
+    }
+
+    pub(crate) fn instance(&self, index: usize) -> Option<Arc<InstanceHandle>> {
+        self.instances.read().get(index).cloned()
+    }
+
+    pub(crate) fn instances(&self) -> Vec<Arc<InstanceHandle>> {
+        self.instances.read().clone()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.instances.read().len()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn notify_change(&self) {
+        if let Some(tx) = &self.changes {
+            let _ = tx.try_send(());
+        }
+    }
+
+    /// Builds a job for `prompt` with the given deadline.
+    pub(crate) fn make_job(
+        &self,
+        prompt: String,
+        timeout: Option<Duration>,
+        pinned: bool,
+    ) -> Result<(Job, crossbeam_channel::Receiver<Result<Response>>)> {
+        if self.is_closed() {
+            return Err(Error::Shutdown {
+                prompt: Some(prompt),
+            });
+        }
+        let input = self.spec.render_prompt(prompt.clone())?;
+        let now = Instant::now();
+        let (tx, rx) = bounded(1);
+        let job = Job {
+            prompt,
+            input,
+            submitted: now,
+            deadline: now + timeout.unwrap_or(self.spec.request_timeout),
+            reply: tx,
+            pinned,
+            retries_left: 0,
+            placed: Arc::new(AtomicUsize::new(usize::MAX)),
+        };
+        Ok((job, rx))
+    }
+
+    /// Queues `job` on instance `index` if it can take it.
+    pub(crate) fn submit_pinned(&self, index: usize, job: Job) -> Result<()> {
+        let count = self.len();
+        let Some(handle) = self.instance(index) else {
+            return Err(Error::NoSuchInstance { index, count });
+        };
+        let shared = &handle.shared;
+        let state = shared.state();
+        if matches!(state, InstanceState::Failed | InstanceState::Stopped) {
+            return Err(Error::InstanceUnavailable {
+                instance: index,
+                state: state.to_string(),
+                prompt: Some(job.prompt),
+            });
+        }
+        if shared.circuit() == crate::breaker::CircuitState::Open {
+            return Err(Error::InstanceUnavailable {
+                instance: index,
+                state: "circuit open".into(),
+                prompt: Some(job.prompt),
+            });
+        }
+        let reserved = shared
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                (p < self.queue_capacity).then_some(p + 1)
+            });
+        if reserved.is_err() {
+            return Err(Error::Busy { prompt: job.prompt });
+        }
+        handle.enqueue(job).map_err(|job| Error::Shutdown {
+            prompt: Some(job.prompt),
+        })
+    }
+
+    pub(crate) fn restart_instance(&self, index: usize) -> Result<()> {
+        let count = self.len();
+        if index >= count {
+            return Err(Error::NoSuchInstance { index, count });
+        }
+        if self.is_closed() {
+            return Err(Error::Shutdown { prompt: None });
+        }
+        let (tx, rx) = bounded(1);
+        self.monitor_tx
+            .send(MonitorCommand::Restart { index, reply: tx })
+            .map_err(|_| Error::Shutdown { prompt: None })?;
+        let wait = self.spec.startup_timeout + self.spec.stop_grace * 2 + STOP_SLACK;
+        rx.recv_timeout(wait).unwrap_or_else(|_| {
+            Err(Error::NotReady {
+                tool: self.spec.name.clone(),
+                instance: index,
+                waited: wait,
+                exit: None,
+                stderr: Vec::new(),
+            })
+        })
+    }
+
+    fn stop_instances(&self, handles: &[Arc<InstanceHandle>]) -> Vec<StopOutcome> {
+        let deadline = Instant::now() + self.drain_timeout;
+        let replies: Vec<_> = handles
+            .iter()
+            .map(|h| {
+                let (tx, rx) = bounded(1);
+                h.control(Control::Stop {
+                    deadline,
+                    reply: Some(tx),
+                });
+                (h, rx)
+            })
+            .collect();
+        let wait_until = deadline + self.spec.stop_grace * 2 + STOP_SLACK;
+        let outcomes = replies
+            .into_iter()
+            .map(|(h, rx)| match rx.recv_deadline(wait_until) {
+                Ok(outcome) => {
+                    h.join();
+                    outcome
+                }
+                Err(_) => {
+                    log::error!(
+                        "{}[{}]: I/O thread did not stop in time",
+                        self.spec.name,
+                        h.shared.index
+                    );
+                    StopOutcome {
+                        index: h.shared.index,
+                        pid: h.shared.pid(),
+                        method: StopMethod::Abandoned,
+                        exit: None,
+                    }
+                }
+            })
+            .collect();
+        outcomes
+    }
+
+    /// Stops everything; idempotent (later calls return the first call's report).
+    pub(crate) fn shutdown(&self) -> ShutdownReport {
+        let mut report = self.report.lock();
+        if let Some(report) = report.as_ref() {
+            return report.clone();
+        }
+        let started = Instant::now();
+        self.closed.store(true, Ordering::Release);
+        let _ = self.monitor_tx.send(MonitorCommand::Shutdown);
+        if let Some(thread) = self.monitor.lock().take() {
+            if thread.thread().id() != std::thread::current().id() && thread.join().is_err() {
+                log::error!("{}: monitor thread panicked", self.spec.name);
+            }
+        }
+        let handles = self.instances();
+        let instances = self.stop_instances(&handles);
+        let done = ShutdownReport {
+            instances,
+            took: started.elapsed(),
+        };
+        log::debug!("{}: shut down in {:?}", self.spec.name, done.took);
+        *report = Some(done.clone());
+        done
+    }
+}
+
+/// N supervised instances of one tool, addressed by index.
+///
+/// Each instance has a dedicated I/O thread; one monitor thread restarts instances that
+/// crash or hang. The handle is cheap to clone and shareable across threads; when the last
+/// clone is dropped the pool shuts down (bounded, logging only).
+///
+/// ```
+/// # aim::demo::serve_if_requested();
+/// use aim::{ToolProcessPool, ToolRegistry};
+/// let spec = ToolRegistry::builtin().resolve("demo")?;
+/// let pool = ToolProcessPool::new(spec, 2)?;
+/// let answer = pool.send_to(1, "hello")?;
+/// assert_eq!(answer.instance, 1);
+/// assert!(answer.text.contains("hello"));
+/// let report = pool.shutdown();
+/// assert!(report.all_reaped());
+/// # Ok::<(), aim::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ToolProcessPool {
+    handle: Arc<PoolHandle>,
+}
+
+#[derive(Debug)]
+struct PoolHandle {
+    core: Arc<PoolCore>,
+}
+
+impl Drop for PoolHandle {
+    fn drop(&mut self) {
+        if !self.core.is_closed() {
+            let report = self.core.shutdown();
+            log::debug!("pool dropped: {} instances stopped", report.instances.len());
+        }
+    }
+}
+
+impl ToolProcessPool {
+    /// Starts `count` instances of `spec` with default supervision and waits until all are
+    /// ready (each up to the spec's startup timeout).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad spec or a zero count; [`Error::Spawn`] when the
+    /// program cannot be executed; [`Error::NotReady`] when an instance exits during startup or
+    /// does not become ready in time. Nothing is left running on error.
+    pub fn new(spec: ToolSpec, count: usize) -> Result<Self> {
+        ToolProcessPool::builder(spec).count(count).build()
+    }
+
+    /// A builder for a pool with non-default options.
+    pub fn builder(spec: ToolSpec) -> PoolBuilder {
+        PoolBuilder {
+            spec,
+            count: 1,
+            options: PoolOptions::default(),
+        }
+    }
+
+    /// How many instances the pool has.
+    pub fn len(&self) -> usize {
+        self.handle.core.len()
+    }
+
+    /// True when the pool has no instances.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The spec the pool runs.
+    pub fn spec(&self) -> &ToolSpec {
+        &self.handle.core.spec
+    }
+
+    /// Queues `prompt` on instance `index` and returns at once.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPrompt`], [`Error::NoSuchInstance`], [`Error::Busy`] when the instance's
+    /// queue is full, [`Error::InstanceUnavailable`] when it is failed, stopped or its circuit
+    /// is open, [`Error::Shutdown`]. The prompt is handed back in every case.
+    pub fn submit_to(&self, index: usize, prompt: impl Into<String>) -> Result<Ticket> {
+        self.submit_to_inner(index, prompt.into(), None)
+    }
+
+    /// Sends `prompt` to instance `index` and blocks until the answer, up to the spec's
+    /// request timeout (which also covers time spent queued).
+    ///
+    /// # Errors
+    /// As [`ToolProcessPool::submit_to`], plus what the request fails with:
+    /// [`Error::Timeout`] (the instance is then recycled), [`Error::InstanceDied`],
+    /// [`Error::ResponseTooLarge`].
+    pub fn send_to(&self, index: usize, prompt: impl Into<String>) -> Result<Response> {
+        self.submit_to(index, prompt)?.wait()
+    }
+
+    /// As [`ToolProcessPool::send_to`], with `timeout` instead of the spec's request timeout.
+    ///
+    /// # Errors
+    /// As [`ToolProcessPool::send_to`].
+    pub fn send_to_timeout(
+        &self,
+        index: usize,
+        prompt: impl Into<String>,
+        timeout: Duration,
+    ) -> Result<Response> {
+        self.submit_to_inner(index, prompt.into(), Some(timeout))?
+            .wait()
+    }
+
+    fn submit_to_inner(
+        &self,
+        index: usize,
+        prompt: String,
+        timeout: Option<Duration>,
+    ) -> Result<Ticket> {
+        let core = &self.handle.core;
+        let (job, rx) = core.make_job(prompt, timeout, true)?;
+        let placed = Arc::clone(&job.placed);
+        let submitted = job.submitted;
+        core.submit_pinned(index, job)?;
+        Ok(Ticket::new(rx, placed, submitted, None))
+    }
+
+    /// Each instance's status, from what the I/O threads and the monitor last recorded.
+    /// Never blocks on a child.
+    pub fn status(&self) -> Vec<InstanceStatus> {
+        self.handle
+            .core
+            .instances()
+            .iter()
+            .map(|h| h.shared.status(false))
+            .collect()
+    }
+
+    /// Each instance's status, with liveness checked now by `waitpid(pid, WNOHANG)`.
+    pub fn check_health(&self) -> Vec<InstanceStatus> {
+        self.handle
+            .core
+            .instances()
+            .iter()
+            .map(|h| h.shared.status(true))
+            .collect()
+    }
+
+    /// Replaces instance `index`'s process (after its answer in flight) with a fresh one,
+    /// resetting its restart budget and circuit breaker, and blocks until it is ready. The
+    /// instance count never changes.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchInstance`], [`Error::Shutdown`], or why the new process did not start.
+    pub fn restart_instance(&self, index: usize) -> Result<()> {
+        self.handle.core.restart_instance(index)
+    }
+
+    /// Stops every instance: the quit command (or end of input), SIGTERM to the process group
+    /// after the grace period, then SIGKILL; every process is reaped. Answers in flight get the
+    /// drain timeout to finish; queued prompts fail with [`Error::Shutdown`]. Idempotent:
+    /// later calls return the same report. Blocks for at most the drain timeout plus twice the
+    /// stop grace plus a few seconds.
+    pub fn shutdown(&self) -> ShutdownReport {
+        self.handle.core.shutdown()
+    }
+}
+
+/// Builds a [`ToolProcessPool`].
+#[derive(Debug)]
+pub struct PoolBuilder {
+    spec: ToolSpec,
+    count: usize,
+    options: PoolOptions,
+}
+
+impl PoolBuilder {
+    /// How many instances. Defaults to 1.
+    pub fn count(mut self, count: usize) -> Self {
+        self.count = count;
+        self
+    }
+
+    /// Supervision settings. Defaults to [`SupervisionConfig::default`].
+    pub fn supervision(mut self, supervision: SupervisionConfig) -> Self {
+        self.options.supervision = supervision;
+        self
+    }
+
+    /// Prompts queued or in flight per instance before it is full. Defaults to 64.
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.options.queue_capacity = capacity;
+        self
+    }
+
+    /// How long `shutdown` lets answers in flight finish. Defaults to 5 s.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.options.drain_timeout = timeout;
+        self
+    }
+
+    /// Where lifecycle events go (besides `log`). Defaults to nowhere.
+    pub fn event_sink(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.options.sink = Some(sink);
+        self
+    }
+
+    /// Validates everything, starts the pool and waits until every instance is ready.
+    ///
+    /// # Errors
+    /// As [`ToolProcessPool::new`].
+    pub fn build(self) -> Result<ToolProcessPool> {
+        if self.count == 0 {
+            return Err(Error::config("count", "must be at least 1"));
+        }
+        let core = PoolCore::launch(self.spec, self.count, self.options, None, None)?;
+        Ok(ToolProcessPool {
+            handle: Arc::new(PoolHandle { core }),
+        })
+    }
+}

@@ -1,0 +1,309 @@
+//! Spawning a tool in its own process group, signalling the group, and reaping it exactly once.
+//!
+//! Rules this module keeps:
+//! - Each child leads a new process group (a new session with a PTY) and gets `SIGKILL` when
+//!   the thread that spawned it dies (`PR_SET_PDEATHSIG`), so it cannot outlive us.
+//! - We only ever wait for our own pids (`waitpid(pid, WNOHANG)`), never `waitpid(-1)`, and
+//!   install no `SIGCHLD` handler: a library must not steal other code's children.
+//! - A pid is reaped once, under a lock, and never waited for again, so a recycled pid can
+//!   never be mistaken for ours. Before the group leader is reaped, whatever is left of its
+//!   group is killed, so no grandchild is orphaned.
+//! - On Linux, a pidfd makes the exit observable with `poll(2)`, even while a grandchild keeps
+//!   the pipes open.
+
+use std::fmt;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::PollTimeout;
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, OutputFlags, SetArg};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::spec::{ToolSpec, Transport};
+
+/// How a child process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitInfo {
+    /// It exited with this code.
+    Code(i32),
+    /// It was killed by this signal number.
+    Signal(i32),
+    /// It was reaped by someone else (foreign code called `waitpid(-1)`); the status is lost.
+    Unknown,
+}
+
+impl ExitInfo {
+    /// True for exit code 0.
+    pub fn success(&self) -> bool {
+        matches!(self, ExitInfo::Code(0))
+    }
+}
+
+impl fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitInfo::Code(code) => write!(f, "exit code {code}"),
+            ExitInfo::Signal(sig) => match Signal::try_from(*sig) {
+                Ok(s) => write!(f, "killed by {}", s.as_str()),
+                Err(_) => write!(f, "killed by signal {sig}"),
+            },
+            ExitInfo::Unknown => write!(f, "exit status unknown"),
+        }
+    }
+}
+
+/// A running (or exited, not yet reaped) child: the pid and the once-only reaping guard.
+#[derive(Debug)]
+pub(crate) struct ChildProcess {
+    pid: Pid,
+    exit: Mutex<Option<ExitInfo>>,
+}
+
+impl ChildProcess {
+    /// The child's pid (also its process group id).
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    /// The exit status, if the child has been reaped.
+    pub(crate) fn exit(&self) -> Option<ExitInfo> {
+        *self.exit.lock()
+    }
+
+    /// Reaps the child if it has exited, without blocking. Safe to call from any thread, any
+    /// number of times: the first caller that sees the exit reaps; later callers get the
+    /// recorded status. Kills what is left of the child's process group first.
+    pub(crate) fn try_reap(&self) -> Option<ExitInfo> {
+        let mut exit = self.exit.lock();
+        if exit.is_some() {
+            return *exit;
+        }
+        // Peek without reaping: while the leader is an unreaped zombie its pid (and group id)
+        // cannot be reused, so killing the group here can only hit our own processes.
+        let peek = waitid(
+            Id::Pid(self.pid),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+        );
+        match peek {
+            Ok(WaitStatus::StillAlive) => return None,
+            Ok(_) => {
+                let _ = killpg(self.pid, Signal::SIGKILL);
+            }
+            Err(Errno::ECHILD) => {
+                *exit = Some(ExitInfo::Unknown);
+                return *exit;
+            }
+            Err(_) => {}
+        }
+        loop {
+            match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => *exit = Some(ExitInfo::Code(code)),
+                Ok(WaitStatus::Signaled(_, sig, _)) => *exit = Some(ExitInfo::Signal(sig as i32)),
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ECHILD) => *exit = Some(ExitInfo::Unknown),
+                Err(e) => log::warn!("waitpid({}) failed: {e}", self.pid),
+            }
+            return *exit;
+        }
+    }
+
+    /// Sends `signal` to the child's whole process group (nothing if it was reaped).
+    pub(crate) fn signal_group(&self, signal: Signal) {
+        let exit = self.exit.lock();
+        if exit.is_none() {
+            if let Err(e) = killpg(self.pid, signal) {
+                if e != Errno::ESRCH {
+                    log::debug!("killpg({}, {signal}) failed: {e}", self.pid);
+                }
+            }
+        }
+    }
+}
+
+/// The parent's ends of a child's streams, all non-blocking.
+#[derive(Debug)]
+pub(crate) struct ChildIo {
+    /// Where prompts are written (a pipe, or the PTY master).
+    pub stdin: Option<OwnedFd>,
+    /// Where answers are read (a pipe, or the PTY master).
+    pub stdout: Option<OwnedFd>,
+    /// The stderr pipe.
+    pub stderr: Option<OwnedFd>,
+    /// Readable once the child exits (Linux 5.3+); `None` where pidfds are unavailable.
+    pub pidfd: Option<OwnedFd>,
+    /// Whether stdout is a PTY master (it reports `EIO` instead of EOF).
+    pub pty: bool,
+}
+
+/// Starts `spec` (already expanded for its instance).
+///
+/// # Errors
+/// [`Error::Spawn`] when the program cannot be executed; [`Error::Io`] when pipes or a PTY
+/// cannot be created.
+pub(crate) fn spawn(spec: &ToolSpec, instance: usize) -> Result<(ChildProcess, ChildIo)> {
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args);
+    if spec.env.clear {
+        cmd.env_clear();
+    }
+    for key in &spec.env.remove {
+        cmd.env_remove(key);
+    }
+    cmd.envs(&spec.env.set);
+    if let Some(dir) = spec.cwd_path() {
+        cmd.current_dir(dir);
+    }
+    let parent = std::process::id();
+    let use_pty = spec.transport == Transport::Pty;
+
+    let mut pty_master = None;
+    if use_pty {
+        let pty = nix::pty::openpty(None, None)
+            .map_err(|e| Error::io("cannot open a pseudo-terminal", e.into()))?;
+        configure_pty(&pty.slave)?;
+        let slave_in = pty
+            .slave
+            .try_clone()
+            .map_err(|e| Error::io("cannot duplicate the PTY slave", e))?;
+        cmd.stdin(Stdio::from(slave_in));
+        cmd.stdout(Stdio::from(pty.slave));
+        pty_master = Some(pty.master);
+    } else {
+        cmd.stdin(Stdio::piped());
+        cmd.stdout(Stdio::piped());
+        cmd.process_group(0);
+    }
+    cmd.stderr(Stdio::piped());
+    install_child_setup(&mut cmd, parent, use_pty);
+
+    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+        tool: spec.name.clone(),
+        instance,
+        program: spec.program.clone(),
+        source,
+    })?;
+    // From here on the child is ours to reap; std's handle is only a bag of pipes.
+    let pid = Pid::from_raw(child.id() as i32);
+    let process = ChildProcess {
+        pid,
+        exit: Mutex::new(None),
+    };
+    let stderr = child.stderr.take().map(OwnedFd::from);
+    let (stdin, stdout) = match pty_master {
+        Some(master) => {
+            let writer = master
+                .try_clone()
+                .map_err(|e| Error::io("cannot duplicate the PTY master", e))?;
+            (Some(writer), Some(master))
+        }
+        None => (
+            child.stdin.take().map(OwnedFd::from),
+            child.stdout.take().map(OwnedFd::from),
+        ),
+    };
+    drop(child);
+    for fd in [&stdin, &stdout, &stderr].into_iter().flatten() {
+        set_nonblocking(fd)?;
+    }
+    let io = ChildIo {
+        stdin,
+        stdout,
+        stderr,
+        pidfd: pidfd_open(pid),
+        pty: use_pty,
+    };
+    Ok((process, io))
+}
+
+/// Echo off (the prompt is not read back), canonical mode off (no 4 KiB line limit, no line
+/// editing), output post-processing off (`\n` stays `\n`).
+fn configure_pty(slave: &OwnedFd) -> Result<()> {
+    let mut t = tcgetattr(slave).map_err(|e| Error::io("cannot read PTY settings", e.into()))?;
+    t.local_flags.remove(
+        LocalFlags::ECHO
+            | LocalFlags::ECHOE
+            | LocalFlags::ECHOK
+            | LocalFlags::ECHONL
+            | LocalFlags::ICANON
+            | LocalFlags::IEXTEN,
+    );
+    t.output_flags.remove(OutputFlags::OPOST);
+    t.control_chars[nix::libc::VMIN] = 1;
+    t.control_chars[nix::libc::VTIME] = 0;
+    tcsetattr(slave, SetArg::TCSANOW, &t)
+        .map_err(|e| Error::io("cannot change PTY settings", e.into()))
+}
+
+/// Runs in the child between fork and exec: parent-death signal, and for a PTY a new session
+/// with the PTY as controlling terminal.
+#[allow(unsafe_code)]
+fn install_child_setup(cmd: &mut Command, parent: u32, use_pty: bool) {
+    // SAFETY: the closure only makes async-signal-safe system calls (prctl, getppid, setsid,
+    // ioctl) and allocates nothing, as `pre_exec` requires.
+    unsafe {
+        cmd.pre_exec(move || {
+            if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if nix::libc::getppid() as u32 != parent {
+                nix::libc::_exit(1);
+            }
+            if use_pty {
+                if nix::libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if nix::libc::ioctl(0, nix::libc::TIOCSCTTY as _, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A pidfd for `pid`, or `None` on kernels without `pidfd_open` (then exits are found by
+/// `waitpid` polling).
+#[allow(unsafe_code)]
+fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new file descriptor or -1; we take
+    // ownership of the descriptor only on success.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        log::debug!(
+            "pidfd_open unavailable: {}",
+            std::io::Error::last_os_error()
+        );
+        return None;
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+pub(crate) fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
+    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| Error::io("fcntl(F_GETFL)", e.into()))?;
+    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+    fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(|e| Error::io("fcntl(F_SETFL)", e.into()))?;
+    Ok(())
+}
+
+/// A poll timeout for `deadline` seen from `now`, rounded up to whole milliseconds.
+pub(crate) fn poll_timeout(deadline: Instant, now: Instant) -> PollTimeout {
+    let left = deadline.saturating_duration_since(now);
+    let mut ms = left.as_millis();
+    if left.as_nanos() > ms * 1_000_000 {
+        ms += 1;
+    }
+    PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+}

@@ -1,0 +1,408 @@
+//! [`ToolRegistry`]: tool id -> [`ToolSpec`], with built-ins and JSON files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::spec::{Framing, InputFormat, Readiness, Stream, ToolSpec};
+
+/// The environment variable naming a JSON tools file that [`ToolRegistry::from_env`] loads.
+pub const TOOLS_ENV: &str = "AIM_TOOLS";
+
+/// Maps tool ids to specs.
+///
+/// [`ToolRegistry::builtin`] knows `demo` (our own demo agent), `python`, `bc`, `sqlite3`, and
+/// `aider`, `claude`, `codex` with the flags that make them usable without a terminal. A JSON
+/// file adds or overrides entries: an object whose keys are tool ids and whose values are
+/// [`ToolSpec`]s (the `name` field may be left out).
+///
+/// ```
+/// use aim::ToolRegistry;
+/// let registry = ToolRegistry::builtin();
+/// assert_eq!(registry.get("bc")?.program, "bc");
+/// let err = registry.get("nope").unwrap_err();
+/// assert!(err.to_string().contains("known tools"));
+/// # Ok::<(), aim::Error>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ToolRegistry {
+    tools: BTreeMap<String, ToolSpec>,
+}
+
+impl ToolRegistry {
+    /// An empty registry.
+    pub fn empty() -> Self {
+        ToolRegistry::default()
+    }
+
+    /// The built-in tools.
+    pub fn builtin() -> Self {
+        let mut registry = ToolRegistry::empty();
+        for spec in [
+            demo_spec(),
+            python_spec(),
+            bc_spec(),
+            sqlite3_spec(),
+            aider_spec(),
+            claude_spec(),
+            codex_spec(),
+        ] {
+            registry.insert(spec);
+        }
+        registry
+    }
+
+    /// The built-ins plus the file named by `AIM_TOOLS`, if that variable is set.
+    ///
+    /// # Errors
+    /// [`Error::ToolsFile`] when the file cannot be read or is invalid.
+    pub fn from_env() -> Result<Self> {
+        let mut registry = ToolRegistry::builtin();
+        if let Some(path) = std::env::var_os(TOOLS_ENV).filter(|p| !p.is_empty()) {
+            registry.load_file(Path::new(&path))?;
+        }
+        Ok(registry)
+    }
+
+    /// The built-ins plus the tools in `path`.
+    ///
+    /// # Errors
+    /// [`Error::ToolsFile`] naming the file, the tool and the field when anything is invalid.
+    pub fn from_path(path: impl AsRef<Path>) -> Result<Self> {
+        let mut registry = ToolRegistry::builtin();
+        registry.load_file(path.as_ref())?;
+        Ok(registry)
+    }
+
+    /// Adds or replaces the tools in the JSON file at `path`.
+    ///
+    /// # Errors
+    /// [`Error::ToolsFile`] naming the file, the tool and the field when anything is invalid;
+    /// on error the registry is unchanged.
+    pub fn load_file(&mut self, path: &Path) -> Result<()> {
+        let file_error =
+            |tool: Option<String>, field: Option<String>, reason: String| Error::ToolsFile {
+                path: path.to_path_buf(),
+                tool,
+                field,
+                reason,
+            };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| file_error(None, None, format!("cannot read: {e}")))?;
+        let raw: BTreeMap<String, serde_json::Value> = serde_json::from_str(&text)
+            .map_err(|e| file_error(None, None, format!("invalid JSON: {e}")))?;
+        let mut parsed = Vec::with_capacity(raw.len());
+        for (id, value) in raw {
+            let mut spec: ToolSpec = serde_json::from_value(value).map_err(|e| {
+                let msg = e.to_string();
+                let field = field_in_serde_message(&msg);
+                file_error(Some(id.clone()), field, msg)
+            })?;
+            if spec.name.is_empty() {
+                spec.name = id.clone();
+            }
+            if spec.name != id {
+                return Err(file_error(
+                    Some(id.clone()),
+                    Some("name".into()),
+                    format!(
+                        "must equal the tool id or be left out (found {:?})",
+                        spec.name
+                    ),
+                ));
+            }
+            spec.validate().map_err(|e| match e {
+                Error::InvalidConfig { field, reason } => {
+                    file_error(Some(id.clone()), Some(field), reason)
+                }
+                other => other,
+            })?;
+            parsed.push(spec);
+        }
+        for spec in parsed {
+            self.insert(spec);
+        }
+        Ok(())
+    }
+
+    /// Adds or replaces one tool, under its `name`.
+    pub fn insert(&mut self, spec: ToolSpec) {
+        self.tools.insert(spec.name.clone(), spec);
+    }
+
+    /// The spec for `id`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTool`] listing the known ids.
+    pub fn get(&self, id: &str) -> Result<ToolSpec> {
+        self.tools
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTool {
+                id: id.to_string(),
+                known: self.ids(),
+            })
+    }
+
+    /// The spec for `id` ready to launch: the demo agent's program path resolved.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTool`], or [`Error::DemoAgentNotFound`] for `demo` when no demo agent
+    /// executable can be found.
+    pub fn resolve(&self, id: &str) -> Result<ToolSpec> {
+        let spec = self.get(id)?;
+        if spec.program == DEMO_PROGRAM_PLACEHOLDER {
+            let (program, env) = crate::demo::locate()?;
+            let mut spec = spec;
+            spec.program = program.to_string_lossy().into_owned();
+            for (k, v) in env {
+                spec.env.set.insert(k, v);
+            }
+            return Ok(spec);
+        }
+        Ok(spec)
+    }
+
+    /// Every known id, sorted.
+    pub fn ids(&self) -> Vec<String> {
+        self.tools.keys().cloned().collect()
+    }
+
+    /// Every spec, sorted by id.
+    pub fn iter(&self) -> impl Iterator<Item = &ToolSpec> {
+        self.tools.values()
+    }
+}
+
+/// Pulls a field name out of serde's "unknown field `x`" / "missing field `x`" messages.
+fn field_in_serde_message(msg: &str) -> Option<String> {
+    let start = msg.find('`')? + 1;
+    let len = msg[start..].find('`')?;
+    Some(msg[start..start + len].to_string())
+}
+
+/// The program of the built-in `demo` entry before [`ToolRegistry::resolve`] finds the binary.
+pub const DEMO_PROGRAM_PLACEHOLDER: &str = "<aim-demo>";
+
+fn demo_spec() -> ToolSpec {
+    ToolSpec::new("demo", DEMO_PROGRAM_PLACEHOLDER)
+        .framing(Framing::Prompt {
+            marker: "> ".into(),
+            stream: Stream::Stdout,
+            settle: Duration::ZERO,
+        })
+        .input(InputFormat::Wrapped {
+            open: "{".into(),
+            close: "}".into(),
+        })
+        .quit_command("/exit")
+        .startup_timeout(Duration::from_secs(10))
+        .request_timeout(Duration::from_secs(30))
+}
+
+fn python_spec() -> ToolSpec {
+    // -u: unbuffered stdout, so results arrive before the `>>> ` prompt on stderr.
+    ToolSpec::new("python", "python3")
+        .args(["-i", "-q", "-u"])
+        .env("PYTHONIOENCODING", "utf-8")
+        .env("PYTHON_BASIC_REPL", "1")
+        .framing(Framing::Prompt {
+            marker: ">>> ".into(),
+            stream: Stream::Stderr,
+            settle: Duration::ZERO,
+        })
+        .quit_command("exit()")
+}
+
+fn bc_spec() -> ToolSpec {
+    ToolSpec::new("bc", "bc")
+        .args(["-q"])
+        .env("BC_LINE_LENGTH", "0")
+        .framing(Framing::Sentinel {
+            command: "print \"{nonce}\\n\"".into(),
+        })
+        .quit_command("quit")
+}
+
+fn sqlite3_spec() -> ToolSpec {
+    ToolSpec::new("sqlite3", "sqlite3")
+        .args(["-batch"])
+        .framing(Framing::Sentinel {
+            command: "SELECT '{nonce}';".into(),
+        })
+        .quit_command(".quit")
+}
+
+fn aider_spec() -> ToolSpec {
+    ToolSpec::new("aider", "aider")
+        .args([
+            "--no-pretty",
+            "--no-fancy-input",
+            "--yes-always",
+            "--no-check-update",
+            "--no-show-release-notes",
+            "--no-show-model-warnings",
+            "--no-analytics",
+            "--no-auto-lint",
+            "--no-detect-urls",
+            "--no-suggest-shell-commands",
+            "--no-notifications",
+        ])
+        .env("COLUMNS", "1000")
+        .framing(Framing::Prompt {
+            marker: "> ".into(),
+            stream: Stream::Stdout,
+            // An answer may contain "\n> " (a markdown quote): the marker only counts at the
+            // end of the output once aider has gone quiet.
+            settle: Duration::from_millis(500),
+        })
+        .input(InputFormat::Wrapped {
+            open: "{".into(),
+            close: "}".into(),
+        })
+        .quit_command("/exit")
+        .startup_timeout(Duration::from_secs(120))
+        .request_timeout(Duration::from_secs(600))
+        .stop_grace(Duration::from_secs(5))
+}
+
+fn claude_spec() -> ToolSpec {
+    ToolSpec::new("claude", "claude")
+        .args([
+            "-p",
+            "--input-format",
+            "stream-json",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+        ])
+        .framing(Framing::JsonLines {
+            field: "type".into(),
+            value: "result".into(),
+        })
+        .input(InputFormat::JsonTemplate {
+            template: r#"{"type":"user","message":{"role":"user","content":{prompt}}}"#.into(),
+        })
+        .readiness(Readiness::Immediate)
+        .request_timeout(Duration::from_secs(600))
+        .stop_grace(Duration::from_secs(5))
+}
+
+fn codex_spec() -> ToolSpec {
+    // `codex app-server` keeps one process and speaks JSON-RPC; a turn ends with a
+    // `turn/completed` notification. See docs/tools.md for the handshake it expects.
+    ToolSpec::new("codex", "codex")
+        .args(["app-server"])
+        .framing(Framing::JsonLines {
+            field: "method".into(),
+            value: "turn/completed".into(),
+        })
+        .input(InputFormat::JsonTemplate {
+            template: r#"{"jsonrpc":"2.0","method":"turn/start","params":{"input":[{"type":"text","text":{prompt}}]}}"#
+                .into(),
+        })
+        .readiness(Readiness::Immediate)
+        .request_timeout(Duration::from_secs(600))
+        .stop_grace(Duration::from_secs(5))
+}
+
+/// The directories searched for a sibling executable: the current executable's directory and
+/// its parent (so `target/debug/examples/x` and `target/debug/deps/x` find `target/debug/`).
+pub(crate) fn sibling_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            dirs.push(dir.to_path_buf());
+            if let Some(parent) = dir.parent() {
+                dirs.push(parent.to_path_buf());
+            }
+        }
+    }
+    dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn temp_file(name: &str, text: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("aim-reg-{}-{name}.json", std::process::id()));
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        path
+    }
+
+    #[test]
+    fn builtins_validate() {
+        let registry = ToolRegistry::builtin();
+        for spec in registry.iter() {
+            spec.validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+        }
+        assert_eq!(
+            registry.ids(),
+            ["aider", "bc", "claude", "codex", "demo", "python", "sqlite3"]
+        );
+    }
+
+    #[test]
+    fn unknown_tool_lists_known_ids() {
+        match ToolRegistry::builtin().get("vim").unwrap_err() {
+            Error::UnknownTool { id, known } => {
+                assert_eq!(id, "vim");
+                assert!(known.contains(&"python".to_string()));
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn file_adds_and_overrides_tools() {
+        let path = temp_file(
+            "ok",
+            r#"{"cat": {"program": "cat"}, "bc": {"program": "/usr/bin/bc", "args": ["-q"]}}"#,
+        );
+        let registry = ToolRegistry::from_path(&path).unwrap();
+        assert_eq!(registry.get("cat").unwrap().name, "cat");
+        assert_eq!(registry.get("bc").unwrap().program, "/usr/bin/bc");
+        std::fs::remove_file(path).ok();
+    }
+
+    #[test]
+    fn invalid_files_name_file_tool_and_field() {
+        let cases = [
+            ("json", "{not json", None, None),
+            (
+                "field",
+                r#"{"x": {"program": "cat", "colour": 1}}"#,
+                Some("x"),
+                Some("colour"),
+            ),
+            (
+                "spec",
+                r#"{"y": {"program": "cat", "framing": {"kind": "sentinel", "command": "p"}}}"#,
+                Some("y"),
+                Some("framing.command"),
+            ),
+        ];
+        for (name, text, tool, field) in cases {
+            let path = temp_file(name, text);
+            match ToolRegistry::from_path(&path).unwrap_err() {
+                Error::ToolsFile {
+                    path: p,
+                    tool: t,
+                    field: f,
+                    ..
+                } => {
+                    assert_eq!(p, path);
+                    assert_eq!(t.as_deref(), tool, "{name}");
+                    assert_eq!(f.as_deref(), field, "{name}");
+                }
+                other => panic!("{name}: {other}"),
+            }
+            std::fs::remove_file(path).ok();
+        }
+    }
+}

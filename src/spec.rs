@@ -1,0 +1,599 @@
+//! [`ToolSpec`]: how to start one interactive tool, talk to it, and stop it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Serde helpers: `Duration` in the Rust API, whole milliseconds (`*_ms`) in JSON.
+pub(crate) mod duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// How the child's standard streams are connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// Three pipes: stdin, stdout, stderr. The default; what headless tool modes expect.
+    #[default]
+    Pipes,
+    /// A pseudo-terminal for stdin and stdout (stderr stays a pipe), for tools that insist on a
+    /// terminal. Echo and canonical mode are switched off, so long prompts are not cut at the
+    /// terminal's 4 KiB line limit and the prompt is not read back as output.
+    Pty,
+}
+
+/// Which output stream a marker is looked for on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    /// Standard output (the PTY when the transport is [`Transport::Pty`]).
+    #[default]
+    Stdout,
+    /// Standard error (python over pipes prints its `>>> ` prompt there).
+    Stderr,
+}
+
+/// When an answer is complete. See `docs/tools.md` for choosing one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Framing {
+    /// The answer ends when the tool prints its prompt again (`> `, `>>> `); the first marker
+    /// also means the tool is ready.
+    Prompt {
+        /// The prompt text, matched at the very end of the output.
+        marker: String,
+        /// The stream the marker appears on.
+        #[serde(default)]
+        stream: Stream,
+        /// The marker only counts once the tool has been quiet this long after printing it
+        /// (for tools whose answers may themselves end in the marker). Defaults to 0.
+        #[serde(default, rename = "settle_ms", with = "duration_ms")]
+        settle: Duration,
+    },
+    /// One line of output per prompt.
+    Line,
+    /// After the prompt, `command` (with `{nonce}` replaced by a fresh unique marker) is
+    /// written too; the answer ends at the line that contains the nonce.
+    Sentinel {
+        /// The command that makes the tool print `{nonce}`, e.g. `print "{nonce}\n"` for bc.
+        command: String,
+    },
+    /// Output is JSON, one object per line; the answer ends at the object whose `field` is the
+    /// string `value` (e.g. `type` = `result`).
+    JsonLines {
+        /// The field to look at.
+        field: String,
+        /// The value that ends an answer.
+        value: String,
+    },
+    /// The answer ends after the tool has been quiet for `quiet` (a fallback for unknown tools).
+    Idle {
+        /// How long the tool must be quiet.
+        #[serde(rename = "quiet_ms", with = "duration_ms")]
+        quiet: Duration,
+    },
+}
+
+/// How a prompt is written to the tool's stdin.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum InputFormat {
+    /// The prompt and a newline. Prompts containing a newline are rejected, since a newline
+    /// would smuggle a second command into the tool.
+    #[default]
+    Line,
+    /// Multi-line prompts are sent as `open`, the lines, `close`, each on a line of its own
+    /// (aider uses `{` and `}`); single-line prompts as a plain line.
+    Wrapped {
+        /// The line that opens a multi-line message.
+        open: String,
+        /// The line that closes it.
+        close: String,
+    },
+    /// One line made from `template`, with `{prompt}` replaced by the prompt as a JSON string
+    /// (quoted and escaped), for tools that read JSON messages. Any prompt text is allowed.
+    JsonTemplate {
+        /// A one-line template containing `{prompt}`.
+        template: String,
+    },
+}
+
+/// When a freshly started instance counts as ready.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Readiness {
+    /// Derived from the framing: the prompt marker for [`Framing::Prompt`], a sentinel round
+    /// trip for [`Framing::Sentinel`], and at once for the others.
+    #[default]
+    Auto,
+    /// Ready as soon as the process has started.
+    Immediate,
+    /// Ready once `text` has appeared on `stream`.
+    Text {
+        /// The text to wait for.
+        text: String,
+        /// The stream it appears on.
+        #[serde(default)]
+        stream: Stream,
+    },
+}
+
+/// Which restarts the monitor performs when an instance's process ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartPolicy {
+    /// Restart whenever the process ends, even with exit code 0.
+    Always,
+    /// Restart unless the process exited on its own with code 0. The default.
+    #[default]
+    OnFailure,
+    /// Never restart; the instance stays down.
+    Never,
+}
+
+/// Environment changes for the child: start from ours (or an empty one), remove, then set.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnvSpec {
+    /// Start from an empty environment instead of ours. Defaults to false.
+    pub clear: bool,
+    /// Variables to remove. Defaults to none.
+    pub remove: Vec<String>,
+    /// Variables to set; `{index}` in values expands to the instance number. Defaults to none.
+    pub set: BTreeMap<String, String>,
+}
+
+/// How to start one interactive tool, talk to it and stop it.
+///
+/// Build one in code or load it from JSON (every field has a default except `program`;
+/// durations are `*_ms` fields in JSON). `{index}` in `args`, `env.set` values and `cwd`
+/// expands to the instance number, so each instance can work in its own directory.
+///
+/// ```
+/// use aim::{Framing, ToolSpec};
+/// let spec = ToolSpec::new("bc", "bc")
+///     .args(["-q"])
+///     .env("BC_LINE_LENGTH", "0")
+///     .framing(Framing::Sentinel { command: "print \"{nonce}\\n\"".into() });
+/// spec.validate()?;
+/// assert_eq!(spec.program, "bc");
+/// # Ok::<(), aim::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ToolSpec {
+    /// The tool id (`demo`, `python`); used in logs, errors and metric labels.
+    pub name: String,
+    /// The program to run, looked up in `PATH` when it has no slash.
+    pub program: String,
+    /// Its arguments. Defaults to none.
+    pub args: Vec<String>,
+    /// Environment changes. Defaults to inheriting ours unchanged.
+    pub env: EnvSpec,
+    /// The working directory. Defaults to ours.
+    pub cwd: Option<String>,
+    /// Pipes or a PTY. Defaults to pipes.
+    pub transport: Transport,
+    /// When an answer is complete. Defaults to [`Framing::Line`].
+    pub framing: Framing,
+    /// How prompts are written. Defaults to [`InputFormat::Line`].
+    pub input: InputFormat,
+    /// When a new instance is ready. Defaults to [`Readiness::Auto`].
+    pub readiness: Readiness,
+    /// Lines written once after start, before readiness is awaited (setup commands).
+    /// Defaults to none.
+    pub init: Vec<String>,
+    /// How long an instance may take to become ready. Defaults to 30 s.
+    #[serde(rename = "startup_timeout_ms", with = "duration_ms")]
+    pub startup_timeout: Duration,
+    /// How long one answer may take once the prompt is written. Defaults to 60 s.
+    #[serde(rename = "request_timeout_ms", with = "duration_ms")]
+    pub request_timeout: Duration,
+    /// A line that asks the tool to exit (`exit()`, `/exit`); without one, stdin is closed.
+    /// Defaults to none.
+    pub quit_command: Option<String>,
+    /// How long the tool gets after the quit command and after SIGTERM. Defaults to 2 s.
+    #[serde(rename = "stop_grace_ms", with = "duration_ms")]
+    pub stop_grace: Duration,
+    /// The largest answer accepted, in bytes. Defaults to 16 MiB.
+    pub max_response_bytes: usize,
+    /// The largest prompt accepted, in bytes. Defaults to 64 MiB.
+    pub max_prompt_bytes: usize,
+    /// How many of the child's last stderr lines are kept. Defaults to 20.
+    pub stderr_lines: usize,
+    /// Strip ANSI escape sequences from output before framing. Defaults to false.
+    pub strip_ansi: bool,
+    /// When the monitor restarts a process that ended. Defaults to on failure.
+    pub restart: RestartPolicy,
+}
+
+impl Default for ToolSpec {
+    fn default() -> Self {
+        ToolSpec {
+            name: String::new(),
+            program: String::new(),
+            args: Vec::new(),
+            env: EnvSpec::default(),
+            cwd: None,
+            transport: Transport::Pipes,
+            framing: Framing::Line,
+            input: InputFormat::Line,
+            readiness: Readiness::Auto,
+            init: Vec::new(),
+            startup_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
+            quit_command: None,
+            stop_grace: Duration::from_secs(2),
+            max_response_bytes: 16 << 20,
+            max_prompt_bytes: 64 << 20,
+            stderr_lines: 20,
+            strip_ansi: false,
+            restart: RestartPolicy::OnFailure,
+        }
+    }
+}
+
+impl ToolSpec {
+    /// A spec for `program` named `name`, every other field at its default.
+    pub fn new(name: impl Into<String>, program: impl Into<String>) -> Self {
+        ToolSpec {
+            name: name.into(),
+            program: program.into(),
+            ..ToolSpec::default()
+        }
+    }
+
+    /// Replaces the arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets one environment variable for the child.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.set.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the working directory (`{index}` expands).
+    pub fn cwd(mut self, dir: impl Into<String>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Sets the transport.
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Sets the framing.
+    pub fn framing(mut self, framing: Framing) -> Self {
+        self.framing = framing;
+        self
+    }
+
+    /// Sets the input format.
+    pub fn input(mut self, input: InputFormat) -> Self {
+        self.input = input;
+        self
+    }
+
+    /// Sets the readiness rule.
+    pub fn readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = readiness;
+        self
+    }
+
+    /// Sets the startup timeout.
+    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_timeout = timeout;
+        self
+    }
+
+    /// Sets the per-request timeout.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets the quit command.
+    pub fn quit_command(mut self, line: impl Into<String>) -> Self {
+        self.quit_command = Some(line.into());
+        self
+    }
+
+    /// Sets the stop grace period.
+    pub fn stop_grace(mut self, grace: Duration) -> Self {
+        self.stop_grace = grace;
+        self
+    }
+
+    /// Sets the largest accepted answer.
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes;
+        self
+    }
+
+    /// Sets the restart policy.
+    pub fn restart(mut self, policy: RestartPolicy) -> Self {
+        self.restart = policy;
+        self
+    }
+
+    /// Checks every field, returning [`Error::InvalidConfig`] naming the first bad one.
+    ///
+    /// # Errors
+    /// An empty program, an empty marker, a sentinel command without `{nonce}`, a JSON template
+    /// without `{prompt}`, a zero timeout or cap, a multi-line template or init line.
+    pub fn validate(&self) -> Result<()> {
+        if self.program.trim().is_empty() {
+            return Err(Error::config("program", "must not be empty"));
+        }
+        match &self.framing {
+            Framing::Prompt { marker, .. } if marker.is_empty() => {
+                return Err(Error::config("framing.marker", "must not be empty"))
+            }
+            Framing::Sentinel { command } if !command.contains("{nonce}") => {
+                return Err(Error::config("framing.command", "must contain {nonce}"))
+            }
+            Framing::Sentinel { command } if command.contains('\n') => {
+                return Err(Error::config("framing.command", "must be one line"))
+            }
+            Framing::JsonLines { field, .. } if field.is_empty() => {
+                return Err(Error::config("framing.field", "must not be empty"))
+            }
+            Framing::Idle { quiet } if quiet.is_zero() => {
+                return Err(Error::config("framing.quiet_ms", "must be positive"))
+            }
+            _ => {}
+        }
+        match &self.input {
+            InputFormat::JsonTemplate { template } if !template.contains("{prompt}") => {
+                return Err(Error::config("input.template", "must contain {prompt}"))
+            }
+            InputFormat::JsonTemplate { template } if template.contains('\n') => {
+                return Err(Error::config("input.template", "must be one line"))
+            }
+            InputFormat::Wrapped { open, close }
+                if open.is_empty()
+                    || close.is_empty()
+                    || open.contains('\n')
+                    || close.contains('\n') =>
+            {
+                return Err(Error::config(
+                    "input.open",
+                    "open and close must be non-empty single lines",
+                ))
+            }
+            _ => {}
+        }
+        if let Readiness::Text { text, .. } = &self.readiness {
+            if text.is_empty() {
+                return Err(Error::config("readiness.text", "must not be empty"));
+            }
+        }
+        if self.init.iter().any(|l| l.contains('\n')) {
+            return Err(Error::config("init", "each entry must be one line"));
+        }
+        for (field, value) in [
+            ("startup_timeout_ms", self.startup_timeout),
+            ("request_timeout_ms", self.request_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(Error::config(field, "must be positive"));
+            }
+        }
+        if self.max_response_bytes == 0 {
+            return Err(Error::config("max_response_bytes", "must be positive"));
+        }
+        if self.max_prompt_bytes == 0 {
+            return Err(Error::config("max_prompt_bytes", "must be positive"));
+        }
+        Ok(())
+    }
+
+    /// The readiness rule with [`Readiness::Auto`] resolved against the framing.
+    pub fn effective_readiness(&self) -> Readiness {
+        match (&self.readiness, &self.framing) {
+            (Readiness::Auto, Framing::Prompt { marker, stream, .. }) => Readiness::Text {
+                text: marker.clone(),
+                stream: *stream,
+            },
+            (Readiness::Auto, Framing::Sentinel { .. }) => Readiness::Auto,
+            (Readiness::Auto, _) => Readiness::Immediate,
+            (other, _) => other.clone(),
+        }
+    }
+
+    /// Whether prompts may contain newlines with this input format.
+    pub fn accepts_multiline(&self) -> bool {
+        !matches!(self.input, InputFormat::Line)
+    }
+
+    /// The spec for instance `index`: `{index}` expanded in args, env values and cwd.
+    pub fn for_instance(&self, index: usize) -> ToolSpec {
+        let expand = |s: &String| s.replace("{index}", &index.to_string());
+        let mut spec = self.clone();
+        spec.args = self.args.iter().map(expand).collect();
+        spec.env.set = self
+            .env
+            .set
+            .iter()
+            .map(|(k, v)| (k.clone(), expand(v)))
+            .collect();
+        spec.cwd = self.cwd.as_ref().map(expand);
+        spec
+    }
+
+    /// Checks a prompt against this spec and renders the bytes written to stdin.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPrompt`] (with the prompt handed back) for an empty prompt, one over
+    /// `max_prompt_bytes`, one with a NUL byte, or one with a line break when the input format
+    /// has no multi-line convention.
+    pub fn render_prompt(&self, prompt: String) -> Result<Vec<u8>> {
+        let reject = |reason: &str, prompt: String| {
+            Err(Error::InvalidPrompt {
+                reason: reason.into(),
+                prompt,
+            })
+        };
+        if prompt.trim().is_empty() {
+            return reject("the prompt is empty", prompt);
+        }
+        if prompt.len() > self.max_prompt_bytes {
+            let reason = format!(
+                "the prompt is {} bytes, over the limit of {}",
+                prompt.len(),
+                self.max_prompt_bytes
+            );
+            return reject(&reason, prompt);
+        }
+        if prompt.contains('\0') {
+            return reject("the prompt contains a NUL byte", prompt);
+        }
+        let multiline = prompt.contains(['\n', '\r']);
+        let mut out = Vec::with_capacity(prompt.len() + 64);
+        match &self.input {
+            InputFormat::Line if multiline => {
+                return reject(
+                    "the prompt contains a line break and the tool's input format has no \
+                     multi-line convention",
+                    prompt,
+                )
+            }
+            InputFormat::Line => {
+                out.extend_from_slice(prompt.as_bytes());
+                out.push(b'\n');
+            }
+            InputFormat::Wrapped { open, close } => {
+                if multiline {
+                    let body = prompt.replace("\r\n", "\n").replace('\r', "\n");
+                    if body.lines().any(|l| l == close) {
+                        return reject("a line of the prompt equals the closing line", prompt);
+                    }
+                    for part in [open.as_str(), body.as_str(), close.as_str()] {
+                        out.extend_from_slice(part.as_bytes());
+                        out.push(b'\n');
+                    }
+                } else {
+                    out.extend_from_slice(prompt.as_bytes());
+                    out.push(b'\n');
+                }
+            }
+            InputFormat::JsonTemplate { template } => {
+                let quoted = serde_json::Value::String(prompt).to_string();
+                out.extend_from_slice(template.replace("{prompt}", &quoted).as_bytes());
+                out.push(b'\n');
+            }
+        }
+        Ok(out)
+    }
+
+    /// The working directory as a path, if set.
+    pub(crate) fn cwd_path(&self) -> Option<PathBuf> {
+        self.cwd.as_ref().map(PathBuf::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_expands_in_args_env_and_cwd() {
+        let spec = ToolSpec::new("t", "prog")
+            .args(["--dir", "work-{index}"])
+            .env("SLOT", "{index}")
+            .cwd("/tmp/w{index}");
+        let one = spec.for_instance(3);
+        assert_eq!(one.args, ["--dir", "work-3"]);
+        assert_eq!(one.env.set["SLOT"], "3");
+        assert_eq!(one.cwd.as_deref(), Some("/tmp/w3"));
+    }
+
+    #[test]
+    fn line_input_rejects_newlines_and_empty_prompts() {
+        let spec = ToolSpec::new("t", "prog");
+        assert_eq!(spec.render_prompt("hi".into()).unwrap(), b"hi\n");
+        for bad in ["", "   ", "a\nb", "a\rb", "a\0b"] {
+            let err = spec.render_prompt(bad.into()).unwrap_err();
+            assert!(matches!(err, Error::InvalidPrompt { .. }), "{bad:?}");
+            assert_eq!(err.prompt(), Some(bad));
+        }
+    }
+
+    #[test]
+    fn wrapped_input_wraps_only_multiline_prompts() {
+        let spec = ToolSpec::new("t", "p").input(InputFormat::Wrapped {
+            open: "{".into(),
+            close: "}".into(),
+        });
+        assert_eq!(spec.render_prompt("one".into()).unwrap(), b"one\n");
+        assert_eq!(spec.render_prompt("a\nb".into()).unwrap(), b"{\na\nb\n}\n");
+        assert!(spec.render_prompt("a\n}".into()).is_err());
+    }
+
+    #[test]
+    fn json_template_escapes_the_prompt() {
+        let spec = ToolSpec::new("t", "p").input(InputFormat::JsonTemplate {
+            template: r#"{"content":{prompt}}"#.into(),
+        });
+        let out = spec.render_prompt("say \"hi\"\nnow".into()).unwrap();
+        assert_eq!(out, b"{\"content\":\"say \\\"hi\\\"\\nnow\"}\n");
+    }
+
+    #[test]
+    fn prompts_over_the_cap_are_rejected() {
+        let mut spec = ToolSpec::new("t", "p");
+        spec.max_prompt_bytes = 4;
+        assert!(spec.render_prompt("12345".into()).is_err());
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        let spec = ToolSpec::new("t", "p").framing(Framing::Sentinel {
+            command: "print".into(),
+        });
+        match spec.validate().unwrap_err() {
+            Error::InvalidConfig { field, .. } => assert_eq!(field, "framing.command"),
+            other => panic!("{other}"),
+        }
+        assert!(ToolSpec::new("t", "").validate().is_err());
+    }
+
+    #[test]
+    fn json_round_trip_uses_ms_fields() {
+        let json = r#"{"name":"x","program":"cat","framing":{"kind":"idle","quiet_ms":250},
+                       "request_timeout_ms":1500}"#;
+        let spec: ToolSpec = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            spec.framing,
+            Framing::Idle {
+                quiet: Duration::from_millis(250)
+            }
+        );
+        assert_eq!(spec.request_timeout, Duration::from_millis(1500));
+        let back: ToolSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+        assert_eq!(back, spec);
+        assert!(serde_json::from_str::<ToolSpec>(r#"{"program":"x","bogus":1}"#).is_err());
+    }
+}

@@ -1,0 +1,96 @@
+//! [`Ticket`]: the claim on an answer that `submit` returns.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+
+use crate::error::{Error, Result};
+use crate::instance::Response;
+use crate::session::SessionLink;
+
+/// A submitted prompt's future answer. Waiting blocks the calling thread only.
+///
+/// Every ticket ends: the answer, or an error (timeout, dead instance, shutdown). Dropping a
+/// ticket does not cancel the prompt; its answer is discarded.
+#[derive(Debug)]
+pub struct Ticket {
+    rx: Receiver<Result<Response>>,
+    placed: Arc<AtomicUsize>,
+    submitted: Instant,
+    session: Option<SessionLink>,
+}
+
+impl Ticket {
+    pub(crate) fn new(
+        rx: Receiver<Result<Response>>,
+        placed: Arc<AtomicUsize>,
+        submitted: Instant,
+        session: Option<SessionLink>,
+    ) -> Self {
+        Ticket {
+            rx,
+            placed,
+            submitted,
+            session,
+        }
+    }
+
+    /// The instance the prompt is queued on or being answered by, or `None` while it waits for
+    /// an eligible instance.
+    pub fn instance(&self) -> Option<usize> {
+        match self.placed.load(Ordering::Acquire) {
+            usize::MAX => None,
+            i => Some(i),
+        }
+    }
+
+    /// Blocks until the answer arrives. The prompt's own deadline bounds the wait.
+    ///
+    /// # Errors
+    /// Whatever the request failed with: [`Error::Timeout`], [`Error::InstanceDied`],
+    /// [`Error::NoHealthyInstance`], [`Error::Shutdown`], ...
+    pub fn wait(self) -> Result<Response> {
+        let result = self
+            .rx
+            .recv()
+            .unwrap_or(Err(Error::Shutdown { prompt: None }));
+        self.finish(result)
+    }
+
+    /// Blocks up to `timeout` for the answer. On [`Error::Timeout`] the prompt is still being
+    /// worked on and the ticket can be waited on again.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when `timeout` passes first (with `written: false` and no prompt: the
+    /// request itself goes on), or whatever the request failed with.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<Response> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(result) => self.finish(result),
+            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout {
+                instance: self.instance(),
+                waited: self.submitted.elapsed(),
+                written: false,
+                prompt: None,
+            }),
+            Err(RecvTimeoutError::Disconnected) => Err(Error::Shutdown { prompt: None }),
+        }
+    }
+
+    /// The answer if it has arrived, without blocking.
+    pub fn try_wait(&self) -> Option<Result<Response>> {
+        match self.rx.try_recv() {
+            Ok(result) => Some(self.finish(result)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(Err(Error::Shutdown { prompt: None })),
+        }
+    }
+
+    fn finish(&self, result: Result<Response>) -> Result<Response> {
+        match (&self.session, result) {
+            (Some(link), Ok(response)) => Ok(link.observe(response)),
+            (_, result) => result,
+        }
+    }
+}

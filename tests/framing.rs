@@ -1,0 +1,146 @@
+//! Every framing mode against real processes, over pipes and a PTY.
+
+mod support;
+
+use std::time::Duration;
+
+use aim::{Framing, InputFormat, Readiness, Stream, ToolProcessPool, ToolSpec, Transport};
+use support::*;
+
+#[test]
+fn prompt_marker_framing_with_the_demo_agent() {
+    let pool = ToolProcessPool::new(demo(&[]), 1).unwrap();
+    for i in 0..20 {
+        let r = pool.send_to(0, format!("message {i}")).unwrap();
+        assert!(
+            r.text.starts_with(&format!("You said: message {i}\n")),
+            "{:?}",
+            r.text
+        );
+    }
+    pool.shutdown();
+}
+
+#[test]
+fn prompt_marker_with_a_settle_period_waits_for_quiet() {
+    let mut spec = demo(&[]);
+    spec.framing = Framing::Prompt {
+        marker: "> ".into(),
+        stream: Stream::Stdout,
+        settle: Duration::from_millis(50),
+    };
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    let r = pool.send_to(0, "/quote").unwrap();
+    assert_eq!(r.text, "Here is a quote:\n> quoted line\nend of answer\n");
+    assert!(r.service_time >= Duration::from_millis(50));
+    pool.shutdown();
+}
+
+#[test]
+fn line_framing_with_cat_and_the_demo() {
+    let pool = ToolProcessPool::new(cat(), 1).unwrap();
+    assert_eq!(pool.send_to(0, "echo me").unwrap().text, "echo me");
+    pool.shutdown();
+    let pool = ToolProcessPool::new(demo_lines(&[]), 1).unwrap();
+    assert_eq!(
+        pool.send_to(0, "hi there").unwrap().text,
+        "You said: hi there"
+    );
+    pool.shutdown();
+}
+
+#[test]
+fn json_lines_framing_with_a_headless_agent() {
+    let spec = demo(&["--json"])
+        .framing(Framing::JsonLines {
+            field: "type".into(),
+            value: "result".into(),
+        })
+        .input(InputFormat::JsonTemplate {
+            template: r#"{"type":"user","message":{"role":"user","content":{prompt}}}"#.into(),
+        })
+        .readiness(Readiness::Immediate);
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    // A JSON template carries any text, newlines and quotes included.
+    let r = pool.send_to(0, "say \"hi\"\nplease").unwrap();
+    let lines: Vec<serde_json::Value> = r
+        .text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{:?}", r.text);
+    assert_eq!(lines[0]["type"], "assistant");
+    assert_eq!(lines[1]["type"], "result");
+    assert!(lines[1]["result"]
+        .as_str()
+        .unwrap()
+        .starts_with("You said: say \"hi\"\nplease"));
+    pool.shutdown();
+}
+
+#[test]
+fn idle_framing_completes_after_quiet() {
+    let spec = demo_lines(&[]).framing(Framing::Idle {
+        quiet: Duration::from_millis(100),
+    });
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    let r = pool.send_to(0, "/lines 3").unwrap();
+    assert_eq!(r.text, "line 0\nline 1\nline 2\n");
+    assert!(r.service_time >= Duration::from_millis(100));
+    pool.shutdown();
+}
+
+#[test]
+fn pty_transport_talks_to_the_demo_agent() {
+    let spec = demo(&[]).transport(Transport::Pty);
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    let r = pool.send_to(0, "over a terminal").unwrap();
+    // Echo is off: the prompt is not read back; output post-processing is off: no \r\n.
+    assert!(
+        r.text.starts_with("You said: over a terminal\n"),
+        "{:?}",
+        r.text
+    );
+    assert!(!r.text.contains('\r'));
+    let pid = r.pid;
+    pool.shutdown();
+    assert_gone(&[pid]);
+}
+
+#[test]
+fn pty_prompts_longer_than_the_canonical_line_limit_arrive_whole() {
+    let spec = demo(&[]).transport(Transport::Pty);
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    let long = "x".repeat(20_000);
+    let r = pool.send_to(0, format!("/echo {long}")).unwrap();
+    assert_eq!(r.text.trim_end(), long);
+    pool.shutdown();
+}
+
+#[test]
+fn readiness_text_waits_for_the_banner() {
+    let spec = demo_lines(&[])
+        .readiness(Readiness::Text {
+            text: "never printed".into(),
+            stream: Stream::Stdout,
+        })
+        .startup_timeout(Duration::from_millis(300));
+    let err = ToolProcessPool::new(spec, 1).unwrap_err();
+    assert!(matches!(err, aim::Error::NotReady { .. }), "{err}");
+}
+
+#[test]
+fn ansi_escapes_are_stripped_when_asked() {
+    // printf-style colour codes from a shell loop that answers each line.
+    let mut spec = ToolSpec::new("colour", "sh")
+        .args([
+            "-c",
+            r#"while read -r line; do printf '\033[1;32m%s\033[0m\n' "$line"; done"#,
+        ])
+        .framing(Framing::Line);
+    spec.strip_ansi = true;
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    let r = pool.send_to(0, "green").unwrap();
+    assert_eq!(r.text, "green");
+    pool.shutdown();
+}

@@ -1,0 +1,109 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use aim::{Framing, InputFormat, Readiness, ToolRegistry, ToolSpec};
+
+/// Logs go to the test's captured output; `RUST_LOG=aim=debug cargo test` shows them.
+pub fn init_logs() {
+    let _ = env_logger::builder().is_test(true).try_init();
+}
+
+/// The demo agent binary built for these tests.
+pub fn demo_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_aim-demo")
+}
+
+/// The built-in demo spec pointed at the test build of the demo agent, with extra flags.
+pub fn demo(args: &[&str]) -> ToolSpec {
+    let mut spec = ToolRegistry::builtin()
+        .get("demo")
+        .expect("demo is built in");
+    spec.program = demo_bin().to_string();
+    spec.args = args.iter().map(|s| s.to_string()).collect();
+    spec.stop_grace = Duration::from_millis(500);
+    spec
+}
+
+/// The demo agent in `--line` mode with line framing.
+pub fn demo_lines(args: &[&str]) -> ToolSpec {
+    let mut all = vec!["--line"];
+    all.extend_from_slice(args);
+    demo(&all)
+        .framing(Framing::Line)
+        .input(InputFormat::Line)
+        .readiness(Readiness::Immediate)
+}
+
+/// `cat` in line framing: the simplest echo tool.
+pub fn cat() -> ToolSpec {
+    ToolSpec::new("cat", "cat")
+        .framing(Framing::Line)
+        .stop_grace(Duration::from_millis(500))
+}
+
+/// Polls `cond` until it holds or `timeout` passes; panics naming `what`.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether `pid` is gone: no such process, or a zombie that is not ours to reap.
+pub fn is_gone(pid: i32) -> bool {
+    if pid <= 0 {
+        return true;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => {
+            // The state is the field after the parenthesised command name.
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next());
+            let ppid: Option<i32> = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse().ok());
+            state == Some("Z") && ppid != Some(std::process::id() as i32)
+        }
+    }
+}
+
+/// Asserts every pid is gone (waiting a little for the kernel to finish killing them).
+pub fn assert_gone(pids: &[i32]) {
+    for &pid in pids {
+        wait_until(
+            Duration::from_secs(5),
+            &format!("pid {pid} to be gone"),
+            || is_gone(pid),
+        );
+    }
+}
+
+/// Whether `pid` is a zombie child of this process (a reaping bug).
+pub fn is_our_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            let rest = stat.rsplit(')').next().unwrap_or("").to_string();
+            let mut fields = rest.split_whitespace();
+            let state = fields.next();
+            let ppid: Option<i32> = fields.next().and_then(|p| p.parse().ok());
+            state == Some("Z") && ppid == Some(std::process::id() as i32)
+        })
+        .unwrap_or(false)
+}
+
+/// Whether a program is on PATH.
+pub fn have(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
+        .unwrap_or(false)
+}

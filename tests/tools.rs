@@ -1,0 +1,79 @@
+//! Real third-party REPLs through the pool: python3, bc, sqlite3.
+
+mod support;
+
+use aim::{ToolProcessPool, ToolRegistry};
+use support::*;
+
+#[test]
+fn python_answers_on_stdout_with_its_prompt_on_stderr() {
+    let spec = ToolRegistry::builtin().resolve("python").unwrap();
+    let pool = ToolProcessPool::new(spec, 2).unwrap();
+    assert_eq!(pool.send_to(0, "6 * 7").unwrap().text, "42\n");
+    assert_eq!(pool.send_to(1, "print('hello')").unwrap().text, "hello\n");
+    // State lives in the process: a variable set on instance 0 is there for instance 0 only.
+    pool.send_to(0, "x = 41").unwrap();
+    assert_eq!(pool.send_to(0, "x + 1").unwrap().text, "42\n");
+    let err = pool.send_to(1, "x").unwrap();
+    assert_eq!(err.text, "");
+    assert!(err.stderr.contains("NameError"), "{:?}", err.stderr);
+    let pids: Vec<i32> = pool.status().iter().map(|s| s.pid).collect();
+    let report = pool.shutdown();
+    assert!(report.all_reaped());
+    assert_gone(&pids);
+}
+
+#[test]
+fn bc_answers_through_sentinel_framing() {
+    let spec = ToolRegistry::builtin().resolve("bc").unwrap();
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    assert_eq!(pool.send_to(0, "2 + 3").unwrap().text, "5\n");
+    // BC_LINE_LENGTH=0: long numbers are not wrapped.
+    assert_eq!(
+        pool.send_to(0, "2^200").unwrap().text,
+        "1606938044258990275541962092341162602522202993782792835301376\n"
+    );
+    // An assignment prints nothing: sentinel framing still knows the answer is complete.
+    assert_eq!(pool.send_to(0, "a = 5").unwrap().text, "");
+    assert_eq!(pool.send_to(0, "a * a").unwrap().text, "25\n");
+    let r = pool.send_to(0, "1 / 0").unwrap();
+    assert!(r.stderr.contains("ivide by zero"), "{:?}", r.stderr);
+    pool.shutdown();
+}
+
+#[test]
+fn sqlite3_answers_through_sentinel_framing() {
+    let spec = ToolRegistry::builtin().resolve("sqlite3").unwrap();
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    assert_eq!(
+        pool.send_to(0, "CREATE TABLE t(x INTEGER);").unwrap().text,
+        ""
+    );
+    pool.send_to(0, "INSERT INTO t VALUES (1), (2), (3);")
+        .unwrap();
+    assert_eq!(
+        pool.send_to(0, "SELECT sum(x) FROM t;").unwrap().text,
+        "6\n"
+    );
+    assert_eq!(
+        pool.send_to(0, "SELECT x FROM t ORDER BY x;").unwrap().text,
+        "1\n2\n3\n"
+    );
+    let r = pool.send_to(0, "SELECT * FROM missing;").unwrap();
+    assert!(r.stderr.contains("no such table"), "{:?}", r.stderr);
+    assert_eq!(pool.send_to(0, "SELECT 1;").unwrap().text, "1\n");
+    pool.shutdown();
+}
+
+#[test]
+fn many_prompts_keep_answers_aligned() {
+    let spec = ToolRegistry::builtin().resolve("bc").unwrap();
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    for i in 0..200u64 {
+        assert_eq!(
+            pool.send_to(0, format!("{i} * 3")).unwrap().text,
+            format!("{}\n", i * 3)
+        );
+    }
+    pool.shutdown();
+}
