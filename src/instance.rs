@@ -133,6 +133,8 @@ pub struct InstanceStatus {
     pub uptime: Duration,
     /// Prompts queued or being answered.
     pub pending: usize,
+    /// Answers completed over the instance's whole life.
+    pub answered: u64,
     /// How the previous process ended.
     pub last_exit: Option<ExitInfo>,
     /// Why the instance is failed, when it is.
@@ -145,6 +147,14 @@ impl InstanceStatus {
     /// True when the instance is ready and its process alive.
     pub fn is_healthy(&self) -> bool {
         self.state == InstanceState::Ready && self.alive
+    }
+
+    /// True when the instance is restarting or failed.
+    pub fn is_down(&self) -> bool {
+        matches!(
+            self.state,
+            InstanceState::Restarting | InstanceState::Failed
+        )
     }
 }
 
@@ -251,6 +261,18 @@ impl InstanceShared {
         self.info.lock().stderr_tail.iter().cloned().collect()
     }
 
+    /// How a router sees this instance now.
+    pub(crate) fn candidate(&self, capacity: usize) -> crate::routing::Candidate {
+        crate::routing::Candidate {
+            index: self.index,
+            state: self.state(),
+            pending: self.pending(),
+            capacity,
+            circuit: self.circuit(),
+            generation: self.generation(),
+        }
+    }
+
     /// A status snapshot; with `probe`, liveness is checked with `waitpid` now.
     pub(crate) fn status(&self, probe: bool) -> InstanceStatus {
         let info = self.info.lock();
@@ -268,6 +290,7 @@ impl InstanceShared {
             generation: self.generation(),
             uptime: info.started_at.map(|t| t.elapsed()).unwrap_or_default(),
             pending: self.pending(),
+            answered: self.stats.completed.load(Ordering::Relaxed),
             last_exit: info.last_exit,
             failure: info.failure.clone(),
             last_stderr: info.stderr_tail.iter().cloned().collect(),
@@ -282,11 +305,15 @@ pub(crate) struct Job {
     pub input: Vec<u8>,
     pub submitted: Instant,
     pub deadline: Instant,
-    pub reply: Sender<Result<Response>>,
+    pub reply: crate::reply::Reply,
     /// Addressed to one instance by hand: never moved to another.
     pub pinned: bool,
     /// How many more times it may be resent to another instance after its instance died.
     pub retries_left: u8,
+    /// The session key, so a moved prompt is routed by its session again.
+    pub session: Option<Arc<str>>,
+    /// Until when it may wait for an eligible instance (the submit timeout).
+    pub wait_deadline: Instant,
     /// Where the job is now (`usize::MAX` while waiting for an instance), for `Ticket`.
     pub placed: Arc<AtomicUsize>,
 }
@@ -294,13 +321,13 @@ pub(crate) struct Job {
 impl Job {
     /// Sends the result to whoever waits (a caller that gave up is not an error).
     pub(crate) fn finish(self, result: Result<Response>) {
-        let _ = self.reply.send(result);
+        self.reply.send(result);
     }
 
     /// Fails the job, handing its prompt back in the error.
     pub(crate) fn fail(self, error: Error) {
         let Job { prompt, reply, .. } = self;
-        let _ = reply.send(Err(error.with_prompt(prompt)));
+        reply.send(Err(error.with_prompt(prompt)));
     }
 }
 
@@ -430,28 +457,53 @@ pub(crate) enum IoEvent {
 }
 
 /// The doorbell that wakes an I/O thread out of `poll(2)` when a job or command arrives.
+///
+/// While the thread is answering a prompt it will look at its job channel anyway once the
+/// answer is complete, so job senders ring only when it says it is `listening` (idle): that
+/// saves a wakeup and two system calls per prompt under load.
 #[derive(Debug)]
-pub(crate) struct Doorbell(EventFd);
+pub(crate) struct Doorbell {
+    fd: EventFd,
+    listening: std::sync::atomic::AtomicBool,
+}
 
 impl Doorbell {
     pub(crate) fn new() -> Result<Self> {
         EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
-            .map(Doorbell)
+            .map(|fd| Doorbell {
+                fd,
+                listening: std::sync::atomic::AtomicBool::new(true),
+            })
             .map_err(|e| Error::io("cannot create an eventfd", e.into()))
+    }
+
+    /// Says whether job senders must ring. Followed by a full fence, so a job sent before a
+    /// sender saw `false` is visible to the thread's next look at its channel.
+    pub(crate) fn set_listening(&self, listening: bool) {
+        self.listening.store(listening, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    /// Rings if the thread is listening for jobs (call after sending the job).
+    pub(crate) fn ring_for_job(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.listening.load(Ordering::SeqCst) {
+            self.ring();
+        }
     }
 
     pub(crate) fn ring(&self) {
         // EAGAIN means the counter is saturated: the bell is already ringing.
-        let _ = self.0.write(1);
+        let _ = self.fd.write(1);
     }
 
     pub(crate) fn drain(&self) {
-        let _ = self.0.read();
+        let _ = self.fd.read();
     }
 
     pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;
-        self.0.as_fd()
+        self.fd.as_fd()
     }
 }
 
@@ -483,11 +535,13 @@ impl InstanceHandle {
     }
 
     /// Hands a job to the I/O thread; the caller has already counted it in `pending`.
+    // The error hands the job itself back, without allocating.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn enqueue(&self, job: Job) -> std::result::Result<(), Job> {
         job.placed.store(self.shared.index, Ordering::Release);
         match self.jobs.send(job) {
             Ok(()) => {
-                self.doorbell.ring();
+                self.doorbell.ring_for_job();
                 Ok(())
             }
             Err(e) => {

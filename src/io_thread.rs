@@ -26,6 +26,7 @@ use crate::instance::{
     Control, Doorbell, ExitCause, InstanceShared, InstanceState, IoEvent, Job, Response,
     StopMethod, StopOutcome,
 };
+use crate::pool::DispatchHooks;
 use crate::process::{self, poll_timeout, ChildIo, ChildProcess, ExitInfo};
 use crate::spec::{Framing, Readiness, Stream, ToolSpec};
 
@@ -48,8 +49,8 @@ pub(crate) struct IoThreadConfig {
     pub control: Receiver<Control>,
     pub doorbell: Arc<Doorbell>,
     pub events: Sender<IoEvent>,
-    /// Where jobs that may move go when this instance cannot answer them.
-    pub rehome: Option<Sender<Job>>,
+    /// The cluster's dispatcher, if any: where movable jobs go, and whom to wake.
+    pub hooks: Option<DispatchHooks>,
     /// Retire the process after this many answers.
     pub max_requests: Option<u64>,
 }
@@ -116,6 +117,8 @@ pub(crate) struct IoThread {
     last_pid: i32,
     reported_failure: bool,
     scratch: Vec<u8>,
+    /// Answers complete but not yet handed to their callers.
+    answered: Vec<(Job, Result<Response>)>,
 }
 
 #[derive(Clone, Copy)]
@@ -139,6 +142,7 @@ impl IoThread {
             last_pid: 0,
             reported_failure: false,
             scratch: vec![0; 64 * 1024],
+            answered: Vec::new(),
         }
     }
 
@@ -148,12 +152,14 @@ impl IoThread {
 
     pub(crate) fn run(mut self) {
         loop {
-            self.cfg.doorbell.drain();
             self.take_commands();
             self.take_jobs();
             let now = Instant::now();
             self.expire_queued(now);
             self.start_next_job(now);
+            // Waking a caller may hand it this CPU: give the tool its next prompt first, so
+            // it works while the caller runs.
+            self.deliver_answers();
             if self.child.is_none() {
                 if let Some((_, reply)) = self.exiting.take() {
                     self.finish_thread(reply);
@@ -235,6 +241,9 @@ impl IoThread {
         while let Ok(job) = self.cfg.jobs.try_recv() {
             if self.exiting.is_some() {
                 self.hand_back(job, || Error::Shutdown { prompt: None });
+            } else if self.child.is_none() && !job.pinned && self.cfg.hooks.is_some() {
+                // Down: let another instance answer it.
+                self.hand_back(job, || Error::Shutdown { prompt: None });
             } else if !self.can_serve_soon() {
                 let state = self.cfg.shared.state();
                 self.hand_back(job, || Error::InstanceUnavailable {
@@ -260,7 +269,7 @@ impl IoThread {
     fn hand_back(&mut self, job: Job, error: impl FnOnce() -> Error) {
         self.cfg.shared.pending.fetch_sub(1, Ordering::AcqRel);
         if !job.pinned {
-            if let Some(rehome) = &self.cfg.rehome {
+            if let Some(rehome) = self.cfg.hooks.as_ref().map(|h| &h.rehome) {
                 job.placed.store(usize::MAX, Ordering::Release);
                 match rehome.send(job) {
                     Ok(()) => return,
@@ -290,7 +299,7 @@ impl IoThread {
 
     /// Moves queued jobs that may move to other instances, keeping pinned ones.
     fn rehome_movable(&mut self) {
-        if self.cfg.rehome.is_none() {
+        if self.cfg.hooks.is_none() {
             return;
         }
         let (pinned, movable): (VecDeque<Job>, VecDeque<Job>) =
@@ -323,6 +332,7 @@ impl IoThread {
     fn complete(&mut self, job: Job, result: Result<Response>) {
         let shared = &self.cfg.shared;
         shared.pending.fetch_sub(1, Ordering::AcqRel);
+        self.wake_dispatcher();
         match &result {
             Ok(response) => {
                 shared.stats.on_success(response.elapsed);
@@ -355,9 +365,26 @@ impl IoThread {
                 }
             }
         }
-        match result {
-            Ok(response) => job.finish(Ok(response)),
-            Err(err) => job.fail(err),
+        // Delivered after the next prompt is written (see `run`).
+        self.answered.push((job, result));
+    }
+
+    /// Hands finished answers to their callers.
+    fn deliver_answers(&mut self) {
+        for (job, result) in self.answered.drain(..) {
+            match result {
+                Ok(response) => job.finish(Ok(response)),
+                Err(err) => job.fail(err),
+            }
+        }
+    }
+
+    /// Tells the dispatcher a queue slot freed up, when prompts are waiting for one.
+    fn wake_dispatcher(&self) {
+        if let Some(hooks) = &self.cfg.hooks {
+            if hooks.backlog.load(Ordering::Acquire) > 0 {
+                let _ = hooks.changes.try_send(());
+            }
         }
     }
 
@@ -726,7 +753,7 @@ impl IoThread {
                 stderr: stderr.clone(),
                 prompt: None,
             };
-            if job.retries_left > 0 && !job.pinned && self.cfg.rehome.is_some() {
+            if job.retries_left > 0 && !job.pinned && self.cfg.hooks.is_some() {
                 let mut job = job;
                 job.retries_left -= 1;
                 shared.stats.on_failure(&err);
@@ -768,6 +795,7 @@ impl IoThread {
     }
 
     fn finish_thread(&mut self, reply: Option<Sender<StopOutcome>>) {
+        self.deliver_answers();
         self.release_queue(|| Error::Shutdown { prompt: None });
         // Jobs that raced in after the stop.
         while let Ok(job) = self.cfg.jobs.try_recv() {
@@ -825,6 +853,15 @@ impl IoThread {
     }
 
     fn poll_once(&mut self) {
+        let busy = matches!(
+            self.child.as_ref().map(|c| &c.phase),
+            Some(Phase::Busy { .. })
+        );
+        self.cfg.doorbell.set_listening(!busy);
+        if !busy && !self.cfg.jobs.is_empty() {
+            // A job arrived after the last look, and its sender may not have rung.
+            return;
+        }
         let deadline = self.next_deadline();
         let mut ready: [(Option<Source>, PollFlags); 5] = [(None, PollFlags::empty()); 5];
         {
@@ -876,7 +913,7 @@ impl IoThread {
                 continue;
             }
             match source {
-                Source::Bell => {}
+                Source::Bell => self.cfg.doorbell.drain(),
                 Source::Stdout => self.read_stream(Stream::Stdout),
                 Source::Stderr => self.read_stream(Stream::Stderr),
                 Source::Stdin => self.write_pending(),
@@ -994,11 +1031,18 @@ impl IoThread {
                     return;
                 }
                 Ok(n) => {
+                    let was_busy = matches!(
+                        self.child.as_ref().map(|c| &c.phase),
+                        Some(Phase::Busy { .. })
+                    );
                     let chunk = std::mem::take(&mut self.scratch);
                     self.on_output(stream, &chunk[..n]);
                     self.scratch = chunk;
                     total += n;
-                    if total >= READ_BUDGET {
+                    let answered = was_busy
+                        && matches!(self.child.as_ref().map(|c| &c.phase), Some(Phase::Idle));
+                    // Once an answer is complete, start the next prompt before reading more.
+                    if total >= READ_BUDGET || answered {
                         return;
                     }
                 }

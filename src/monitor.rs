@@ -148,6 +148,8 @@ pub(crate) enum MonitorCommand {
         index: usize,
         reply: Sender<Result<()>>,
     },
+    /// An instance is being removed (resize): never restart it.
+    Removed(usize),
     /// Stop the monitor.
     Shutdown,
 }
@@ -276,6 +278,13 @@ impl Monitor {
             MonitorCommand::Added(index) => {
                 let s = self.supervised(index);
                 s.removed = false;
+            }
+            MonitorCommand::Removed(index) => {
+                let s = self.supervised(index);
+                s.removed = true;
+                s.restart_at = None;
+                s.failed_until = None;
+                s.next_probe = None;
             }
             MonitorCommand::Restart { index, reply } => {
                 let s = self.supervised(index);
@@ -550,7 +559,7 @@ impl Monitor {
             return;
         };
         let s = &mut self.instances[index];
-        if s.probe.is_some() || !s.next_probe.is_some_and(|t| now >= t) {
+        if s.probe.is_some() || s.next_probe.is_none_or(|t| now < t) {
             return;
         }
         s.next_probe = Some(now + probe.interval);
@@ -565,9 +574,11 @@ impl Monitor {
             input,
             submitted: now,
             deadline: now + probe.timeout,
-            reply: self.probe_tx.clone(),
+            reply: crate::reply::Reply::channel(self.probe_tx.clone()),
             pinned: true,
             retries_left: 0,
+            session: None,
+            wait_deadline: now,
             placed: Arc::new(AtomicUsize::new(usize::MAX)),
         };
         handle.shared.pending.fetch_add(1, Ordering::AcqRel);

@@ -65,6 +65,18 @@ impl Default for PoolOptions {
     }
 }
 
+/// How a cluster's dispatcher hears from the pool.
+#[derive(Debug, Clone)]
+pub(crate) struct DispatchHooks {
+    /// Jobs that may move go here when their instance cannot answer them.
+    pub rehome: Sender<Job>,
+    /// Rung when an instance becomes ready, its circuit changes, or (while the backlog is not
+    /// empty) it frees a queue slot.
+    pub changes: Sender<()>,
+    /// How many prompts wait in the dispatcher's backlog.
+    pub backlog: Arc<AtomicUsize>,
+}
+
 /// The pool's internals, shared by its handle, the monitor and (for a cluster) the dispatcher.
 pub(crate) struct PoolCore {
     pub spec: Arc<ToolSpec>,
@@ -76,8 +88,7 @@ pub(crate) struct PoolCore {
     events_tx: Sender<IoEvent>,
     monitor_tx: Sender<MonitorCommand>,
     monitor: Mutex<Option<JoinHandle<()>>>,
-    rehome: Option<Sender<Job>>,
-    changes: Option<Sender<()>>,
+    hooks: Option<DispatchHooks>,
     closed: AtomicBool,
     report: Mutex<Option<ShutdownReport>>,
 }
@@ -95,15 +106,16 @@ impl std::fmt::Debug for PoolCore {
 impl PoolCore {
     /// Starts the monitor and `count` instances and waits until all are ready.
     ///
-    /// `rehome` receives jobs that may move when their instance cannot answer them; `changes`
-    /// hears when an instance becomes ready or its circuit changes.
+    /// A cluster passes `hooks` so its dispatcher hears about moved jobs and state changes.
     pub(crate) fn launch(
         spec: ToolSpec,
         count: usize,
         options: PoolOptions,
-        rehome: Option<Sender<Job>>,
-        changes: Option<Sender<()>>,
+        hooks: Option<DispatchHooks>,
     ) -> Result<Arc<PoolCore>> {
+        if count == 0 {
+            return Err(Error::config("count", "must be at least 1"));
+        }
         spec.validate()?;
         options.supervision.validate()?;
         if options.queue_capacity == 0 {
@@ -121,8 +133,7 @@ impl PoolCore {
             events_tx,
             monitor_tx,
             monitor: Mutex::new(None),
-            rehome,
-            changes,
+            hooks,
             closed: AtomicBool::new(false),
             report: Mutex::new(None),
         });
@@ -191,7 +202,7 @@ impl PoolCore {
             control: control_rx,
             doorbell: Arc::clone(&doorbell),
             events: self.events_tx.clone(),
-            rehome: self.rehome.clone(),
+            hooks: self.hooks.clone(),
             max_requests: self.supervision.max_requests,
         };
         let thread = std::thread::Builder::new()
@@ -220,9 +231,14 @@ impl PoolCore {
     }
 
     pub(crate) fn notify_change(&self) {
-        if let Some(tx) = &self.changes {
-            let _ = tx.try_send(());
+        if let Some(hooks) = &self.hooks {
+            let _ = hooks.changes.try_send(());
         }
+    }
+
+    /// Runs `f` on the instances under the read lock (no clone of the list).
+    pub(crate) fn with_instances<R>(&self, f: impl FnOnce(&[Arc<InstanceHandle>]) -> R) -> R {
+        f(&self.instances.read())
     }
 
     /// Builds a job for `prompt` with the given deadline.
@@ -231,7 +247,7 @@ impl PoolCore {
         prompt: String,
         timeout: Option<Duration>,
         pinned: bool,
-    ) -> Result<(Job, crossbeam_channel::Receiver<Result<Response>>)> {
+    ) -> Result<(Job, Arc<crate::reply::Slot>)> {
         if self.is_closed() {
             return Err(Error::Shutdown {
                 prompt: Some(prompt),
@@ -239,18 +255,21 @@ impl PoolCore {
         }
         let input = self.spec.render_prompt(prompt.clone())?;
         let now = Instant::now();
-        let (tx, rx) = bounded(1);
+        let deadline = now + timeout.unwrap_or(self.spec.request_timeout);
+        let (reply, slot) = crate::reply::Reply::ticket();
         let job = Job {
             prompt,
             input,
             submitted: now,
-            deadline: now + timeout.unwrap_or(self.spec.request_timeout),
-            reply: tx,
+            deadline,
+            reply,
             pinned,
             retries_left: 0,
+            session: None,
+            wait_deadline: deadline,
             placed: Arc::new(AtomicUsize::new(usize::MAX)),
         };
-        Ok((job, rx))
+        Ok((job, slot))
     }
 
     /// Queues `job` on instance `index` if it can take it.
@@ -310,6 +329,24 @@ impl PoolCore {
                 stderr: Vec::new(),
             })
         })
+    }
+
+    /// Stops instances from `keep` on (answers in flight drained first, queued prompts handed
+    /// back to the dispatcher) and removes them.
+    pub(crate) fn remove_from(&self, keep: usize) -> Vec<StopOutcome> {
+        let removed: Vec<Arc<InstanceHandle>> = {
+            let mut instances = self.instances.write();
+            if keep >= instances.len() {
+                return Vec::new();
+            }
+            instances.split_off(keep)
+        };
+        for handle in &removed {
+            let _ = self
+                .monitor_tx
+                .send(MonitorCommand::Removed(handle.shared.index));
+        }
+        self.stop_instances(&removed)
     }
 
     fn stop_instances(&self, handles: &[Arc<InstanceHandle>]) -> Vec<StopOutcome> {
@@ -540,6 +577,37 @@ impl ToolProcessPool {
     }
 }
 
+/// The setters a [`PoolBuilder`] and a [`crate::ClusterBuilder`] share: both keep them in an
+/// `options: PoolOptions` field.
+macro_rules! shared_setters {
+    () => {
+        /// All supervision settings at once. Defaults to [`SupervisionConfig::default`].
+        pub fn supervision(mut self, supervision: SupervisionConfig) -> Self {
+            self.options.supervision = supervision;
+            self
+        }
+
+        /// Prompts queued or in flight per instance before it is full. Defaults to 64.
+        pub fn queue_capacity(mut self, capacity: usize) -> Self {
+            self.options.queue_capacity = capacity;
+            self
+        }
+
+        /// How long `shutdown` lets answers in flight finish. Defaults to 5 s.
+        pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+            self.options.drain_timeout = timeout;
+            self
+        }
+
+        /// Where lifecycle events go (besides `log`). Defaults to nowhere.
+        pub fn event_sink(mut self, sink: Arc<dyn EventSink>) -> Self {
+            self.options.sink = Some(sink);
+            self
+        }
+    };
+}
+pub(crate) use shared_setters;
+
 /// Builds a [`ToolProcessPool`].
 #[derive(Debug)]
 pub struct PoolBuilder {
@@ -555,39 +623,14 @@ impl PoolBuilder {
         self
     }
 
-    /// Supervision settings. Defaults to [`SupervisionConfig::default`].
-    pub fn supervision(mut self, supervision: SupervisionConfig) -> Self {
-        self.options.supervision = supervision;
-        self
-    }
-
-    /// Prompts queued or in flight per instance before it is full. Defaults to 64.
-    pub fn queue_capacity(mut self, capacity: usize) -> Self {
-        self.options.queue_capacity = capacity;
-        self
-    }
-
-    /// How long `shutdown` lets answers in flight finish. Defaults to 5 s.
-    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
-        self.options.drain_timeout = timeout;
-        self
-    }
-
-    /// Where lifecycle events go (besides `log`). Defaults to nowhere.
-    pub fn event_sink(mut self, sink: Arc<dyn EventSink>) -> Self {
-        self.options.sink = Some(sink);
-        self
-    }
+    shared_setters!();
 
     /// Validates everything, starts the pool and waits until every instance is ready.
     ///
     /// # Errors
     /// As [`ToolProcessPool::new`].
     pub fn build(self) -> Result<ToolProcessPool> {
-        if self.count == 0 {
-            return Err(Error::config("count", "must be at least 1"));
-        }
-        let core = PoolCore::launch(self.spec, self.count, self.options, None, None)?;
+        let core = PoolCore::launch(self.spec, self.count, self.options, None)?;
         Ok(ToolProcessPool {
             handle: Arc::new(PoolHandle { core }),
         })

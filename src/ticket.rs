@@ -4,10 +4,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
-
 use crate::error::{Error, Result};
 use crate::instance::Response;
+use crate::reply::Slot;
 use crate::session::SessionLink;
 
 /// A submitted prompt's future answer. Waiting blocks the calling thread only.
@@ -16,7 +15,7 @@ use crate::session::SessionLink;
 /// ticket does not cancel the prompt; its answer is discarded.
 #[derive(Debug)]
 pub struct Ticket {
-    rx: Receiver<Result<Response>>,
+    slot: Arc<Slot>,
     placed: Arc<AtomicUsize>,
     submitted: Instant,
     session: Option<SessionLink>,
@@ -24,13 +23,13 @@ pub struct Ticket {
 
 impl Ticket {
     pub(crate) fn new(
-        rx: Receiver<Result<Response>>,
+        slot: Arc<Slot>,
         placed: Arc<AtomicUsize>,
         submitted: Instant,
         session: Option<SessionLink>,
     ) -> Self {
         Ticket {
-            rx,
+            slot,
             placed,
             submitted,
             session,
@@ -53,8 +52,8 @@ impl Ticket {
     /// [`Error::NoHealthyInstance`], [`Error::Shutdown`], ...
     pub fn wait(self) -> Result<Response> {
         let result = self
-            .rx
-            .recv()
+            .slot
+            .take_until(None)
             .unwrap_or(Err(Error::Shutdown { prompt: None }));
         self.finish(result)
     }
@@ -66,25 +65,20 @@ impl Ticket {
     /// [`Error::Timeout`] when `timeout` passes first (with `written: false` and no prompt: the
     /// request itself goes on), or whatever the request failed with.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Response> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(result) => self.finish(result),
-            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout {
+        match self.slot.take_until(Some(Instant::now() + timeout)) {
+            Some(result) => self.finish(result),
+            None => Err(Error::Timeout {
                 instance: self.instance(),
                 waited: self.submitted.elapsed(),
                 written: false,
                 prompt: None,
             }),
-            Err(RecvTimeoutError::Disconnected) => Err(Error::Shutdown { prompt: None }),
         }
     }
 
     /// The answer if it has arrived, without blocking.
     pub fn try_wait(&self) -> Option<Result<Response>> {
-        match self.rx.try_recv() {
-            Ok(result) => Some(self.finish(result)),
-            Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Disconnected) => Some(Err(Error::Shutdown { prompt: None })),
-        }
+        self.slot.try_take().map(|result| self.finish(result))
     }
 
     fn finish(&self, result: Result<Response>) -> Result<Response> {

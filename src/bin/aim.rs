@@ -3,13 +3,15 @@
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
-use aim::{ToolProcessPool, ToolRegistry};
+use aim::{ClusterManager, Strategy, ToolRegistry};
 
 const USAGE: &str = "\
 aim: supervise a cluster of interactive command-line tools
 
 USAGE:
-    aim run [TOOL] [-n COUNT] [--tools FILE]   prompts from stdin, one JSON answer per line
+    aim run [TOOL] [-n COUNT] [--strategy S] [--tools FILE]
+        prompts from stdin (text lines, or JSON lines with \"prompt\" and \"session\"),
+        one JSON answer per line on stdout, in input order
     aim tools [--tools FILE]                   list the known tools
     aim help                                   this text
 
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
 struct Common {
     tool: String,
     count: usize,
+    strategy: Strategy,
     tools_file: Option<String>,
 }
 
@@ -38,6 +41,7 @@ fn parse_common(args: &[String]) -> Result<Common, String> {
     let mut common = Common {
         tool: "demo".into(),
         count: 2,
+        strategy: Strategy::RoundRobin,
         tools_file: None,
     };
     let mut it = args.iter();
@@ -47,6 +51,10 @@ fn parse_common(args: &[String]) -> Result<Common, String> {
             "-n" | "--count" => {
                 let v = it.next().ok_or("-n needs a number")?;
                 common.count = v.parse().map_err(|_| format!("not a count: {v}"))?;
+            }
+            "-s" | "--strategy" => {
+                let v = it.next().ok_or("--strategy needs a name")?;
+                common.strategy = v.parse().map_err(|e: aim::Error| e.to_string())?;
             }
             "--tools" => common.tools_file = Some(it.next().ok_or("--tools needs a file")?.clone()),
             flag if flag.starts_with('-') => return Err(format!("unknown flag {flag}\n\n{USAGE}")),
@@ -90,28 +98,91 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     }
 }
 
+/// One line of `aim run` input: plain text, or JSON with `prompt` and optional `session`.
+fn parse_input(line: &str) -> Result<(String, Option<String>), String> {
+    if !line.trim_start().starts_with('{') {
+        return Ok((line.to_string(), None));
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("invalid JSON input line: {e}"))?;
+    let prompt = value["prompt"]
+        .as_str()
+        .ok_or("a JSON input line needs a string field \"prompt\"")?
+        .to_string();
+    let session = value["session"].as_str().map(str::to_string);
+    Ok((prompt, session))
+}
+
 fn run_prompts(common: &Common) -> Result<ExitCode, String> {
     let spec = registry(common)?
         .resolve(&common.tool)
         .map_err(|e| e.to_string())?;
-    let pool = ToolProcessPool::new(spec, common.count).map_err(|e| e.to_string())?;
-    let stdout = std::io::stdout();
-    let mut failures = 0;
+    let cluster = ClusterManager::builder(spec)
+        .count(common.count)
+        .strategy(common.strategy)
+        .launch()
+        .map_err(|e| e.to_string())?;
+    // Prompts are submitted as they are read; a printer thread writes answers in input order.
+    let (tx, rx) = crossbeam_channel::bounded::<(usize, Result<aim::Ticket, aim::Error>)>(256);
+    let printer = std::thread::spawn(move || {
+        let stdout = std::io::stdout();
+        let mut failures = 0usize;
+        for (id, submitted) in rx {
+            let record = match submitted.and_then(|ticket| ticket.wait()) {
+                Ok(r) => serde_json::json!({"id": id, "instance": r.instance,
+                    "generation": r.generation, "elapsed_ms": r.elapsed.as_secs_f64() * 1000.0,
+                    "context_lost": r.context_lost, "text": r.text}),
+                Err(e) => {
+                    failures += 1;
+                    serde_json::json!({"id": id, "error": e.to_string(), "kind": e.kind()})
+                }
+            };
+            let mut out = stdout.lock();
+            let _ = writeln!(out, "{record}");
+            let _ = out.flush();
+        }
+        failures
+    });
+    let mut sessions: std::collections::HashMap<String, aim::Session> = Default::default();
+    let mut input_error = None;
     for (id, line) in std::io::stdin().lock().lines().enumerate() {
-        let line = line.map_err(|e| format!("cannot read stdin: {e}"))?;
-        let answer = pool.send_to(id % pool.len(), line);
-        let record = match &answer {
-            Ok(r) => serde_json::json!({"id": id, "instance": r.instance,
-                "elapsed_ms": r.elapsed.as_secs_f64() * 1000.0, "text": r.text}),
+        let line = match line {
+            Ok(line) => line,
             Err(e) => {
-                failures += 1;
-                serde_json::json!({"id": id, "error": e.to_string(), "kind": e.kind()})
+                input_error = Some(format!("cannot read stdin: {e}"));
+                break;
             }
         };
-        let mut out = stdout.lock();
-        let _ = writeln!(out, "{record}");
+        let submitted = match parse_input(&line) {
+            Ok((prompt, Some(key))) => sessions
+                .entry(key.clone())
+                .or_insert_with(|| cluster.session(key))
+                .submit(prompt),
+            Ok((prompt, None)) => cluster.submit(prompt),
+            Err(message) => Err(aim::Error::InvalidPrompt {
+                reason: message,
+                prompt: line.clone(),
+            }),
+        };
+        if tx.send((id, submitted)).is_err() {
+            break;
+        }
     }
-    pool.shutdown();
+    drop(tx);
+    let failures = printer.join().map_err(|_| "the output thread panicked")?;
+    let metrics = cluster.health();
+    drop(sessions);
+    let report = cluster.shutdown();
+    eprintln!(
+        "aim: {} instances, {} healthy at the end, {} prompts failed, shut down in {:?}",
+        metrics.instances.len(),
+        metrics.healthy,
+        failures,
+        report.took
+    );
+    if let Some(message) = input_error {
+        return Err(message);
+    }
     Ok(if failures == 0 {
         ExitCode::SUCCESS
     } else {

@@ -1,0 +1,549 @@
+//! [`ClusterManager`]: a supervised pool plus routing, a backlog, sessions and metrics.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, unbounded, Sender};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::backoff::BackoffConfig;
+use crate::breaker::BreakerConfig;
+use crate::budget::BudgetConfig;
+use crate::dispatch::Dispatch;
+use crate::error::{Error, Result};
+use crate::events::EventSink;
+use crate::instance::{InstanceStatus, Response};
+use crate::monitor::{LivenessProbe, SupervisionConfig};
+use crate::pool::{DispatchHooks, PoolCore, PoolOptions, ShutdownReport};
+use crate::registry::ToolRegistry;
+use crate::request::Request;
+use crate::routing::{Router, Strategy};
+use crate::session::{Session, SessionLink};
+use crate::spec::ToolSpec;
+use crate::ticket::Ticket;
+
+/// Which prompts are sent again to another instance when theirs dies while answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryPolicy {
+    /// None: the caller gets [`Error::InstanceDied`].
+    Never,
+    /// Prompts marked [`Request::idempotent`], once. The default.
+    #[default]
+    Idempotent,
+    /// Every prompt, once (only for tools whose prompts are all safe to repeat).
+    Always,
+}
+
+/// Launches a cluster of `count` instances of the registry tool `tool_id` (built-ins plus the
+/// file named by `AIM_TOOLS`) with the given routing strategy and default settings, and waits
+/// until every instance is ready.
+///
+/// ```
+/// # aim::demo::serve_if_requested();
+/// use aim::{launch_cluster, Strategy};
+/// let cluster = launch_cluster("demo", 3, Strategy::RoundRobin)?;
+/// let answer = cluster.send("hello")?;
+/// assert!(answer.text.starts_with("You said: hello"));
+/// cluster.shutdown();
+/// # Ok::<(), aim::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::UnknownTool`] (listing the known ids), [`Error::ToolsFile`],
+/// [`Error::InvalidConfig`], [`Error::Spawn`], [`Error::NotReady`].
+pub fn launch_cluster(tool_id: &str, count: usize, strategy: Strategy) -> Result<ClusterManager> {
+    let spec = ToolRegistry::from_env()?.resolve(tool_id)?;
+    ClusterManager::builder(spec)
+        .count(count)
+        .strategy(strategy)
+        .launch()
+}
+
+/// The cluster's health at a glance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ClusterHealth {
+    /// Every instance's status.
+    pub instances: Vec<InstanceStatus>,
+    /// How many are ready with a live process.
+    pub healthy: usize,
+    /// Prompts waiting for an eligible instance.
+    pub backlog: usize,
+}
+
+impl ClusterHealth {
+    /// True when at least one instance can take prompts.
+    pub fn is_serving(&self) -> bool {
+        self.healthy > 0
+    }
+
+    /// True when every instance is healthy.
+    pub fn all_healthy(&self) -> bool {
+        self.healthy == self.instances.len()
+    }
+}
+
+pub(crate) struct ClusterInner {
+    pub core: Arc<PoolCore>,
+    pub dispatch: Arc<Dispatch>,
+    submit_timeout: Duration,
+    request_timeout: Duration,
+    retry: RetryPolicy,
+    dispatcher: Mutex<Option<JoinHandle<()>>>,
+    stop: Sender<()>,
+    pub started: Instant,
+}
+
+impl std::fmt::Debug for ClusterInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterInner")
+            .field("core", &self.core)
+            .field("dispatch", &self.dispatch)
+            .finish()
+    }
+}
+
+impl ClusterInner {
+    fn shutdown(&self) -> ShutdownReport {
+        // Stop taking new prompts first, then stop the instances (which fail or hand back
+        // what they hold), then stop the dispatcher (which fails what is left).
+        let report = self.core.shutdown();
+        let _ = self.stop.try_send(());
+        if let Some(thread) = self.dispatcher.lock().take() {
+            if thread.join().is_err() {
+                log::error!("dispatcher thread panicked");
+            }
+        }
+        report
+    }
+}
+
+#[derive(Debug)]
+struct ClusterHandle {
+    inner: Arc<ClusterInner>,
+}
+
+impl Drop for ClusterHandle {
+    fn drop(&mut self) {
+        self.inner.shutdown();
+    }
+}
+
+/// A managed cluster of one tool: prompts are routed without the caller choosing an
+/// instance, instances that crash or hang are replaced, and nothing waits forever.
+///
+/// `Send + Sync` and cheap to clone (an `Arc` inside); many threads may send at once. When the
+/// last clone (and the last [`Session`]) is dropped, the cluster shuts down, bounded, logging
+/// only. Prefer an explicit [`ClusterManager::shutdown`], which returns a report.
+///
+/// ```
+/// # aim::demo::serve_if_requested();
+/// use aim::{ClusterManager, Strategy, ToolRegistry};
+/// use std::time::Duration;
+/// let spec = ToolRegistry::builtin().resolve("demo")?;
+/// let cluster = ClusterManager::builder(spec)
+///     .count(2)
+///     .strategy(Strategy::LeastBusy)
+///     .request_timeout(Duration::from_secs(30))
+///     .launch()?;
+/// let ticket = cluster.submit("first")?;
+/// let second = cluster.send("second")?;
+/// assert!(ticket.wait()?.text.contains("first"));
+/// assert!(second.text.contains("second"));
+/// assert_eq!(cluster.health().healthy, 2);
+/// cluster.shutdown();
+/// # Ok::<(), aim::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClusterManager {
+    handle: Arc<ClusterHandle>,
+}
+
+impl ClusterManager {
+    /// A builder for a cluster of `spec`.
+    pub fn builder(spec: ToolSpec) -> ClusterBuilder {
+        ClusterBuilder::new(spec)
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<ClusterInner> {
+        &self.handle.inner
+    }
+
+    /// How many instances the cluster has.
+    pub fn len(&self) -> usize {
+        self.inner().core.len()
+    }
+
+    /// True when the cluster has no instances (never, while running).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The spec the cluster runs.
+    pub fn spec(&self) -> &ToolSpec {
+        &self.inner().core.spec
+    }
+
+    /// Time since the cluster was launched.
+    pub fn uptime(&self) -> Duration {
+        self.inner().started.elapsed()
+    }
+
+    /// The routing strategy's name.
+    pub fn router_name(&self) -> String {
+        self.inner().dispatch.router_name()
+    }
+
+    /// Sends a prompt and blocks until its answer, for at most the request timeout.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPrompt`], [`Error::Busy`] (backlog full),
+    /// [`Error::NoHealthyInstance`], [`Error::Timeout`], [`Error::InstanceDied`],
+    /// [`Error::ResponseTooLarge`], [`Error::Shutdown`]; the prompt is handed back.
+    pub fn send(&self, request: impl Into<Request>) -> Result<Response> {
+        self.submit(request)?.wait()
+    }
+
+    /// As [`ClusterManager::send`], with `timeout` for the whole request.
+    ///
+    /// # Errors
+    /// As [`ClusterManager::send`].
+    pub fn send_timeout(&self, request: impl Into<Request>, timeout: Duration) -> Result<Response> {
+        self.submit(request.into().timeout(timeout))?.wait()
+    }
+
+    /// Submits a prompt and returns at once with a [`Ticket`]. If no instance can take it now,
+    /// it waits in the backlog for up to the submit timeout.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPrompt`], [`Error::Busy`] when the backlog is full,
+    /// [`Error::Shutdown`]; the prompt is handed back.
+    pub fn submit(&self, request: impl Into<Request>) -> Result<Ticket> {
+        self.submit_inner(request.into(), true, None)
+    }
+
+    /// Submits a prompt only if an instance can take it now; never blocks or queues in the
+    /// backlog.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when every eligible queue is full, [`Error::NoHealthyInstance`] when no
+    /// instance is available, and as [`ClusterManager::submit`].
+    pub fn try_submit(&self, request: impl Into<Request>) -> Result<Ticket> {
+        self.submit_inner(request.into(), false, None)
+    }
+
+    pub(crate) fn submit_inner(
+        &self,
+        request: Request,
+        wait: bool,
+        session: Option<&SessionLink>,
+    ) -> Result<Ticket> {
+        let inner = self.inner();
+        let Request {
+            prompt,
+            timeout,
+            idempotent,
+            session: key,
+        } = request;
+        let (mut job, rx) = inner.core.make_job(
+            prompt,
+            Some(timeout.unwrap_or(inner.request_timeout)),
+            false,
+        )?;
+        job.wait_deadline = job.submitted + inner.submit_timeout;
+        job.session = key;
+        job.retries_left = match inner.retry {
+            RetryPolicy::Never => 0,
+            RetryPolicy::Idempotent => u8::from(idempotent),
+            RetryPolicy::Always => 1,
+        };
+        let placed = Arc::clone(&job.placed);
+        let submitted = job.submitted;
+        inner.dispatch.submit(job, wait)?;
+        Ok(Ticket::new(rx, placed, submitted, session.cloned()))
+    }
+
+    /// Sends a prompt to instance `index`, bypassing the router, and blocks for the answer.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchInstance`], [`Error::InstanceUnavailable`], [`Error::Busy`], and as
+    /// [`ClusterManager::send`].
+    pub fn send_to(&self, index: usize, request: impl Into<Request>) -> Result<Response> {
+        self.submit_to(index, request)?.wait()
+    }
+
+    /// Submits a prompt to instance `index`, bypassing the router.
+    ///
+    /// # Errors
+    /// As [`ClusterManager::send_to`].
+    pub fn submit_to(&self, index: usize, request: impl Into<Request>) -> Result<Ticket> {
+        let inner = self.inner();
+        let request = request.into();
+        let (job, rx) = inner.core.make_job(
+            request.prompt,
+            Some(request.timeout.unwrap_or(inner.request_timeout)),
+            true,
+        )?;
+        let placed = Arc::clone(&job.placed);
+        let submitted = job.submitted;
+        inner.core.submit_pinned(index, job)?;
+        Ok(Ticket::new(rx, placed, submitted, None))
+    }
+
+    /// A session: its prompts stay on one instance (with [`Strategy::Sticky`]), and a
+    /// response says when the session's context was lost because its instance died or was
+    /// recycled. The session's routing entry is forgotten when the last clone is dropped.
+    pub fn session(&self, key: impl Into<String>) -> Session {
+        Session::new(self.clone(), key.into())
+    }
+
+    /// Every instance's status, from what was last recorded (never blocks on a child).
+    pub fn status(&self) -> Vec<InstanceStatus> {
+        self.inner()
+            .core
+            .instances()
+            .iter()
+            .map(|h| h.shared.status(false))
+            .collect()
+    }
+
+    /// The cluster's health: every instance checked with `waitpid(pid, WNOHANG)` now.
+    pub fn health(&self) -> ClusterHealth {
+        let instances: Vec<InstanceStatus> = self
+            .inner()
+            .core
+            .instances()
+            .iter()
+            .map(|h| h.shared.status(true))
+            .collect();
+        let healthy = instances.iter().filter(|s| s.is_healthy()).count();
+        ClusterHealth {
+            instances,
+            healthy,
+            backlog: self.inner().dispatch.backlog_len(),
+        }
+    }
+
+    /// Replaces instance `index`'s process, resetting its restart budget and breaker, and
+    /// blocks until the new one is ready.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchInstance`], [`Error::Shutdown`], or why the new process did not start.
+    pub fn restart_instance(&self, index: usize) -> Result<()> {
+        self.inner().core.restart_instance(index)
+    }
+
+    /// Grows the cluster to `count` instances (blocking until the new ones are ready), or
+    /// shrinks it by draining the highest-numbered instances: their answers in flight finish,
+    /// their queued prompts move to the remaining instances.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a zero count, [`Error::Shutdown`], or why a new instance
+    /// did not start (the instances that did start are kept).
+    pub fn resize(&self, count: usize) -> Result<()> {
+        let core = &self.inner().core;
+        if count == 0 {
+            return Err(Error::config("count", "must be at least 1"));
+        }
+        if core.is_closed() {
+            return Err(Error::Shutdown { prompt: None });
+        }
+        let now = core.len();
+        if count > now {
+            core.add_instances(count - now)?;
+        } else if count < now {
+            let outcomes = core.remove_from(count);
+            log::info!("{}: removed {} instances", core.spec.name, outcomes.len());
+        }
+        core.notify_change();
+        Ok(())
+    }
+
+    /// Stops the cluster: new prompts are refused, answers in flight get the drain timeout,
+    /// queued and waiting prompts fail with [`Error::Shutdown`], every process is stopped by
+    /// escalation and reaped. Idempotent: later calls return the same report.
+    pub fn shutdown(&self) -> ShutdownReport {
+        self.inner().shutdown()
+    }
+}
+
+/// Builds a [`ClusterManager`]. Every setter's default is given in its doc.
+#[derive(Debug)]
+pub struct ClusterBuilder {
+    spec: ToolSpec,
+    count: usize,
+    router: Option<Box<dyn Router>>,
+    strategy: Strategy,
+    options: PoolOptions,
+    backlog_capacity: usize,
+    submit_timeout: Duration,
+    request_timeout: Option<Duration>,
+    retry: RetryPolicy,
+}
+
+impl ClusterBuilder {
+    fn new(spec: ToolSpec) -> Self {
+        ClusterBuilder {
+            spec,
+            count: 1,
+            router: None,
+            strategy: Strategy::RoundRobin,
+            options: PoolOptions::default(),
+            backlog_capacity: 1024,
+            submit_timeout: Duration::from_secs(30),
+            request_timeout: None,
+            retry: RetryPolicy::Idempotent,
+        }
+    }
+
+    /// How many instances. Defaults to 1.
+    pub fn count(mut self, count: usize) -> Self {
+        self.count = count;
+        self
+    }
+
+    /// A shipped routing strategy. Defaults to round-robin.
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self.router = None;
+        self
+    }
+
+    /// A custom router, instead of a shipped strategy.
+    pub fn router(mut self, router: Box<dyn Router>) -> Self {
+        self.router = Some(router);
+        self
+    }
+
+    crate::pool::shared_setters!();
+
+    /// Prompts that may wait for an eligible instance. Defaults to 1024.
+    pub fn backlog_capacity(mut self, capacity: usize) -> Self {
+        self.backlog_capacity = capacity;
+        self
+    }
+
+    /// How long a prompt may wait for an eligible instance. Defaults to 30 s.
+    pub fn submit_timeout(mut self, timeout: Duration) -> Self {
+        self.submit_timeout = timeout;
+        self
+    }
+
+    /// How long a whole request may take. Defaults to the spec's `request_timeout`.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// Which prompts are sent again when their instance dies. Defaults to
+    /// [`RetryPolicy::Idempotent`].
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// How often the monitor polls `waitpid`. Defaults to 5 s.
+    pub fn health_interval(mut self, interval: Duration) -> Self {
+        self.options.supervision.health_interval = interval;
+        self
+    }
+
+    /// Restart delays. Defaults to 500 ms doubling to 30 s with full jitter.
+    pub fn backoff(mut self, backoff: BackoffConfig) -> Self {
+        self.options.supervision.backoff = backoff;
+        self
+    }
+
+    /// The restart budget. Defaults to 5 restarts in 60 s.
+    pub fn restart_budget(mut self, budget: BudgetConfig) -> Self {
+        self.options.supervision.budget = budget;
+        self
+    }
+
+    /// The circuit breaker. Defaults to 5 failures, 10 s growing to 300 s.
+    pub fn breaker(mut self, breaker: BreakerConfig) -> Self {
+        self.options.supervision.breaker = breaker;
+        self
+    }
+
+    /// A liveness probe for idle instances. Defaults to none.
+    pub fn liveness_probe(mut self, probe: LivenessProbe) -> Self {
+        self.options.supervision.probe = Some(probe);
+        self
+    }
+
+    /// Replace each process after this many answers. Defaults to never.
+    pub fn max_requests(mut self, requests: u64) -> Self {
+        self.options.supervision.max_requests = Some(requests);
+        self
+    }
+
+    /// Replace each process after it has run this long. Defaults to never.
+    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.options.supervision.max_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Validates everything, starts the instances and the dispatcher, and waits until every
+    /// instance is ready.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the field, [`Error::Spawn`], [`Error::NotReady`].
+    /// Nothing is left running on error.
+    pub fn launch(self) -> Result<ClusterManager> {
+        if self.backlog_capacity == 0 {
+            return Err(Error::config("backlog_capacity", "must be positive"));
+        }
+        if self.submit_timeout.is_zero() {
+            return Err(Error::config("submit_timeout", "must be positive"));
+        }
+        if self.request_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::config("request_timeout", "must be positive"));
+        }
+        let request_timeout = self.request_timeout.unwrap_or(self.spec.request_timeout);
+        let (rehome_tx, rehome_rx) = unbounded();
+        let (changes_tx, changes_rx) = bounded(1);
+        let (wake_tx, wake_rx) = bounded(1);
+        let (stop_tx, stop_rx) = bounded(1);
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let hooks = DispatchHooks {
+            rehome: rehome_tx,
+            changes: changes_tx,
+            backlog: Arc::clone(&backlog),
+        };
+        let core = PoolCore::launch(self.spec, self.count, self.options, Some(hooks))?;
+        let router = self.router.unwrap_or_else(|| self.strategy.router());
+        let dispatch = Arc::new(Dispatch::new(
+            Arc::clone(&core),
+            router,
+            backlog,
+            self.backlog_capacity,
+            wake_tx,
+        ));
+        let runner = Arc::clone(&dispatch);
+        let thread = std::thread::Builder::new()
+            .name(format!("aim-dispatch-{}", core.spec.name))
+            .spawn(move || runner.run(rehome_rx, wake_rx, changes_rx, stop_rx))
+            .map_err(|e| {
+                core.shutdown();
+                Error::io("cannot start the dispatcher thread", e)
+            })?;
+        let inner = Arc::new(ClusterInner {
+            core,
+            dispatch,
+            submit_timeout: self.submit_timeout,
+            request_timeout,
+            retry: self.retry,
+            dispatcher: Mutex::new(Some(thread)),
+            stop: stop_tx,
+            started: Instant::now(),
+        });
+        Ok(ClusterManager {
+            handle: Arc::new(ClusterHandle { inner }),
+        })
+    }
+}

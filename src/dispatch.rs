@@ -1,0 +1,279 @@
+//! Placing prompts on instances.
+//!
+//! The router lives under one lock with a reusable candidate snapshot. A caller's thread
+//! places its own prompt when it can (snapshot, select and reserve a queue slot under the
+//! lock; hand the prompt to the instance after releasing it), so one slow instance never
+//! delays prompts routed to others and no extra thread hop is paid on the fast path. Prompts
+//! that find no eligible instance wait in a bounded backlog owned by the dispatcher thread,
+//! which places them when an instance becomes ready or frees a slot, re-places prompts handed
+//! back by instances that died or were removed, and fails prompts whose wait is over.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{select, Receiver, Sender};
+use parking_lot::Mutex;
+
+use crate::error::Error;
+use crate::instance::{InstanceHandle, Job};
+use crate::pool::PoolCore;
+use crate::routing::{Candidate, RouteContext, Router};
+
+struct Routing {
+    router: Box<dyn Router>,
+    snapshot: Vec<Candidate>,
+}
+
+/// Why a prompt could not be placed now.
+pub(crate) struct Unplaced {
+    pub job: Job,
+    /// Some instance was available but full (as opposed to none being available at all).
+    pub any_available: bool,
+}
+
+pub(crate) struct Dispatch {
+    core: Arc<PoolCore>,
+    routing: Mutex<Routing>,
+    backlog: Mutex<VecDeque<Job>>,
+    backlog_len: Arc<AtomicUsize>,
+    backlog_capacity: usize,
+    wake: Sender<()>,
+}
+
+impl std::fmt::Debug for Dispatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatch")
+            .field("router", &self.routing.lock().router)
+            .field("backlog", &self.backlog_len.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Dispatch {
+    pub(crate) fn new(
+        core: Arc<PoolCore>,
+        router: Box<dyn Router>,
+        backlog_len: Arc<AtomicUsize>,
+        backlog_capacity: usize,
+        wake: Sender<()>,
+    ) -> Self {
+        Dispatch {
+            core,
+            routing: Mutex::new(Routing {
+                router,
+                snapshot: Vec::new(),
+            }),
+            backlog: Mutex::new(VecDeque::new()),
+            backlog_len,
+            backlog_capacity,
+            wake,
+        }
+    }
+
+    pub(crate) fn router_name(&self) -> String {
+        self.routing.lock().router.name().to_string()
+    }
+
+    pub(crate) fn end_session(&self, key: &str) {
+        self.routing.lock().router.end_session(key);
+    }
+
+    pub(crate) fn backlog_len(&self) -> usize {
+        self.backlog_len.load(Ordering::Acquire)
+    }
+
+    /// Selects an instance and reserves a slot on it, under the routing lock; hands the job
+    /// over after the lock is released.
+    // The error hands the job itself back, without allocating.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn try_place(&self, job: Job) -> Result<usize, Unplaced> {
+        let capacity = self.core.queue_capacity;
+        let chosen: Result<Arc<InstanceHandle>, bool> = {
+            let mut guard = self.routing.lock();
+            let routing = &mut *guard;
+            self.core.with_instances(|instances| {
+                routing.snapshot.clear();
+                routing
+                    .snapshot
+                    .extend(instances.iter().map(|h| h.shared.candidate(capacity)));
+                let context = RouteContext {
+                    session: job.session.as_deref(),
+                };
+                let any_available = || routing.snapshot.iter().any(|c| c.is_available());
+                match routing.router.select(&routing.snapshot, &context) {
+                    Some(i) if routing.snapshot.get(i).is_some_and(|c| c.is_eligible()) => {
+                        let handle = &instances[i];
+                        handle.shared.pending.fetch_add(1, Ordering::AcqRel);
+                        Ok(Arc::clone(handle))
+                    }
+                    Some(i) => {
+                        log::warn!(
+                            "router {} selected instance {i}, which is not eligible; ignored",
+                            routing.router.name()
+                        );
+                        Err(any_available())
+                    }
+                    None => Err(any_available()),
+                }
+            })
+        };
+        match chosen {
+            Ok(handle) => {
+                let index = handle.shared.index;
+                handle.enqueue(job).map(|()| index).map_err(|job| Unplaced {
+                    job,
+                    any_available: false,
+                })
+            }
+            Err(any_available) => Err(Unplaced { job, any_available }),
+        }
+    }
+
+    /// Places `job` now, or (when `wait`) puts it in the backlog.
+    pub(crate) fn submit(&self, job: Job, wait: bool) -> Result<(), Error> {
+        let job = if self.backlog_len() == 0 {
+            match self.try_place(job) {
+                Ok(_) => return Ok(()),
+                Err(unplaced) if !wait => {
+                    let Unplaced { job, any_available } = unplaced;
+                    return Err(if any_available {
+                        Error::Busy { prompt: job.prompt }
+                    } else {
+                        Error::NoHealthyInstance {
+                            waited: job.submitted.elapsed(),
+                            prompt: Some(job.prompt),
+                        }
+                    });
+                }
+                Err(unplaced) => unplaced.job,
+            }
+        } else if !wait {
+            return Err(Error::Busy { prompt: job.prompt });
+        } else {
+            job
+        };
+        {
+            let mut backlog = self.backlog.lock();
+            if backlog.len() >= self.backlog_capacity {
+                return Err(Error::Busy { prompt: job.prompt });
+            }
+            backlog.push_back(job);
+            self.backlog_len.store(backlog.len(), Ordering::Release);
+        }
+        let _ = self.wake.try_send(());
+        Ok(())
+    }
+
+    /// Places what it can from the backlog, in order, and fails what has waited too long.
+    fn drain_backlog(&self, now: Instant) {
+        let pending: VecDeque<Job> = std::mem::take(&mut *self.backlog.lock());
+        if pending.is_empty() {
+            return;
+        }
+        let mut kept = VecDeque::new();
+        let mut placeable = true;
+        for job in pending {
+            if now >= job.wait_deadline.min(job.deadline) {
+                let any_available = self
+                    .core
+                    .with_instances(|all| all.iter().any(|h| h.shared.candidate(1).is_available()));
+                let waited = now.saturating_duration_since(job.submitted);
+                job.fail(if any_available {
+                    Error::Timeout {
+                        instance: None,
+                        waited,
+                        written: false,
+                        prompt: None,
+                    }
+                } else {
+                    Error::NoHealthyInstance {
+                        waited,
+                        prompt: None,
+                    }
+                });
+                continue;
+            }
+            // Once a sessionless prompt finds nothing, later sessionless ones will not either.
+            if !placeable && job.session.is_none() {
+                kept.push_back(job);
+                continue;
+            }
+            match self.try_place(job) {
+                Ok(_) => {}
+                Err(unplaced) => {
+                    if unplaced.job.session.is_none() {
+                        placeable = false;
+                    }
+                    kept.push_back(unplaced.job);
+                }
+            }
+        }
+        let mut backlog = self.backlog.lock();
+        // Prompts that arrived meanwhile are younger: they go after the kept ones.
+        kept.extend(backlog.drain(..));
+        *backlog = kept;
+        self.backlog_len.store(backlog.len(), Ordering::Release);
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.backlog
+            .lock()
+            .iter()
+            .map(|j| j.wait_deadline.min(j.deadline))
+            .min()
+    }
+
+    /// Takes a prompt handed back by an instance: it was accepted, so it is never refused.
+    fn take_back(&self, job: Job) {
+        let mut backlog = self.backlog.lock();
+        backlog.push_front(job);
+        self.backlog_len.store(backlog.len(), Ordering::Release);
+    }
+
+    fn fail_all(&self) {
+        let jobs: VecDeque<Job> = std::mem::take(&mut *self.backlog.lock());
+        self.backlog_len.store(0, Ordering::Release);
+        for job in jobs {
+            job.fail(Error::Shutdown { prompt: None });
+        }
+    }
+
+    /// The dispatcher thread's loop.
+    pub(crate) fn run(
+        self: Arc<Self>,
+        handed_back: Receiver<Job>,
+        wake: Receiver<()>,
+        changes: Receiver<()>,
+        stop: Receiver<()>,
+    ) {
+        loop {
+            let wait = self
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()))
+                .unwrap_or(std::time::Duration::from_secs(3600));
+            select! {
+                recv(handed_back) -> job => match job {
+                    Ok(job) => {
+                        self.take_back(job);
+                        while let Ok(job) = handed_back.try_recv() {
+                            self.take_back(job);
+                        }
+                    }
+                    Err(_) => break,
+                },
+                recv(wake) -> _ => {}
+                recv(changes) -> _ => {}
+                recv(stop) -> _ => break,
+                default(wait) => {}
+            }
+            self.drain_backlog(Instant::now());
+        }
+        // Shutting down: nothing more will be placed.
+        while let Ok(job) = handed_back.try_recv() {
+            job.fail(Error::Shutdown { prompt: None });
+        }
+        self.fail_all();
+    }
+}

@@ -1,0 +1,461 @@
+//! Routing: the [`Router`] trait and the shipped strategies. Routers are pure: a snapshot of
+//! candidates in, an instance index out, so they are unit-tested without threads or processes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::breaker::CircuitState;
+use crate::error::Error;
+use crate::framing::splitmix64;
+use crate::instance::InstanceState;
+
+/// One instance as a router sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    /// The instance index (what [`Router::select`] returns).
+    pub index: usize,
+    /// Its state.
+    pub state: InstanceState,
+    /// Prompts queued on it or being answered.
+    pub pending: usize,
+    /// How many it may hold (`pending < capacity` means it has room).
+    pub capacity: usize,
+    /// Its circuit breaker's state.
+    pub circuit: CircuitState,
+    /// Its process generation (changes when it is restarted).
+    pub generation: u64,
+}
+
+impl Candidate {
+    /// Healthy enough for traffic: ready, circuit not open, and in half-open state only when
+    /// idle (one trial at a time). Says nothing about queue room.
+    pub fn is_available(&self) -> bool {
+        self.state == InstanceState::Ready
+            && match self.circuit {
+                CircuitState::Closed => true,
+                CircuitState::Open => false,
+                CircuitState::HalfOpen => self.pending == 0,
+            }
+    }
+
+    /// Available and with room in its queue: a router may pick it.
+    pub fn is_eligible(&self) -> bool {
+        self.is_available() && self.pending < self.capacity
+    }
+}
+
+/// What the caller knows about a prompt when it is routed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouteContext<'a> {
+    /// The session the prompt belongs to, if any.
+    pub session: Option<&'a str>,
+}
+
+/// Chooses an instance for each prompt.
+///
+/// Called under the cluster's routing lock with a fresh snapshot, so a selection and the
+/// reservation of a queue slot happen together; it must not block. Return an index whose
+/// candidate [`Candidate::is_eligible`], or `None` to let the prompt wait until one is.
+///
+/// ```
+/// use aim::{Candidate, RouteContext, Router};
+///
+/// /// Always the eligible instance with the highest index.
+/// #[derive(Debug)]
+/// struct Last;
+/// impl Router for Last {
+///     fn select(&self, candidates: &[Candidate], _: &RouteContext<'_>) -> Option<usize> {
+///         candidates.iter().rev().find(|c| c.is_eligible()).map(|c| c.index)
+///     }
+/// }
+/// let router: Box<dyn Router> = Box::new(Last);
+/// assert_eq!(router.select(&[], &RouteContext::default()), None);
+/// ```
+pub trait Router: Send + Sync + fmt::Debug {
+    /// Picks an instance index from `candidates`, or `None`.
+    fn select(&self, candidates: &[Candidate], context: &RouteContext<'_>) -> Option<usize>;
+
+    /// Forgets a session that has ended. Defaults to doing nothing.
+    fn end_session(&self, _key: &str) {}
+
+    /// A short name for logs and metrics. Defaults to `custom`.
+    fn name(&self) -> &str {
+        "custom"
+    }
+}
+
+/// The shipped routing strategies.
+///
+/// ```
+/// use aim::Strategy;
+/// let s: Strategy = "least-busy".parse()?;
+/// assert_eq!(s, Strategy::LeastBusy);
+/// assert_eq!(s.to_string(), "least-busy");
+/// assert!("fastest".parse::<Strategy>().unwrap_err().to_string().contains("round-robin"));
+/// # Ok::<(), aim::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Cycles evenly over eligible instances.
+    #[default]
+    RoundRobin,
+    /// The instance with the fewest prompts pending; ties broken in turn.
+    LeastBusy,
+    /// Sessions stay on one instance; new sessions and prompts without one go least-busy.
+    Sticky,
+}
+
+impl Strategy {
+    /// Every strategy.
+    pub const ALL: [Strategy; 3] = [Strategy::RoundRobin, Strategy::LeastBusy, Strategy::Sticky];
+
+    /// The strategy's name, as parsed and printed.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round-robin",
+            Strategy::LeastBusy => "least-busy",
+            Strategy::Sticky => "sticky",
+        }
+    }
+
+    /// A fresh router implementing this strategy.
+    pub fn router(&self) -> Box<dyn Router> {
+        match self {
+            Strategy::RoundRobin => Box::new(RoundRobin::new()),
+            Strategy::LeastBusy => Box::new(LeastBusy::new()),
+            Strategy::Sticky => Box::new(Sticky::new()),
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Strategy {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Strategy::ALL
+            .into_iter()
+            .find(|x| x.as_str() == s)
+            .ok_or_else(|| {
+                Error::config(
+                    "strategy",
+                    format!(
+                        "unknown strategy {s:?}; valid: {}",
+                        Strategy::ALL.map(|x| x.as_str()).join(", ")
+                    ),
+                )
+            })
+    }
+}
+
+/// Cycles evenly over eligible instances: 9 prompts over 3 instances give 3 each.
+#[derive(Debug, Default)]
+pub struct RoundRobin {
+    next: AtomicUsize,
+}
+
+impl RoundRobin {
+    /// A round-robin router starting at the first instance.
+    pub fn new() -> Self {
+        RoundRobin::default()
+    }
+}
+
+impl Router for RoundRobin {
+    fn select(&self, candidates: &[Candidate], _: &RouteContext<'_>) -> Option<usize> {
+        let n = candidates.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.load(Ordering::Relaxed) % n;
+        let offset = (0..n).find(|k| candidates[(start + k) % n].is_eligible())?;
+        let pos = (start + offset) % n;
+        self.next.store(pos + 1, Ordering::Relaxed);
+        Some(candidates[pos].index)
+    }
+
+    fn name(&self) -> &str {
+        "round-robin"
+    }
+}
+
+/// Up to this many candidates, least-busy scans them all; above, it samples two.
+const EXACT_SCAN_LIMIT: usize = 64;
+
+/// The eligible instance with the fewest prompts pending. Ties are broken by a rotating
+/// starting point, so idle instances share the work instead of instance 0 taking it all.
+/// Above 64 instances it uses the power of two choices (two random eligible instances, the
+/// less loaded wins), which stays within a small factor of optimal at a fraction of the cost.
+#[derive(Debug)]
+pub struct LeastBusy {
+    turn: AtomicUsize,
+    rng: AtomicU64,
+}
+
+impl Default for LeastBusy {
+    fn default() -> Self {
+        LeastBusy::new()
+    }
+}
+
+impl LeastBusy {
+    /// A least-busy router.
+    pub fn new() -> Self {
+        LeastBusy {
+            turn: AtomicUsize::new(0),
+            rng: AtomicU64::new(0x2545_F491_4F6C_DD1D),
+        }
+    }
+
+    fn random(&self) -> u64 {
+        splitmix64(self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed))
+    }
+
+    fn exact(&self, candidates: &[Candidate]) -> Option<usize> {
+        let n = candidates.len();
+        let start = self.turn.fetch_add(1, Ordering::Relaxed) % n;
+        let mut best: Option<&Candidate> = None;
+        for k in 0..n {
+            let c = &candidates[(start + k) % n];
+            if c.is_eligible() && best.is_none_or(|b| c.pending < b.pending) {
+                best = Some(c);
+            }
+        }
+        best.map(|c| c.index)
+    }
+
+    fn sampled(&self, candidates: &[Candidate]) -> Option<usize> {
+        let n = candidates.len();
+        let probe = |from: usize| {
+            (0..n)
+                .map(|k| &candidates[(from + k) % n])
+                .find(|c| c.is_eligible())
+        };
+        let a = probe(self.random() as usize % n)?;
+        let b = probe(self.random() as usize % n).unwrap_or(a);
+        Some(if b.pending < a.pending {
+            b.index
+        } else {
+            a.index
+        })
+    }
+}
+
+impl Router for LeastBusy {
+    fn select(&self, candidates: &[Candidate], _: &RouteContext<'_>) -> Option<usize> {
+        match candidates.len() {
+            0 => None,
+            n if n <= EXACT_SCAN_LIMIT => self.exact(candidates),
+            _ => self.sampled(candidates),
+        }
+    }
+
+    fn name(&self) -> &str {
+        "least-busy"
+    }
+}
+
+/// Keeps each session on one instance with an explicit session -> instance map (hashing alone
+/// would move sessions whenever instances come and go). New sessions, and prompts without a
+/// session, go to the least-busy instance. A session moves only when its instance is not
+/// available (dead, restarting, failed, circuit open, removed), and then once: the map is
+/// updated, so it never silently moves back. When its instance is merely full, the prompt
+/// waits for room instead of moving.
+#[derive(Debug, Default)]
+pub struct Sticky {
+    sessions: Mutex<HashMap<String, usize>>,
+    placement: LeastBusy,
+}
+
+impl Sticky {
+    /// A sticky router with least-busy placement.
+    pub fn new() -> Self {
+        Sticky::default()
+    }
+
+    /// How many sessions are mapped.
+    pub fn sessions(&self) -> usize {
+        self.sessions.lock().len()
+    }
+}
+
+impl Router for Sticky {
+    fn select(&self, candidates: &[Candidate], context: &RouteContext<'_>) -> Option<usize> {
+        let Some(key) = context.session else {
+            return self.placement.select(candidates, context);
+        };
+        let mut sessions = self.sessions.lock();
+        if let Some(&bound) = sessions.get(key) {
+            if let Some(c) = candidates.iter().find(|c| c.index == bound) {
+                if c.is_available() {
+                    return c.is_eligible().then_some(bound);
+                }
+            }
+        }
+        let chosen = self.placement.select(candidates, context)?;
+        sessions.insert(key.to_string(), chosen);
+        Some(chosen)
+    }
+
+    fn end_session(&self, key: &str) {
+        self.sessions.lock().remove(key);
+    }
+
+    fn name(&self) -> &str {
+        "sticky"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(index: usize, pending: usize) -> Candidate {
+        Candidate {
+            index,
+            state: InstanceState::Ready,
+            pending,
+            capacity: 8,
+            circuit: CircuitState::Closed,
+            generation: 1,
+        }
+    }
+
+    fn count_picks(router: &dyn Router, candidates: &[Candidate], n: usize) -> Vec<usize> {
+        let mut counts = vec![0; candidates.len()];
+        for _ in 0..n {
+            let i = router.select(candidates, &RouteContext::default()).unwrap();
+            counts[i] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn round_robin_spreads_evenly() {
+        let c = [ready(0, 0), ready(1, 0), ready(2, 0)];
+        assert_eq!(count_picks(&RoundRobin::new(), &c, 9), [3, 3, 3]);
+    }
+
+    #[test]
+    fn round_robin_skips_ineligible_instances() {
+        let mut c = [ready(0, 0), ready(1, 0), ready(2, 0)];
+        c[1].state = InstanceState::Restarting;
+        c[2].circuit = CircuitState::Open;
+        let r = RoundRobin::new();
+        assert_eq!(count_picks(&r, &c, 4), [4, 0, 0]);
+        c[0].pending = 8; // full
+        assert_eq!(r.select(&c, &RouteContext::default()), None);
+    }
+
+    #[test]
+    fn half_open_admits_one_trial() {
+        let mut c = ready(0, 0);
+        c.circuit = CircuitState::HalfOpen;
+        assert!(c.is_eligible());
+        c.pending = 1;
+        assert!(!c.is_eligible());
+    }
+
+    #[test]
+    fn least_busy_prefers_the_idle_and_rotates_ties() {
+        let c = [ready(0, 3), ready(1, 0), ready(2, 5)];
+        let r = LeastBusy::new();
+        assert_eq!(r.select(&c, &RouteContext::default()), Some(1));
+        let ties = [ready(0, 0), ready(1, 0), ready(2, 0), ready(3, 0)];
+        assert_eq!(count_picks(&r, &ties, 400), [100, 100, 100, 100]);
+    }
+
+    #[test]
+    fn least_busy_samples_large_clusters_and_stays_sensible() {
+        let mut c: Vec<Candidate> = (0..1000).map(|i| ready(i, 5)).collect();
+        c[10].pending = 0;
+        let r = LeastBusy::new();
+        for _ in 0..100 {
+            let i = r.select(&c, &RouteContext::default()).unwrap();
+            assert!(c[i].is_eligible());
+        }
+        // Only one eligible instance: always found.
+        for (i, cand) in c.iter_mut().enumerate() {
+            if i != 777 {
+                cand.state = InstanceState::Failed;
+            }
+        }
+        assert_eq!(r.select(&c, &RouteContext::default()), Some(777));
+    }
+
+    #[test]
+    fn least_busy_two_choices_beats_random_on_skewed_load() {
+        // Half the instances are loaded: two choices picks a light one 3/4 of the time.
+        let c: Vec<Candidate> = (0..200)
+            .map(|i| ready(i, if i % 2 == 0 { 6 } else { 0 }))
+            .collect();
+        let r = LeastBusy::new();
+        let light = (0..4000)
+            .filter(|_| c[r.select(&c, &RouteContext::default()).unwrap()].pending == 0)
+            .count();
+        assert!(light > 2700, "{light} of 4000");
+    }
+
+    #[test]
+    fn sticky_keeps_sessions_and_moves_them_once() {
+        let mut c = [ready(0, 0), ready(1, 0), ready(2, 0)];
+        let r = Sticky::new();
+        let ctx = RouteContext {
+            session: Some("alice"),
+        };
+        let first = r.select(&c, &ctx).unwrap();
+        for _ in 0..100 {
+            assert_eq!(r.select(&c, &ctx), Some(first));
+        }
+        // Its instance dies: the session moves once, to another instance.
+        c[first].state = InstanceState::Restarting;
+        let moved = r.select(&c, &ctx).unwrap();
+        assert_ne!(moved, first);
+        // The old instance comes back: the session stays where it moved.
+        c[first].state = InstanceState::Ready;
+        for _ in 0..10 {
+            assert_eq!(r.select(&c, &ctx), Some(moved));
+        }
+        // Full is not dead: the session waits rather than moving.
+        c[moved].pending = 8;
+        assert_eq!(r.select(&c, &ctx), None);
+        r.end_session("alice");
+        assert_eq!(r.sessions(), 0);
+    }
+
+    #[test]
+    fn sticky_places_new_sessions_on_the_least_loaded() {
+        let c = [ready(0, 4), ready(1, 1), ready(2, 3)];
+        let r = Sticky::new();
+        assert_eq!(r.select(&c, &RouteContext { session: Some("s") }), Some(1));
+        assert_eq!(r.select(&c, &RouteContext::default()), Some(1));
+    }
+
+    #[test]
+    fn strategies_parse_and_print() {
+        for s in Strategy::ALL {
+            assert_eq!(s.as_str().parse::<Strategy>().unwrap(), s);
+            assert_eq!(s.router().name(), s.as_str());
+        }
+        let err = "random".parse::<Strategy>().unwrap_err().to_string();
+        assert!(err.contains("round-robin, least-busy, sticky"), "{err}");
+    }
+
+    #[test]
+    fn empty_snapshots_select_nothing() {
+        for s in Strategy::ALL {
+            assert_eq!(s.router().select(&[], &RouteContext::default()), None);
+        }
+    }
+}
