@@ -276,6 +276,20 @@ impl ClusterManager {
         self.submit_to(index, request)?.wait()
     }
 
+    /// As [`ClusterManager::send_to`], with `timeout` for the whole request.
+    ///
+    /// # Errors
+    /// As [`ClusterManager::send_to`].
+    pub fn send_to_timeout(
+        &self,
+        index: usize,
+        request: impl Into<Request>,
+        timeout: Duration,
+    ) -> Result<Response> {
+        self.submit_to(index, request.into().timeout(timeout))?
+            .wait()
+    }
+
     /// Submits a prompt to instance `index`, bypassing the router.
     ///
     /// # Errors

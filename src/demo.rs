@@ -12,6 +12,7 @@
 //! | `/crash [CODE]` | exit at once with CODE (default 3), no answer |
 //! | `/abort` | die by SIGABRT |
 //! | `/hang` | never answer |
+//! | `/deaf` | answer once, then read and ignore everything (alive but stuck) |
 //! | `/sleep MS` | answer after MS milliseconds |
 //! | `/flood N` | write N bytes of answer |
 //! | `/flood-stderr N` | write N bytes to stderr, then answer |
@@ -22,7 +23,8 @@
 //! | `/pid`, `/env NAME`, `/cwd`, `/echo TEXT`, `/lines N` | what they say |
 //!
 //! Flags: `--latency-ms N`, `--jitter-ms N`, `--startup-ms N`, `--crash-after N`,
-//! `--exit-code N`, `--exit-at-start N`, `--never-ready`, `--ignore-sigterm`, `--line` (one
+//! `--exit-code N`, `--exit-at-start N`, `--exit-after-ms N` (exit with `--exit-code` that
+//! long after becoming ready), `--never-ready`, `--ignore-sigterm`, `--line` (one
 //! line per answer, no banner or prompt), `--json` (JSON lines in and out, like a headless
 //! agent), `--banner TEXT`, `--prompt TEXT`.
 //!
@@ -88,6 +90,7 @@ struct Options {
     crash_after: Option<u64>,
     exit_code: i32,
     exit_at_start: Option<i32>,
+    exit_after: Option<Duration>,
     never_ready: bool,
     ignore_sigterm: bool,
     line: bool,
@@ -122,6 +125,7 @@ fn parse(args: impl Iterator<Item = String>) -> std::result::Result<Options, Str
             "--exit-at-start" => {
                 o.exit_at_start = Some(value(&arg)?.parse().map_err(|_| "bad --exit-at-start")?)
             }
+            "--exit-after-ms" => o.exit_after = Some(ms(value(&arg)?)?),
             "--never-ready" => o.never_ready = true,
             "--ignore-sigterm" => o.ignore_sigterm = true,
             "--line" => o.line = true,
@@ -176,6 +180,8 @@ struct Agent {
 enum Step {
     Continue,
     Exit(i32),
+    /// Read and ignore all further input.
+    Deaf,
 }
 
 impl Agent {
@@ -223,6 +229,14 @@ impl Agent {
             let prompt = self.o.prompt.clone();
             self.write(prompt.as_bytes());
         }
+        if let Some(after) = self.o.exit_after {
+            let code = self.o.exit_code;
+            std::thread::spawn(move || {
+                std::thread::sleep(after);
+                eprintln!("aim-demo: exiting after {after:?} as asked");
+                std::process::exit(code);
+            });
+        }
         let stdin = std::io::stdin();
         let mut input = stdin.lock();
         let mut raw = Vec::new();
@@ -259,6 +273,13 @@ impl Agent {
             match self.answer(&message) {
                 Step::Continue => {}
                 Step::Exit(code) => return code,
+                Step::Deaf => {
+                    raw.clear();
+                    while input.read_until(b'\n', &mut raw).unwrap_or(0) > 0 {
+                        raw.clear();
+                    }
+                    return 0;
+                }
             }
         }
     }
@@ -296,7 +317,14 @@ impl Agent {
             "hang" => loop {
                 std::thread::sleep(Duration::from_secs(3600));
             },
+            "deaf" => {
+                self.write(b"deaf from now on\n");
+                let prompt = self.o.prompt.clone();
+                self.write(prompt.as_bytes());
+                return Step::Deaf;
+            }
             "sleep" => {
+                eprintln!("aim-demo: sleeping {} ms", number(100));
                 std::thread::sleep(Duration::from_millis(number(100)));
                 b"slept\n".to_vec()
             }
@@ -342,7 +370,7 @@ impl Agent {
                 .map(|i| format!("line {i}\n"))
                 .collect::<String>()
                 .into_bytes(),
-            "help" => b"commands: /exit /crash /abort /hang /sleep /flood /flood-stderr /garbage /grandchild /ignore-sigterm /quote /pid /env /cwd /echo /lines\n".to_vec(),
+            "help" => b"commands: /exit /crash /abort /hang /deaf /sleep /flood /flood-stderr /garbage /grandchild /ignore-sigterm /quote /pid /env /cwd /echo /lines\n".to_vec(),
             _ => {
                 self.delay();
                 let words = message.split_whitespace().count();

@@ -107,3 +107,47 @@ pub fn have(program: &str) -> bool {
         .map(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
         .unwrap_or(false)
 }
+
+/// An event sink that keeps every event, for assertions.
+#[derive(Debug, Default)]
+pub struct Recorder(std::sync::Mutex<Vec<aim::Event>>);
+
+impl aim::EventSink for Recorder {
+    fn on_event(&self, event: &aim::Event) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+impl Recorder {
+    pub fn events(&self) -> Vec<aim::Event> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn count(&self, pred: impl Fn(&aim::Event) -> bool) -> usize {
+        self.0.lock().unwrap().iter().filter(|e| pred(e)).count()
+    }
+}
+
+/// Supervision settings for fast tests: short, deterministic backoff and a roomy budget.
+pub fn fast_supervision() -> aim::SupervisionConfig {
+    aim::SupervisionConfig {
+        health_interval: Duration::from_secs(60),
+        backoff: aim::BackoffConfig {
+            base: Duration::from_millis(10),
+            factor: 2.0,
+            max: Duration::from_millis(200),
+            jitter: aim::Jitter::None,
+            reset_after: Duration::from_millis(100),
+        },
+        budget: aim::BudgetConfig {
+            max_restarts: 1000,
+            window: Duration::from_secs(60),
+            failed_cooldown: Duration::from_secs(600),
+        },
+        breaker: aim::BreakerConfig {
+            failure_threshold: 1000,
+            ..aim::BreakerConfig::default()
+        },
+        ..aim::SupervisionConfig::default()
+    }
+}
