@@ -64,11 +64,12 @@ fn selection_ns(strategy: Strategy, n: usize, threads: usize, iterations: usize)
     start.elapsed().as_nanos() as f64 / (iterations * threads) as f64
 }
 
-fn cluster_throughput(prompts: usize, senders: usize) -> f64 {
+fn cluster_throughput(prompts: usize, senders: usize, metrics: bool) -> f64 {
     let spec = ToolSpec::new("cat", "cat").framing(Framing::Line);
     let cluster = ClusterManager::builder(spec)
         .count(5)
         .strategy(Strategy::LeastBusy)
+        .record_metrics(metrics)
         .launch()
         .expect("cluster");
     let per = prompts / senders;
@@ -169,23 +170,30 @@ fn main() {
     }
     let prompts = iterations(50_000, 500);
     let runs = if full_run() { 3 } else { 1 };
-    let (mut cluster_rates, mut bare_rates, mut single_rates) =
-        (Vec::new(), Vec::new(), Vec::new());
+    let (mut cluster_rates, mut bare_rates, mut single_rates, mut off_rates) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..runs {
         let single = bare_single_thread(prompts);
         let bare = bare_throughput(prompts);
-        let cluster = cluster_throughput(prompts, 16);
+        let cluster = cluster_throughput(prompts, 16, true);
+        let off = cluster_throughput(prompts, 16, false);
         println!(
             "run {run}: bare loop 1 thread {single:9.0}/s   bare 5 threads {bare:9.0}/s   \
-             cluster (16 senders) {cluster:9.0}/s"
+             cluster (16 senders) {cluster:9.0}/s   metrics off {off:9.0}/s"
         );
         single_rates.push(single);
         bare_rates.push(bare);
         cluster_rates.push(cluster);
+        off_rates.push(off);
     }
     let single = median(&mut single_rates);
     let bare = median(&mut bare_rates);
     let cluster = median(&mut cluster_rates);
+    let off = median(&mut off_rates);
+    println!(
+        "median: metrics on {cluster:.0}/s, off {off:.0}/s ({:+.1}%)",
+        100.0 * (cluster / off - 1.0)
+    );
     println!(
         "median: cluster = {:.0}% of the one-thread bare loop, {:.0}% of five bare threads",
         100.0 * cluster / single,
@@ -196,6 +204,7 @@ fn main() {
         serde_json::json!({"bench": "routing", "selection": selection,
             "bare_single_thread_prompts_per_s": single,
             "bare_five_threads_prompts_per_s": bare, "cluster_prompts_per_s": cluster,
+            "cluster_metrics_off_prompts_per_s": off,
             "cluster_vs_single": cluster / single, "cluster_vs_five_threads": cluster / bare})
     );
 }

@@ -1,6 +1,6 @@
 //! [`ClusterManager`]: a supervised pool plus routing, a backlog, sessions and metrics.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,6 +16,8 @@ use crate::dispatch::Dispatch;
 use crate::error::{Error, Result};
 use crate::events::EventSink;
 use crate::instance::{InstanceStatus, Response};
+use crate::metrics::MetricsSnapshot;
+use crate::metrics_server::MetricsServer;
 use crate::monitor::{LivenessProbe, SupervisionConfig};
 use crate::pool::{DispatchHooks, PoolCore, PoolOptions, ShutdownReport};
 use crate::registry::ToolRegistry;
@@ -313,6 +315,49 @@ impl ClusterManager {
     /// recycled. The session's routing entry is forgotten when the last clone is dropped.
     pub fn session(&self, key: impl Into<String>) -> Session {
         Session::new(self.clone(), key.into())
+    }
+
+    /// A snapshot of every metric: per instance and for the cluster. Reads atomics and, for
+    /// resident memory, `/proc`; takes no lock an answer needs.
+    ///
+    /// ```
+    /// # aim::demo::serve_if_requested();
+    /// use aim::{launch_cluster, Strategy};
+    /// let cluster = launch_cluster("demo", 2, Strategy::RoundRobin)?;
+    /// assert_eq!(cluster.metrics().cluster.success_rate, None); // no traffic yet
+    /// cluster.send("hello")?;
+    /// let metrics = cluster.metrics();
+    /// assert_eq!(metrics.cluster.responses, 1);
+    /// assert_eq!(metrics.cluster.success_rate, Some(1.0));
+    /// assert!(metrics.to_prometheus().contains("aim_responses_total"));
+    /// # Ok::<(), aim::Error>(())
+    /// ```
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let inner = self.inner();
+        let stats = &inner.dispatch.stats;
+        inner.core.metrics(
+            &inner.dispatch.router_name(),
+            inner.started.elapsed(),
+            inner.dispatch.backlog_len() as u64,
+            (
+                stats.rejected.load(Ordering::Relaxed),
+                stats.timed_out.load(Ordering::Relaxed),
+            ),
+        )
+    }
+
+    /// Serves this cluster's metrics in the Prometheus text format at
+    /// `http://{addr}/metrics` from a thread of its own. The server does not keep the cluster
+    /// alive: once the cluster is dropped it answers `503`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when `addr` cannot be bound.
+    pub fn serve_metrics(&self, addr: impl std::net::ToSocketAddrs) -> Result<MetricsServer> {
+        let weak = Arc::downgrade(&self.handle);
+        MetricsServer::bind(addr, move || {
+            weak.upgrade()
+                .map(|handle| ClusterManager { handle }.metrics().to_prometheus())
+        })
     }
 
     /// Every instance's status, from what was last recorded (never blocks on a child).

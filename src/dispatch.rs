@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 
 use crate::error::Error;
 use crate::instance::{InstanceHandle, Job};
+use crate::metrics::DispatchStats;
 use crate::pool::PoolCore;
 use crate::routing::{Candidate, RouteContext, Router};
 
@@ -40,6 +41,7 @@ pub(crate) struct Dispatch {
     backlog_len: Arc<AtomicUsize>,
     backlog_capacity: usize,
     wake: Sender<()>,
+    pub stats: DispatchStats,
 }
 
 impl std::fmt::Debug for Dispatch {
@@ -69,6 +71,7 @@ impl Dispatch {
             backlog_len,
             backlog_capacity,
             wake,
+            stats: DispatchStats::default(),
         }
     }
 
@@ -133,6 +136,11 @@ impl Dispatch {
 
     /// Places `job` now, or (when `wait`) puts it in the backlog.
     pub(crate) fn submit(&self, job: Job, wait: bool) -> Result<(), Error> {
+        self.submit_inner(job, wait)
+            .inspect_err(|e| self.stats.on_refused(e))
+    }
+
+    fn submit_inner(&self, job: Job, wait: bool) -> Result<(), Error> {
         let job = if self.backlog_len() == 0 {
             match self.try_place(job) {
                 Ok(_) => return Ok(()),
@@ -180,7 +188,7 @@ impl Dispatch {
                     .core
                     .with_instances(|all| all.iter().any(|h| h.shared.candidate(1).is_available()));
                 let waited = now.saturating_duration_since(job.submitted);
-                job.fail(if any_available {
+                let error = if any_available {
                     Error::Timeout {
                         instance: None,
                         waited,
@@ -192,7 +200,9 @@ impl Dispatch {
                         waited,
                         prompt: None,
                     }
-                });
+                };
+                self.stats.on_refused(&error);
+                job.fail(error);
                 continue;
             }
             // Once a sessionless prompt finds nothing, later sessionless ones will not either.

@@ -73,8 +73,6 @@ impl Default for AtomicHistogram {
     }
 }
 
-// Snapshots are read by the metrics export, which lands after the process layer.
-#[allow(dead_code)]
 impl AtomicHistogram {
     pub(crate) fn record(&self, latency: Duration) {
         let (us, bucket, prometheus) = locate(latency);

@@ -187,7 +187,7 @@ pub(crate) struct InstanceInfo {
 }
 
 impl InstanceShared {
-    pub(crate) fn new(index: usize, tool: Arc<str>) -> Self {
+    pub(crate) fn new(index: usize, tool: Arc<str>, record_metrics: bool) -> Self {
         InstanceShared {
             index,
             tool,
@@ -198,7 +198,7 @@ impl InstanceShared {
             pending: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             info: Mutex::new(InstanceInfo::default()),
-            stats: InstanceStats::default(),
+            stats: InstanceStats::new(record_metrics),
         }
     }
 

@@ -857,6 +857,7 @@ impl IoThread {
             self.child.as_ref().map(|c| &c.phase),
             Some(Phase::Busy { .. })
         );
+        self.cfg.shared.stats.busy.store(busy, Ordering::Relaxed);
         self.cfg.doorbell.set_listening(!busy);
         if !busy && !self.cfg.jobs.is_empty() {
             // A job arrived after the last look, and its sender may not have rung.

@@ -17,9 +17,11 @@ mod histogram;
 mod instance;
 mod io_thread;
 mod metrics;
+mod metrics_server;
 mod monitor;
 mod pool;
 mod process;
+mod prometheus;
 mod registry;
 mod reply;
 mod request;
@@ -37,6 +39,11 @@ pub use error::{Error, Result};
 pub use events::{Event, EventSink};
 pub use histogram::{Histogram, PROMETHEUS_BOUNDS};
 pub use instance::{ExitCause, InstanceState, InstanceStatus, Response, StopMethod, StopOutcome};
+pub use metrics::{
+    ClusterMetrics, InstanceMetrics, LatencySummary, MetricsSnapshot, FAILURE_KINDS,
+    RESTART_REASONS,
+};
+pub use metrics_server::MetricsServer;
 pub use monitor::{LivenessProbe, SupervisionConfig};
 pub use pool::{PoolBuilder, ShutdownReport, ToolProcessPool};
 pub use process::ExitInfo;

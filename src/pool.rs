@@ -52,6 +52,8 @@ pub(crate) struct PoolOptions {
     /// How long `shutdown` lets answers in flight finish.
     pub drain_timeout: Duration,
     pub sink: Option<Arc<dyn EventSink>>,
+    /// Record latency histograms and per-kind counters.
+    pub record_metrics: bool,
 }
 
 impl Default for PoolOptions {
@@ -61,6 +63,7 @@ impl Default for PoolOptions {
             queue_capacity: 64,
             drain_timeout: Duration::from_secs(5),
             sink: None,
+            record_metrics: true,
         }
     }
 }
@@ -84,6 +87,7 @@ pub(crate) struct PoolCore {
     pub queue_capacity: usize,
     drain_timeout: Duration,
     pub sink: Option<Arc<dyn EventSink>>,
+    record_metrics: bool,
     instances: RwLock<Vec<Arc<InstanceHandle>>>,
     events_tx: Sender<IoEvent>,
     monitor_tx: Sender<MonitorCommand>,
@@ -91,6 +95,7 @@ pub(crate) struct PoolCore {
     hooks: Option<DispatchHooks>,
     closed: AtomicBool,
     report: Mutex<Option<ShutdownReport>>,
+    launched: Instant,
 }
 
 impl std::fmt::Debug for PoolCore {
@@ -129,6 +134,7 @@ impl PoolCore {
             queue_capacity: options.queue_capacity,
             drain_timeout: options.drain_timeout,
             sink: options.sink,
+            record_metrics: options.record_metrics,
             instances: RwLock::new(Vec::with_capacity(count)),
             events_tx,
             monitor_tx,
@@ -136,6 +142,7 @@ impl PoolCore {
             hooks,
             closed: AtomicBool::new(false),
             report: Mutex::new(None),
+            launched: Instant::now(),
         });
         let monitor = Monitor::new(Arc::clone(&core), events_rx, monitor_rx);
         let thread = std::thread::Builder::new()
@@ -191,7 +198,11 @@ impl PoolCore {
     }
 
     fn start_instance(&self, index: usize) -> Result<Arc<InstanceHandle>> {
-        let shared = Arc::new(InstanceShared::new(index, self.spec.name.as_str().into()));
+        let shared = Arc::new(InstanceShared::new(
+            index,
+            self.spec.name.as_str().into(),
+            self.record_metrics,
+        ));
         let (jobs_tx, jobs_rx) = unbounded();
         let (control_tx, control_rx) = unbounded();
         let doorbell = Arc::new(Doorbell::new()?);
@@ -234,6 +245,35 @@ impl PoolCore {
         if let Some(hooks) = &self.hooks {
             let _ = hooks.changes.try_send(());
         }
+    }
+
+    /// Reads every instance's metrics and builds a snapshot.
+    pub(crate) fn metrics(
+        &self,
+        strategy: &str,
+        uptime: Duration,
+        backlog: u64,
+        refused: (u64, u64),
+    ) -> crate::metrics::MetricsSnapshot {
+        let now = Instant::now();
+        let instances = self.with_instances(|all| {
+            all.iter()
+                .map(|h| crate::metrics::InstanceMetrics::read(&h.shared, true, now))
+                .collect()
+        });
+        let uptime = if uptime.is_zero() {
+            now.saturating_duration_since(self.launched)
+        } else {
+            uptime
+        };
+        crate::metrics::MetricsSnapshot::build(
+            &self.spec.name,
+            strategy,
+            uptime,
+            instances,
+            backlog,
+            refused,
+        )
     }
 
     /// Runs `f` on the instances under the read lock (no clone of the list).
@@ -567,6 +607,13 @@ impl ToolProcessPool {
         self.handle.core.restart_instance(index)
     }
 
+    /// A metrics snapshot of every instance (the pool has no backlog or strategy).
+    pub fn metrics(&self) -> crate::metrics::MetricsSnapshot {
+        self.handle
+            .core
+            .metrics("manual", Duration::ZERO, 0, (0, 0))
+    }
+
     /// Stops every instance: the quit command (or end of input), SIGTERM to the process group
     /// after the grace period, then SIGKILL; every process is reaped. Answers in flight get the
     /// drain timeout to finish; queued prompts fail with [`Error::Shutdown`]. Idempotent:
@@ -602,6 +649,13 @@ macro_rules! shared_setters {
         /// Where lifecycle events go (besides `log`). Defaults to nowhere.
         pub fn event_sink(mut self, sink: Arc<dyn EventSink>) -> Self {
             self.options.sink = Some(sink);
+            self
+        }
+
+        /// Whether to record latency histograms and per-kind counters (a few atomic adds per
+        /// answer). Answer counts in the status are kept either way. Defaults to true.
+        pub fn record_metrics(mut self, record: bool) -> Self {
+            self.options.record_metrics = record;
             self
         }
     };

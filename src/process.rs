@@ -307,3 +307,39 @@ pub(crate) fn poll_timeout(deadline: Instant, now: Instant) -> PollTimeout {
     }
     PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
 }
+
+/// Resident memory of `pid` and all its descendants, in bytes, from `/proc`.
+pub(crate) fn tree_rss_bytes(pid: i32) -> Option<u64> {
+    let page = 4096u64;
+    let mut total = 0u64;
+    let mut stack = vec![pid];
+    let mut seen = 0usize;
+    while let Some(p) = stack.pop() {
+        seen += 1;
+        if seen > 10_000 {
+            break;
+        }
+        let statm = std::fs::read_to_string(format!("/proc/{p}/statm")).ok();
+        if let Some(rss) = statm
+            .as_deref()
+            .and_then(|s| s.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            total += rss * page;
+        } else if p == pid {
+            return None;
+        }
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for task in tasks.flatten() {
+                let children =
+                    std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+                stack.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<i32>().ok()),
+                );
+            }
+        }
+    }
+    Some(total)
+}
