@@ -38,6 +38,8 @@ const READ_BUDGET: usize = 1 << 20;
 const EOF_GRACE: Duration = Duration::from_millis(500);
 /// How long we wait for the kernel to deliver SIGKILL before giving up on reaping.
 const KILL_WAIT: Duration = Duration::from_secs(5);
+/// Bytes per read(2); each I/O thread keeps one buffer of this size.
+const READ_CHUNK: usize = 16 * 1024;
 /// Readiness output kept while waiting for the ready marker.
 const STARTUP_WINDOW: usize = 1 << 20;
 
@@ -141,7 +143,7 @@ impl IoThread {
             last_exit: None,
             last_pid: 0,
             reported_failure: false,
-            scratch: vec![0; 64 * 1024],
+            scratch: vec![0; READ_CHUNK],
             answered: Vec::new(),
         }
     }

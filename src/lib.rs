@@ -1,5 +1,132 @@
-//! `aim` supervises fleets of long-lived interactive command-line tools from plain, blocking
-//! Rust.
+//! `aim` supervises fleets of long-lived interactive command-line tools (AI coding agents
+//! such as aider, claude and codex; REPLs such as python3, bc and sqlite3) from plain,
+//! blocking Rust: no async runtime, just threads, channels and `poll(2)`.
+//!
+//! # A cluster in three lines
+//!
+//! [`launch_cluster`] starts N instances of a tool from the registry and waits until each is
+//! ready; [`ClusterManager::send`] routes a prompt, writes it to the chosen instance's stdin,
+//! and blocks until the framing says the answer is complete.
+//!
+//! ```
+//! # aim::demo::serve_if_requested();
+//! use aim::{launch_cluster, Strategy};
+//!
+//! let cluster = launch_cluster("demo", 3, Strategy::RoundRobin)?;
+//! let answer = cluster.send("hello")?;
+//! assert!(answer.text.starts_with("You said: hello"));
+//! assert!(answer.instance < 3);
+//! cluster.shutdown();
+//! # Ok::<(), aim::Error>(())
+//! ```
+//!
+//! `demo` is our built-in demo agent, which behaves like an AI coding CLI (banner, `> `
+//! prompt, multi-line answers, fault injection); see [`demo`]. Binaries that call
+//! [`demo::serve_if_requested`] first thing in `main` serve as their own demo agent.
+//!
+//! # Tools, specs and framing
+//!
+//! A [`ToolSpec`] says how to start a tool, write a prompt and know when the answer is
+//! complete ([`Framing`]). Here `bc` prints nothing for an assignment, so a sentinel with a
+//! fresh nonce marks the end of each answer:
+//!
+//! ```
+//! use aim::{Framing, ToolProcessPool, ToolSpec};
+//!
+//! let spec = ToolSpec::new("bc", "bc")
+//!     .args(["-q"])
+//!     .env("BC_LINE_LENGTH", "0")
+//!     .framing(Framing::Sentinel { command: "print \"{nonce}\\n\"".into() });
+//! let pool = ToolProcessPool::new(spec, 1)?;
+//! assert_eq!(pool.send_to(0, "x = 6")?.text, "");
+//! assert_eq!(pool.send_to(0, "x * 7")?.text, "42\n");
+//! pool.shutdown();
+//! # Ok::<(), aim::Error>(())
+//! ```
+//!
+//! The [`ToolRegistry`] knows `demo`, `python`, `bc`, `sqlite3`, `aider`, `claude` and `codex`,
+//! and loads more from JSON (`AIM_TOOLS`). [`ToolProcessPool`] is the layer underneath the
+//! cluster: N instances addressed by index.
+//!
+//! # Routing and sessions
+//!
+//! A [`Router`] picks an instance from a snapshot of candidates: [`Strategy::RoundRobin`],
+//! [`Strategy::LeastBusy`], [`Strategy::Sticky`], or your own. A [`Session`] keeps a
+//! conversation on one instance and says when its context was lost:
+//!
+//! ```
+//! # aim::demo::serve_if_requested();
+//! use aim::{launch_cluster, Strategy};
+//!
+//! let cluster = launch_cluster("demo", 2, Strategy::Sticky)?;
+//! let session = cluster.session("alice");
+//! let first = session.send("/add main.rs")?;
+//! let second = session.send("/ask what does main do?")?;
+//! assert_eq!(first.instance, second.instance);
+//! assert!(!second.context_lost);
+//! # Ok::<(), aim::Error>(())
+//! ```
+//!
+//! # Blocking, deadlines and errors
+//!
+//! Calls come as a family: `send` blocks up to the request timeout, `send_timeout` takes one,
+//! `submit` returns a [`Ticket`] at once, `try_submit` never blocks or queues. Every ticket
+//! ends: with the answer or an [`Error`]. Errors are typed, say what to do
+//! ([`Error::is_retryable`]) and hand the prompt back:
+//!
+//! ```
+//! # aim::demo::serve_if_requested();
+//! use aim::{launch_cluster, Error, Request, Strategy};
+//! use std::time::Duration;
+//!
+//! let cluster = launch_cluster("demo", 1, Strategy::RoundRobin)?;
+//! let err = cluster.send("two\nlines\n\0").unwrap_err();
+//! assert!(matches!(err, Error::InvalidPrompt { .. }));
+//!
+//! // A hanging answer times out; the instance is recycled, never read out of step.
+//! let err = cluster
+//!     .send(Request::new("/hang").timeout(Duration::from_millis(200)))
+//!     .unwrap_err();
+//! assert!(err.is_timeout());
+//! assert_eq!(err.into_prompt().as_deref(), Some("/hang"));
+//! # Ok::<(), aim::Error>(())
+//! ```
+//!
+//! # Supervision
+//!
+//! A monitor thread per cluster restarts instances that crash or hang, with exponential
+//! backoff and jitter ([`Backoff`]), a restart budget ([`RestartBudget`]) and a circuit
+//! breaker ([`CircuitBreaker`]); all three are pure state machines taking `now`. Lifecycle
+//! [`Event`]s go to `log` and to an optional [`EventSink`].
+//!
+//! # Metrics
+//!
+//! [`ClusterManager::metrics`] returns a [`MetricsSnapshot`] (serde, JSON, Prometheus text);
+//! [`ClusterManager::serve_metrics`] serves `/metrics`. See `docs/metrics.md`.
+//!
+//! # Threads and processes
+//!
+//! Each instance has one dedicated I/O thread that spawns its child (in a new process group,
+//! with `PR_SET_PDEATHSIG`), owns its pipes or PTY, and multiplexes them with `poll(2)`. The
+//! router lives under a lock taken by the submitting thread and by the dispatcher thread,
+//! which serves the backlog. Nothing sleeps to synchronise: waits are channels, condition
+//! variables and `poll` timeouts at deadlines. Handles are cheap to clone, `Send + Sync`;
+//! dropping the last one shuts down, bounded.
+//!
+//! # Logging
+//!
+//! | level | what |
+//! |---|---|
+//! | `error` | restart budget exhausted; a process that survived SIGKILL; a thread that panicked |
+//! | `warn` | unexpected exits, spawn failures, timeouts, breaker opened, SIGTERM ignored |
+//! | `info` | restarts scheduled, breaker half-open or closed, resizes, the metrics address |
+//! | `debug` | spawned, ready, normal exits, every stderr line of every child |
+//! | `trace` | output that arrived outside any answer |
+//!
+//! # Platform and MSRV
+//!
+//! Linux first (pidfds need 5.3+); other Unixes are not tested. The minimum supported Rust
+//! version is 1.82, declared in `Cargo.toml`; it is raised only in a minor release.
 #![warn(missing_docs)]
 
 mod ansi;

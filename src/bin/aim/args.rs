@@ -1,0 +1,142 @@
+//! Hand-written argument parsing (the dependency list is fixed): flags, values, durations.
+
+use std::time::Duration;
+
+use aim::{Strategy, ToolRegistry};
+
+/// Options every command that launches a cluster understands.
+#[derive(Debug, Clone)]
+pub struct ClusterArgs {
+    /// The tool id; `None` means the built-in demo agent.
+    pub tool: Option<String>,
+    pub count: usize,
+    pub strategy: Strategy,
+    pub tools_file: Option<String>,
+    pub metrics_addr: Option<String>,
+}
+
+impl ClusterArgs {
+    pub fn new(count: usize, strategy: Strategy) -> Self {
+        ClusterArgs {
+            tool: None,
+            count,
+            strategy,
+            tools_file: None,
+            metrics_addr: None,
+        }
+    }
+
+    /// The registry: built-ins plus `--tools FILE`, or plus `AIM_TOOLS`.
+    pub fn registry(&self) -> Result<ToolRegistry, String> {
+        match &self.tools_file {
+            Some(path) => ToolRegistry::from_path(path),
+            None => ToolRegistry::from_env(),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    pub fn spec(&self) -> Result<aim::ToolSpec, String> {
+        self.registry()?
+            .resolve(self.tool.as_deref().unwrap_or("demo"))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Walks the arguments, handing each flag to `on_flag`; the first positional is the tool.
+pub struct Parser<'a> {
+    args: std::slice::Iter<'a, String>,
+    usage: &'a str,
+}
+
+impl<'a> Parser<'a> {
+    pub fn new(args: &'a [String], usage: &'a str) -> Self {
+        Parser {
+            args: args.iter(),
+            usage,
+        }
+    }
+
+    pub fn next(&mut self) -> Option<&'a str> {
+        self.args.next().map(String::as_str)
+    }
+
+    pub fn value(&mut self, flag: &str) -> Result<&'a str, String> {
+        self.next()
+            .ok_or_else(|| format!("{flag} needs a value\n\n{}", self.usage))
+    }
+
+    pub fn number<T: std::str::FromStr>(&mut self, flag: &str) -> Result<T, String> {
+        let v = self.value(flag)?;
+        v.parse()
+            .map_err(|_| format!("{flag}: not a valid number: {v:?}"))
+    }
+
+    pub fn duration(&mut self, flag: &str) -> Result<Duration, String> {
+        let v = self.value(flag)?;
+        parse_duration(v).map_err(|e| format!("{flag}: {e}"))
+    }
+
+    pub fn unknown(&self, arg: &str) -> String {
+        format!("unknown argument {arg:?}\n\n{}", self.usage)
+    }
+
+    /// Handles the flags shared by cluster commands; returns false for anything else.
+    pub fn cluster_flag(&mut self, arg: &str, c: &mut ClusterArgs) -> Result<bool, String> {
+        match arg {
+            "-n" | "--count" => c.count = self.number(arg)?,
+            "-s" | "--strategy" => {
+                c.strategy = self
+                    .value(arg)?
+                    .parse()
+                    .map_err(|e: aim::Error| e.to_string())?
+            }
+            "--tools" => c.tools_file = Some(self.value(arg)?.to_string()),
+            "--metrics-addr" => c.metrics_addr = Some(self.value(arg)?.to_string()),
+            _ if !arg.starts_with('-') && c.tool.is_none() => c.tool = Some(arg.to_string()),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// `30s`, `500ms`, `2m`, `1h`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("not a duration: {text:?} (try 30s, 500ms, 2m)"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use ms, s, m, h)"
+            ))
+        }
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("not a duration: {text:?}"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("3 weeks").is_err());
+    }
+}

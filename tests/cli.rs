@@ -1,0 +1,136 @@
+//! The `aim` command, run as a real process.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn aim() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_aim"))
+}
+
+fn run_with_input(args: &[&str], input: &str) -> (i32, String, String) {
+    let mut child = aim()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn run_answers_each_line_in_order_as_json() {
+    let input = "hello\n{\"prompt\": \"in a session\", \"session\": \"s\"}\nworld\n";
+    let (code, stdout, stderr) = run_with_input(&["run", "-n", "2"], input);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["id"], i);
+    }
+    assert!(lines[0]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("You said: hello"));
+    assert!(lines[1]["text"].as_str().unwrap().contains("in a session"));
+    assert!(stderr.contains("3 answered, 0 failed"), "{stderr}");
+}
+
+#[test]
+fn run_exits_non_zero_when_a_prompt_fails() {
+    let (code, stdout, _) = run_with_input(&["run", "demo", "-n", "1"], "/crash\n{not json\n");
+    assert_eq!(code, 1);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["kind"], "died");
+    assert_eq!(lines[1]["kind"], "invalid_prompt");
+}
+
+#[test]
+fn soak_with_chaos_loses_nothing() {
+    let out = aim()
+        .args([
+            "soak",
+            "-n",
+            "3",
+            "--duration",
+            "2s",
+            "--chaos-kill-every",
+            "300ms",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let verdict: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(verdict["verdict"], "pass");
+    assert_eq!(verdict["lost"], 0);
+    assert_eq!(verdict["crossed"], 0);
+    assert_eq!(verdict["zombies"], 0);
+    assert_eq!(verdict["leaked_fds"], 0);
+    assert!(verdict["kills"].as_u64().unwrap() >= 1, "{verdict}");
+    assert!(verdict["answered"].as_u64().unwrap() > 0);
+    let submitted = verdict["submitted"].as_u64().unwrap();
+    let accounted = verdict["answered"].as_u64().unwrap() + verdict["failed"].as_u64().unwrap();
+    assert_eq!(submitted, accounted);
+}
+
+#[test]
+fn bad_arguments_get_a_clear_error_and_exit_code_two() {
+    for args in [
+        vec!["bogus"],
+        vec!["run", "--strategy", "fastest"],
+        vec!["run", "-n"],
+        vec!["soak", "--duration", "soon"],
+        vec!["run", "no-such-tool"],
+    ] {
+        let out = aim().args(&args).stdin(Stdio::null()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("aim: "), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn help_and_tools_list_what_there_is() {
+    for args in [
+        vec!["--help"],
+        vec!["help", "soak"],
+        vec!["run", "--help"],
+        vec!["soak", "-h"],
+    ] {
+        let out = aim().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("aim "),
+            "{args:?}"
+        );
+    }
+    let out = aim().arg("tools").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for tool in [
+        "demo", "python", "bc", "sqlite3", "aider", "claude", "codex",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(tool)),
+            "{tool} missing: {text}"
+        );
+    }
+}
