@@ -7,6 +7,7 @@
 
 use std::fmt::Write;
 
+use crate::breaker::CircuitState;
 use crate::histogram::PROMETHEUS_BOUNDS;
 use crate::instance::InstanceState;
 use crate::metrics::{InstanceMetrics, MetricsSnapshot};
@@ -63,6 +64,37 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Several samples per instance, told apart by one more label (`kind`, `reason`, `state`).
+    fn per_instance_by(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        instances: &[InstanceMetrics],
+        label: &str,
+        values: impl Fn(&InstanceMetrics) -> Vec<(String, f64)>,
+    ) {
+        self.family(name, kind, help);
+        for m in instances {
+            let index = m.index.to_string();
+            for (value_label, v) in values(m) {
+                self.sample(name, &[("instance", &index), (label, &value_label)], v);
+            }
+        }
+    }
+}
+
+fn counts(map: &std::collections::BTreeMap<String, u64>) -> Vec<(String, f64)> {
+    map.iter().map(|(k, v)| (k.clone(), *v as f64)).collect()
+}
+
+/// 1 for the label equal to `current`, 0 for the others.
+fn one_hot<'a>(all: impl Iterator<Item = &'a str>, current: &str) -> Vec<(String, f64)> {
+    all.map(|s| (s.to_string(), if s == current { 1.0 } else { 0.0 }))
+        .collect()
+}
+
 fn format_value(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{}", v as i64)
@@ -91,21 +123,14 @@ pub(crate) fn render(snap: &MetricsSnapshot) -> String {
         instances,
         |m| Some(m.responses as f64),
     );
-    w.family(
+    w.per_instance_by(
         "aim_failures_total",
         "counter",
         "Prompts an instance failed, by kind (timeout, died, rejected, error).",
+        instances,
+        "kind",
+        |m| counts(&m.failures),
     );
-    for m in instances {
-        let index = m.index.to_string();
-        for (kind, v) in &m.failures {
-            w.sample(
-                "aim_failures_total",
-                &[("instance", &index), ("kind", kind)],
-                *v as f64,
-            );
-        }
-    }
     w.family(
         "aim_dispatch_failures_total",
         "counter",
@@ -114,21 +139,14 @@ pub(crate) fn render(snap: &MetricsSnapshot) -> String {
     for (kind, v) in &snap.cluster.dispatch_failures {
         w.sample("aim_dispatch_failures_total", &[("kind", kind)], *v as f64);
     }
-    w.family(
+    w.per_instance_by(
         "aim_restarts_total",
         "counter",
         "Processes started to replace an instance's previous one, by reason.",
+        instances,
+        "reason",
+        |m| counts(&m.restarts),
     );
-    for m in instances {
-        let index = m.index.to_string();
-        for (reason, v) in &m.restarts {
-            w.sample(
-                "aim_restarts_total",
-                &[("instance", &index), ("reason", reason)],
-                *v as f64,
-            );
-        }
-    }
     w.per_instance(
         "aim_in_flight",
         "gauge",
@@ -156,42 +174,34 @@ pub(crate) fn render(snap: &MetricsSnapshot) -> String {
             })
         },
     );
-    w.family(
+    w.per_instance_by(
         "aim_instance_state",
         "gauge",
         "The instance's state: 1 for the current one.",
+        instances,
+        "state",
+        |m| {
+            one_hot(
+                InstanceState::all().iter().map(|s| s.as_str()),
+                m.state.as_str(),
+            )
+        },
     );
-    for m in instances {
-        let index = m.index.to_string();
-        for s in InstanceState::all() {
-            let v = if *s == m.state { 1.0 } else { 0.0 };
-            w.sample(
-                "aim_instance_state",
-                &[("instance", &index), ("state", s.as_str())],
-                v,
-            );
-        }
-    }
-    w.family(
+    w.per_instance_by(
         "aim_circuit_state",
         "gauge",
         "The instance's circuit breaker state: 1 for the current one.",
+        instances,
+        "state",
+        |m| {
+            let all = [
+                CircuitState::Closed,
+                CircuitState::Open,
+                CircuitState::HalfOpen,
+            ];
+            one_hot(all.iter().map(|s| s.as_str()), m.circuit.as_str())
+        },
     );
-    for m in instances {
-        let index = m.index.to_string();
-        for s in [
-            crate::CircuitState::Closed,
-            crate::CircuitState::Open,
-            crate::CircuitState::HalfOpen,
-        ] {
-            let v = if s == m.circuit { 1.0 } else { 0.0 };
-            w.sample(
-                "aim_circuit_state",
-                &[("instance", &index), ("state", s.as_str())],
-                v,
-            );
-        }
-    }
     w.per_instance(
         "aim_instance_generation",
         "gauge",
