@@ -116,7 +116,7 @@ impl AtomicHistogram {
 ///
 /// Percentiles are within 1% relative error from 1 µs to 1 hour and always within the exact
 /// minimum and maximum.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Histogram {
     /// Fine bucket counts (serialised compactly as `[index, count]` pairs of non-empty ones).
     #[serde(with = "sparse")]
@@ -144,6 +144,27 @@ impl Default for Histogram {
             min_us: u64::MAX,
             max_us: 0,
         }
+    }
+}
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The fine buckets are over a thousand numbers: show only the non-empty ones.
+        let nonzero: Vec<(usize, u64)> = self
+            .buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(i, &n)| (i, n))
+            .collect();
+        f.debug_struct("Histogram")
+            .field("count", &self.count)
+            .field("sum_us", &self.sum_us)
+            .field("min_us", &self.min_us)
+            .field("max_us", &self.max_us)
+            .field("buckets", &nonzero)
+            .field("prometheus", &self.prometheus)
+            .finish()
     }
 }
 

@@ -168,20 +168,20 @@ impl PoolCore {
                 instances.push(Arc::clone(&handle));
                 handle
             };
-            let _ = self
-                .monitor_tx
-                .send(MonitorCommand::Added(handle.shared.index));
+            let index = handle.shared.index;
+            let _ = self.monitor_tx.send(MonitorCommand::Added(index));
             let (tx, rx) = bounded(1);
             handle.control(Control::Spawn { notify: Some(tx) });
-            waits.push(rx);
+            waits.push((index, rx));
         }
+        // Instances start in parallel; the deadline covers the slowest.
         let deadline = Instant::now() + self.spec.startup_timeout + Duration::from_secs(1);
         let mut first_error = None;
-        for rx in waits {
+        for (index, rx) in waits {
             let result = rx.recv_deadline(deadline).unwrap_or_else(|_| {
                 Err(Error::NotReady {
                     tool: self.spec.name.clone(),
-                    instance: 0,
+                    instance: index,
                     waited: self.spec.startup_timeout,
                     exit: None,
                     stderr: Vec::new(),

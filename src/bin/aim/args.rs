@@ -91,7 +91,14 @@ impl<'a> Parser<'a> {
                     .map_err(|e: aim::Error| e.to_string())?
             }
             "--tools" => c.tools_file = Some(self.value(arg)?.to_string()),
-            "--metrics-addr" => c.metrics_addr = Some(self.value(arg)?.to_string()),
+            "--metrics-addr" => {
+                let value = self.value(arg)?;
+                // A bare port means loopback: metrics are not exposed unless asked for.
+                c.metrics_addr = Some(match value.parse::<u16>() {
+                    Ok(port) => format!("127.0.0.1:{port}"),
+                    Err(_) => value.to_string(),
+                });
+            }
             _ if !arg.starts_with('-') && c.tool.is_none() => c.tool = Some(arg.to_string()),
             _ => return Ok(false),
         }

@@ -22,7 +22,8 @@ A metrics summary goes to stderr at the end. Exit code 1 if any prompt failed.
   -n, --count N         instances (default 2)
   -s, --strategy S      round-robin (default), least-busy or sticky
       --tools FILE      a JSON tools file (default: $AIM_TOOLS, if set)
-      --metrics-addr A  serve Prometheus metrics at http://A/metrics while running";
+      --metrics-addr A  serve Prometheus metrics at http://A/metrics while running
+                        (a bare port means 127.0.0.1:PORT)";
 
 pub fn main(args: &[String]) -> Result<ExitCode, String> {
     let mut cluster_args = ClusterArgs::new(2, Strategy::RoundRobin);

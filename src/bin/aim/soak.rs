@@ -38,6 +38,7 @@ check fails.
                              agent, nothing for other tools)
       --tools FILE           a JSON tools file (default: $AIM_TOOLS, if set)
       --metrics-addr A       serve Prometheus metrics at http://A/metrics while running
+                             (a bare port means 127.0.0.1:PORT)
 
 The soak tunes supervision for chaos: restarts back off from 50 ms to 2 s, a second of health
 resets the backoff, and the restart budget and breaker are wide, so kills never exhaust them.";
