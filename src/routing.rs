@@ -297,7 +297,12 @@ impl Router for Sticky {
         };
         let mut sessions = self.sessions.lock();
         if let Some(&bound) = sessions.get(key) {
-            if let Some(c) = candidates.iter().find(|c| c.index == bound) {
+            // Snapshots list instances in index order; search only if this one is not.
+            let found = candidates
+                .get(bound)
+                .filter(|c| c.index == bound)
+                .or_else(|| candidates.iter().find(|c| c.index == bound));
+            if let Some(c) = found {
                 if c.is_available() {
                     return c.is_eligible().then_some(bound);
                 }
