@@ -100,7 +100,7 @@ impl Backoff {
             .max(1.0)
             .powi(self.attempt.min(64) as i32);
         let secs = (self.config.base.as_secs_f64() * factor).min(self.config.max.as_secs_f64());
-        Duration::from_secs_f64(secs.max(0.0))
+        Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(self.config.max)
     }
 
     /// The delay before the next restart, for a failure at `now`.
@@ -117,10 +117,11 @@ impl Backoff {
         self.attempt = self.attempt.saturating_add(1);
         self.rng = splitmix64(self.rng);
         let unit = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
+        let scaled = |d: Duration| Duration::try_from_secs_f64(d.as_secs_f64() * unit).unwrap_or(d);
         match self.config.jitter {
             Jitter::None => ceiling,
-            Jitter::Full => ceiling.mul_f64(unit),
-            Jitter::Equal => ceiling / 2 + (ceiling / 2).mul_f64(unit),
+            Jitter::Full => scaled(ceiling),
+            Jitter::Equal => ceiling / 2 + scaled(ceiling / 2),
         }
     }
 
@@ -192,6 +193,24 @@ mod tests {
         let mut b = Backoff::new(config(Jitter::Full), 42);
         for _ in 0..5 {
             assert_eq!(a.next_delay(clock.now()), b.next_delay(clock.now()));
+        }
+    }
+
+    #[test]
+    fn absurd_settings_do_not_panic() {
+        let clock = ManualClock::new();
+        let mut b = Backoff::new(
+            BackoffConfig {
+                base: Duration::MAX,
+                factor: 1e300,
+                max: Duration::MAX,
+                jitter: Jitter::Full,
+                reset_after: Duration::MAX,
+            },
+            9,
+        );
+        for _ in 0..10_000 {
+            assert!(b.next_delay(clock.now()) <= Duration::MAX);
         }
     }
 

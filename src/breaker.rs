@@ -200,7 +200,7 @@ impl CircuitBreaker {
             .min(self.config.max_cooldown);
         self.openings = self.openings.saturating_add(1);
         self.state = CircuitState::Open;
-        self.open_until = Some(now + cooldown);
+        self.open_until = Some(crate::clock::after(now, cooldown));
         self.trial_taken = false;
         Some(BreakerTransition::Opened { cooldown })
     }
@@ -307,6 +307,18 @@ mod tests {
         clock.advance(Duration::from_secs(3));
         assert_eq!(b.on_failure(clock.now()), None);
         assert_eq!(b.open_until(), until);
+    }
+
+    #[test]
+    fn absurd_cooldowns_do_not_overflow() {
+        let clock = ManualClock::new();
+        let mut b = CircuitBreaker::new(BreakerConfig {
+            failure_threshold: 1,
+            cooldown: Duration::MAX,
+            max_cooldown: Duration::MAX,
+        });
+        assert!(b.on_failure(clock.now()).is_some());
+        assert!(b.open_until().is_some());
     }
 
     #[test]

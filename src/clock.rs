@@ -12,6 +12,12 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> Instant;
 }
 
+/// `now + d`, with `d` capped at [`crate::MAX_DURATION`] so the sum cannot overflow.
+pub(crate) fn after(now: Instant, d: Duration) -> Instant {
+    let d = d.min(crate::spec::MAX_DURATION);
+    now.checked_add(d).unwrap_or(now)
+}
+
 /// The real monotonic clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;

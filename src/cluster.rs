@@ -557,11 +557,9 @@ impl ClusterBuilder {
         if self.backlog_capacity == 0 {
             return Err(Error::config("backlog_capacity", "must be positive"));
         }
-        if self.submit_timeout.is_zero() {
-            return Err(Error::config("submit_timeout", "must be positive"));
-        }
-        if self.request_timeout.is_some_and(|t| t.is_zero()) {
-            return Err(Error::config("request_timeout", "must be positive"));
+        crate::spec::check_duration("submit_timeout", self.submit_timeout, true)?;
+        if let Some(timeout) = self.request_timeout {
+            crate::spec::check_duration("request_timeout", timeout, true)?;
         }
         let request_timeout = self.request_timeout.unwrap_or(self.spec.request_timeout);
         let (rehome_tx, rehome_rx) = unbounded();

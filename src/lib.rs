@@ -180,5 +180,6 @@ pub use routing::{Candidate, LeastBusy, RoundRobin, RouteContext, Router, Sticky
 pub use session::Session;
 pub use spec::{
     EnvSpec, Framing, InputFormat, Readiness, RestartPolicy, Stream, ToolSpec, Transport,
+    MAX_DURATION,
 };
 pub use ticket::Ticket;

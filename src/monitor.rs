@@ -80,8 +80,21 @@ impl SupervisionConfig {
     /// # Errors
     /// [`Error::InvalidConfig`] naming the first bad field.
     pub fn validate(&self) -> Result<()> {
-        if self.health_interval.is_zero() {
-            return Err(Error::config("health_interval_ms", "must be positive"));
+        use crate::spec::check_duration;
+        check_duration("health_interval_ms", self.health_interval, true)?;
+        check_duration("backoff.base_ms", self.backoff.base, false)?;
+        check_duration("backoff.max_ms", self.backoff.max, false)?;
+        check_duration("backoff.reset_after_ms", self.backoff.reset_after, false)?;
+        check_duration("budget.window_ms", self.budget.window, true)?;
+        check_duration(
+            "budget.failed_cooldown_ms",
+            self.budget.failed_cooldown,
+            false,
+        )?;
+        check_duration("breaker.cooldown_ms", self.breaker.cooldown, true)?;
+        check_duration("breaker.max_cooldown_ms", self.breaker.max_cooldown, true)?;
+        if let Some(lifetime) = self.max_lifetime {
+            check_duration("max_lifetime_ms", lifetime, true)?;
         }
         if !(self.backoff.factor >= 1.0 && self.backoff.factor.is_finite()) {
             return Err(Error::config(
@@ -108,12 +121,8 @@ impl SupervisionConfig {
             return Err(Error::config("max_requests", "must be positive"));
         }
         if let Some(probe) = &self.probe {
-            if probe.interval.is_zero() || probe.timeout.is_zero() {
-                return Err(Error::config(
-                    "probe",
-                    "interval and timeout must be positive",
-                ));
-            }
+            check_duration("probe.interval_ms", probe.interval, true)?;
+            check_duration("probe.timeout_ms", probe.timeout, true)?;
             if probe.prompt.trim().is_empty() {
                 return Err(Error::config("probe.prompt", "must not be empty"));
             }
@@ -470,7 +479,7 @@ impl Monitor {
             return;
         }
         let attempt = s.budget.used() as u32;
-        let mut at = now + s.backoff.next_delay(now);
+        let mut at = crate::clock::after(now, s.backoff.next_delay(now));
         if let Some(open_until) = s.breaker.open_until() {
             at = at.max(open_until);
         }

@@ -126,6 +126,7 @@ impl PoolCore {
         if options.queue_capacity == 0 {
             return Err(Error::config("queue_capacity", "must be positive"));
         }
+        crate::spec::check_duration("drain_timeout", options.drain_timeout, false)?;
         let (events_tx, events_rx) = unbounded();
         let (monitor_tx, monitor_rx) = unbounded();
         let core = Arc::new(PoolCore {
@@ -295,7 +296,11 @@ impl PoolCore {
         }
         let input = self.spec.render_prompt(prompt.clone())?;
         let now = Instant::now();
-        let deadline = now + timeout.unwrap_or(self.spec.request_timeout);
+        // A caller's timeout is capped, so no deadline can overflow.
+        let timeout = timeout
+            .unwrap_or(self.spec.request_timeout)
+            .min(crate::spec::MAX_DURATION);
+        let deadline = now + timeout;
         let (reply, slot) = crate::reply::Reply::ticket();
         let job = Job {
             prompt,

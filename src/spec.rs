@@ -8,6 +8,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The longest duration any setting may have (one year): deadlines are computed by adding
+/// durations to `Instant`s, and this keeps every such sum far from overflowing.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Rejects durations over [`MAX_DURATION`] (and zero, when `positive`).
+pub(crate) fn check_duration(field: &str, value: Duration, positive: bool) -> Result<()> {
+    if positive && value.is_zero() {
+        return Err(Error::config(field, "must be positive"));
+    }
+    if value > MAX_DURATION {
+        return Err(Error::config(field, "must be at most one year"));
+    }
+    Ok(())
+}
+
 /// Serde helpers: `Duration` in the Rust API, whole milliseconds (`*_ms`) in JSON.
 pub(crate) mod duration_ms {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -393,13 +408,14 @@ impl ToolSpec {
         if self.init.iter().any(|l| l.contains('\n')) {
             return Err(Error::config("init", "each entry must be one line"));
         }
-        for (field, value) in [
-            ("startup_timeout_ms", self.startup_timeout),
-            ("request_timeout_ms", self.request_timeout),
-        ] {
-            if value.is_zero() {
-                return Err(Error::config(field, "must be positive"));
-            }
+        check_duration("startup_timeout_ms", self.startup_timeout, true)?;
+        check_duration("request_timeout_ms", self.request_timeout, true)?;
+        check_duration("stop_grace_ms", self.stop_grace, false)?;
+        if let Framing::Prompt { settle, .. } = &self.framing {
+            check_duration("framing.settle_ms", *settle, false)?;
+        }
+        if let Framing::Idle { quiet } = &self.framing {
+            check_duration("framing.quiet_ms", *quiet, true)?;
         }
         if self.max_response_bytes == 0 {
             return Err(Error::config("max_response_bytes", "must be positive"));

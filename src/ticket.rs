@@ -65,6 +65,7 @@ impl Ticket {
     /// [`Error::Timeout`] when `timeout` passes first (with `written: false` and no prompt: the
     /// request itself goes on), or whatever the request failed with.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Response> {
+        let timeout = timeout.min(crate::spec::MAX_DURATION);
         match self.slot.take_until(Some(Instant::now() + timeout)) {
             Some(result) => self.finish(result),
             None => Err(Error::Timeout {

@@ -202,3 +202,21 @@ fn a_zero_count_is_invalid_config() {
         other => panic!("{other}"),
     }
 }
+
+#[test]
+fn huge_timeouts_are_rejected_in_config_and_capped_per_request_never_panicking() {
+    let err = ToolProcessPool::new(cat().request_timeout(Duration::MAX), 1).unwrap_err();
+    match err {
+        Error::InvalidConfig { field, .. } => assert_eq!(field, "request_timeout_ms"),
+        other => panic!("{other}"),
+    }
+    let pool = ToolProcessPool::new(cat(), 1).unwrap();
+    // Duration::MAX from a caller would overflow Instant arithmetic: it is capped instead.
+    let r = pool
+        .send_to_timeout(0, "still answered", Duration::MAX)
+        .unwrap();
+    assert_eq!(r.text, "still answered");
+    let ticket = pool.submit_to(0, "again").unwrap();
+    assert_eq!(ticket.wait_timeout(Duration::MAX).unwrap().text, "again");
+    pool.shutdown();
+}

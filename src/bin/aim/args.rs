@@ -127,8 +127,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ))
         }
     };
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(format!("not a duration: {text:?}"));
+    if !seconds.is_finite() || seconds < 0.0 || seconds > aim::MAX_DURATION.as_secs_f64() {
+        return Err(format!("not a duration of at most a year: {text:?}"));
     }
     Ok(Duration::from_secs_f64(seconds))
 }
