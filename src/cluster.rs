@@ -218,6 +218,18 @@ impl ClusterManager {
         self.submit(request.into().timeout(timeout))?.wait()
     }
 
+    /// As [`ClusterManager::send`], ending by `deadline`.
+    ///
+    /// # Errors
+    /// As [`ClusterManager::send`].
+    pub fn send_deadline(
+        &self,
+        request: impl Into<Request>,
+        deadline: Instant,
+    ) -> Result<Response> {
+        self.submit(request.into().deadline(deadline))?.wait()
+    }
+
     /// Submits a prompt and returns at once with a [`Ticket`]. If no instance can take it now,
     /// it waits in the backlog for up to the submit timeout.
     ///
@@ -247,15 +259,13 @@ impl ClusterManager {
         let inner = self.inner();
         let Request {
             prompt,
-            timeout,
+            limit,
             idempotent,
             session: key,
         } = request;
-        let (mut job, rx) = inner.core.make_job(
-            prompt,
-            Some(timeout.unwrap_or(inner.request_timeout)),
-            false,
-        )?;
+        let (mut job, rx) = inner
+            .core
+            .make_job(prompt, limit, inner.request_timeout, false)?;
         job.wait_deadline = job.submitted + inner.submit_timeout;
         job.session = key;
         job.retries_left = match inner.retry {
@@ -299,11 +309,10 @@ impl ClusterManager {
     pub fn submit_to(&self, index: usize, request: impl Into<Request>) -> Result<Ticket> {
         let inner = self.inner();
         let request = request.into();
-        let (job, rx) = inner.core.make_job(
-            request.prompt,
-            Some(request.timeout.unwrap_or(inner.request_timeout)),
-            true,
-        )?;
+        let (job, rx) =
+            inner
+                .core
+                .make_job(request.prompt, request.limit, inner.request_timeout, true)?;
         let placed = Arc::clone(&job.placed);
         let submitted = job.submitted;
         inner.core.submit_pinned(index, job)?;

@@ -17,6 +17,7 @@ use crate::instance::{
 };
 use crate::io_thread::{IoThread, IoThreadConfig};
 use crate::monitor::{Monitor, MonitorCommand, SupervisionConfig};
+use crate::request::TimeLimit;
 use crate::spec::ToolSpec;
 use crate::ticket::Ticket;
 
@@ -282,11 +283,12 @@ impl PoolCore {
         f(&self.instances.read())
     }
 
-    /// Builds a job for `prompt` with the given deadline.
+    /// Builds a job for `prompt` that must end within `limit` (default: `default_timeout`).
     pub(crate) fn make_job(
         &self,
         prompt: String,
-        timeout: Option<Duration>,
+        limit: TimeLimit,
+        default_timeout: Duration,
         pinned: bool,
     ) -> Result<(Job, Arc<crate::reply::Slot>)> {
         if self.is_closed() {
@@ -296,11 +298,7 @@ impl PoolCore {
         }
         let input = self.spec.render_prompt(prompt.clone())?;
         let now = Instant::now();
-        // A caller's timeout is capped, so no deadline can overflow.
-        let timeout = timeout
-            .unwrap_or(self.spec.request_timeout)
-            .min(crate::spec::MAX_DURATION);
-        let deadline = now + timeout;
+        let deadline = limit.resolve(now, default_timeout);
         let (reply, slot) = crate::reply::Reply::ticket();
         let job = Job {
             prompt,
@@ -539,7 +537,7 @@ impl ToolProcessPool {
     /// queue is full, [`Error::InstanceUnavailable`] when it is failed, stopped or its circuit
     /// is open, [`Error::Shutdown`]. The prompt is handed back in every case.
     pub fn submit_to(&self, index: usize, prompt: impl Into<String>) -> Result<Ticket> {
-        self.submit_to_inner(index, prompt.into(), None)
+        self.submit_to_inner(index, prompt.into(), TimeLimit::default())
     }
 
     /// Sends `prompt` to instance `index` and blocks until the answer, up to the spec's
@@ -563,18 +561,28 @@ impl ToolProcessPool {
         prompt: impl Into<String>,
         timeout: Duration,
     ) -> Result<Response> {
-        self.submit_to_inner(index, prompt.into(), Some(timeout))?
+        self.submit_to_inner(index, prompt.into(), TimeLimit::timeout(timeout))?
             .wait()
     }
 
-    fn submit_to_inner(
+    /// As [`ToolProcessPool::send_to`], ending by `deadline` instead of after the spec's
+    /// request timeout. The other forms delegate to this one's machinery.
+    ///
+    /// # Errors
+    /// As [`ToolProcessPool::send_to`].
+    pub fn send_to_deadline(
         &self,
         index: usize,
-        prompt: String,
-        timeout: Option<Duration>,
-    ) -> Result<Ticket> {
+        prompt: impl Into<String>,
+        deadline: Instant,
+    ) -> Result<Response> {
+        self.submit_to_inner(index, prompt.into(), TimeLimit::deadline(deadline))?
+            .wait()
+    }
+
+    fn submit_to_inner(&self, index: usize, prompt: String, limit: TimeLimit) -> Result<Ticket> {
         let core = &self.handle.core;
-        let (job, rx) = core.make_job(prompt, timeout, true)?;
+        let (job, rx) = core.make_job(prompt, limit, core.spec.request_timeout, true)?;
         let placed = Arc::clone(&job.placed);
         let submitted = job.submitted;
         core.submit_pinned(index, job)?;

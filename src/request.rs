@@ -1,7 +1,43 @@
 //! [`Request`]: a prompt plus how it should be handled.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// When a request must end: a timeout, a deadline, both (the earlier wins), or neither (the
+/// cluster's or spec's default timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct TimeLimit {
+    pub timeout: Option<Duration>,
+    pub deadline: Option<Instant>,
+}
+
+impl TimeLimit {
+    pub(crate) fn timeout(timeout: Duration) -> Self {
+        TimeLimit {
+            timeout: Some(timeout),
+            deadline: None,
+        }
+    }
+
+    pub(crate) fn deadline(deadline: Instant) -> Self {
+        TimeLimit {
+            timeout: None,
+            deadline: Some(deadline),
+        }
+    }
+
+    /// The deadline for a request submitted at `now`; capped so it cannot overflow.
+    pub(crate) fn resolve(&self, now: Instant, default: Duration) -> Instant {
+        let from_timeout = |t: Duration| crate::clock::after(now, t);
+        let latest = crate::clock::after(now, crate::spec::MAX_DURATION);
+        match (self.timeout, self.deadline) {
+            (None, None) => from_timeout(default),
+            (Some(t), None) => from_timeout(t),
+            (None, Some(d)) => d.min(latest),
+            (Some(t), Some(d)) => from_timeout(t).min(d),
+        }
+    }
+}
 
 /// A prompt and its options. `&str` and `String` convert into a plain request, so
 /// `cluster.send("hi")` works; build one to set options:
@@ -17,7 +53,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub(crate) prompt: String,
-    pub(crate) timeout: Option<Duration>,
+    pub(crate) limit: TimeLimit,
     pub(crate) idempotent: bool,
     pub(crate) session: Option<Arc<str>>,
 }
@@ -27,7 +63,7 @@ impl Request {
     pub fn new(prompt: impl Into<String>) -> Self {
         Request {
             prompt: prompt.into(),
-            timeout: None,
+            limit: TimeLimit::default(),
             idempotent: false,
             session: None,
         }
@@ -36,7 +72,14 @@ impl Request {
     /// The whole request (waiting for an instance, queueing, answering) must end within
     /// `timeout`. Defaults to the cluster's request timeout.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.limit.timeout = Some(timeout);
+        self
+    }
+
+    /// The whole request must end by `deadline` (with a timeout too, the earlier wins).
+    /// Defaults to none: the timeout alone decides.
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.limit.deadline = Some(deadline);
         self
     }
 
@@ -68,5 +111,30 @@ impl From<String> for Request {
 impl From<&String> for Request {
     fn from(prompt: &String) -> Self {
         Request::new(prompt.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_earlier_of_timeout_and_deadline_wins() {
+        let now = Instant::now();
+        let default = Duration::from_secs(60);
+        let s = Duration::from_secs;
+        assert_eq!(TimeLimit::default().resolve(now, default), now + default);
+        assert_eq!(TimeLimit::timeout(s(5)).resolve(now, default), now + s(5));
+        // An explicit deadline is not cut short by the default timeout.
+        assert_eq!(
+            TimeLimit::deadline(now + s(90)).resolve(now, default),
+            now + s(90)
+        );
+        let both = TimeLimit {
+            timeout: Some(s(5)),
+            deadline: Some(now + s(3)),
+        };
+        assert_eq!(both.resolve(now, default), now + s(3));
+        assert!(TimeLimit::timeout(Duration::MAX).resolve(now, default) > now);
     }
 }

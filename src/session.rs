@@ -103,6 +103,18 @@ impl Session {
         self.submit(request.into().timeout(timeout))?.wait()
     }
 
+    /// As [`Session::send`], ending by `deadline`.
+    ///
+    /// # Errors
+    /// As [`ClusterManager::send`].
+    pub fn send_deadline(
+        &self,
+        request: impl Into<Request>,
+        deadline: std::time::Instant,
+    ) -> Result<Response> {
+        self.submit(request.into().deadline(deadline))?.wait()
+    }
+
     /// Submits a prompt in this session and returns at once.
     ///
     /// # Errors

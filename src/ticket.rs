@@ -65,8 +65,15 @@ impl Ticket {
     /// [`Error::Timeout`] when `timeout` passes first (with `written: false` and no prompt: the
     /// request itself goes on), or whatever the request failed with.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Response> {
-        let timeout = timeout.min(crate::spec::MAX_DURATION);
-        match self.slot.take_until(Some(Instant::now() + timeout)) {
+        self.wait_deadline(crate::clock::after(Instant::now(), timeout))
+    }
+
+    /// Blocks until `deadline` for the answer; as [`Ticket::wait_timeout`] otherwise.
+    ///
+    /// # Errors
+    /// As [`Ticket::wait_timeout`].
+    pub fn wait_deadline(&self, deadline: Instant) -> Result<Response> {
+        match self.slot.take_until(Some(deadline)) {
             Some(result) => self.finish(result),
             None => Err(Error::Timeout {
                 instance: self.instance(),

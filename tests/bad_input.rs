@@ -78,7 +78,7 @@ fn empty_multiline_nul_and_oversized_prompts_are_rejected_with_the_prompt_back()
     }
     // The instance is untouched.
     assert_eq!(pool.send_to(0, "still fine").unwrap().text, "still fine");
-    pool.shutdown();
+    stop_pool(&pool);
 }
 
 #[test]
@@ -108,7 +108,7 @@ fn a_hanging_request_times_out_and_the_instance_is_recycled() {
     let after = pool.send_to(0, "/pid").unwrap();
     assert_eq!(after.generation, before.generation + 1);
     assert_gone(&[before.pid]);
-    pool.shutdown();
+    stop_pool(&pool);
 }
 
 #[test]
@@ -124,7 +124,7 @@ fn an_answer_over_the_size_cap_is_an_error_not_out_of_memory() {
         pool.status()[0].generation == 2 && pool.status()[0].state == InstanceState::Ready
     });
     assert!(pool.send_to(0, "ok?").unwrap().text.contains("ok?"));
-    pool.shutdown();
+    stop_pool(&pool);
 }
 
 #[test]
@@ -134,7 +134,7 @@ fn invalid_utf8_and_nul_bytes_are_kept_raw_and_offered_lossy() {
     assert_eq!(r.bytes, b"bad \xff\xfe bytes \x00 and NUL\n");
     assert!(r.text.contains('\u{FFFD}'));
     assert!(r.text.contains('\0'));
-    pool.shutdown();
+    stop_pool(&pool);
 }
 
 #[test]
@@ -144,7 +144,7 @@ fn a_flood_of_stderr_does_not_deadlock() {
     let r = pool.send_to(0, "/flood-stderr 8388608").unwrap();
     assert!(r.text.starts_with("flooded stderr with"), "{:?}", r.text);
     assert!(pool.send_to(0, "after").unwrap().text.contains("after"));
-    pool.shutdown();
+    stop_pool(&pool);
 }
 
 #[test]
@@ -158,13 +158,13 @@ fn a_one_mebibyte_prompt_goes_through_while_the_tool_writes_back() {
     let r = pool.send_to(0, prompt.clone()).unwrap();
     assert_eq!(r.text.len(), prompt.len());
     assert_eq!(r.text, prompt);
-    pool.shutdown();
+    stop_pool(&pool);
 
     let pool = ToolProcessPool::new(demo(&[]), 1).unwrap();
     let r = pool.send_to(0, prompt.clone()).unwrap();
     assert!(r.text.starts_with("You said: abcdef"));
     assert!(r.text.contains(&prompt));
-    pool.shutdown();
+    stop_pool(&pool);
 }
 
 #[test]
@@ -191,7 +191,7 @@ fn a_crash_mid_request_fails_it_with_the_exit_status_and_stderr() {
         Error::InstanceDied { exit, .. } => assert_eq!(exit, Some(ExitInfo::Signal(6))),
         other => panic!("expected InstanceDied, got {other}"),
     }
-    pool.shutdown();
+    stop_pool(&pool);
 }
 
 #[test]
@@ -218,5 +218,5 @@ fn huge_timeouts_are_rejected_in_config_and_capped_per_request_never_panicking()
     assert_eq!(r.text, "still answered");
     let ticket = pool.submit_to(0, "again").unwrap();
     assert_eq!(ticket.wait_timeout(Duration::MAX).unwrap().text, "again");
-    pool.shutdown();
+    stop_pool(&pool);
 }

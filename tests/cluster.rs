@@ -41,7 +41,7 @@ fn round_robin_spreads_nine_prompts_three_each() {
         .collect();
     assert_eq!(answered, [3, 3, 3]);
     let pids: Vec<i32> = cluster.status().iter().map(|s| s.pid).collect();
-    cluster.shutdown();
+    stop_cluster(&cluster);
     assert_gone(&pids);
 }
 
@@ -55,7 +55,7 @@ fn least_busy_sends_new_work_around_a_slow_instance() {
         assert_ne!(r.instance, busy, "prompt {i} went to the busy instance");
     }
     assert_eq!(slow.wait().unwrap().text, "slept\n");
-    cluster.shutdown();
+    stop_cluster(&cluster);
 }
 
 #[test]
@@ -94,7 +94,7 @@ fn sticky_sessions_stay_put_and_move_once_when_their_instance_dies() {
         );
         assert!(!r.context_lost, "moves exactly once");
     }
-    cluster.shutdown();
+    stop_cluster(&cluster);
 }
 
 #[test]
@@ -127,7 +127,7 @@ fn sixteen_threads_sending_at_once_each_get_their_own_answers() {
     assert_eq!(total, 800);
     let answered: u64 = cluster.health().instances.iter().map(|s| s.answered).sum();
     assert_eq!(answered, 800);
-    cluster.shutdown();
+    stop_cluster(&cluster);
 }
 
 #[test]
@@ -147,7 +147,7 @@ fn try_submit_says_busy_when_every_queue_is_full() {
     assert_eq!(slow.wait().unwrap().text, "slept\n");
     let r = waiting.wait().unwrap();
     assert!(r.text.contains("patient"));
-    cluster.shutdown();
+    stop_cluster(&cluster);
 }
 
 #[test]
@@ -176,7 +176,7 @@ fn a_cluster_whose_instances_all_died_answers_with_an_error_not_a_hang() {
     let err = cluster.try_submit("now?").unwrap_err();
     assert!(matches!(err, Error::NoHealthyInstance { .. }), "{err}");
     assert!(!cluster.health().is_serving());
-    cluster.shutdown();
+    stop_cluster(&cluster);
     assert_gone(&pids);
 }
 
@@ -190,7 +190,7 @@ fn python_through_a_cluster() {
     for (i, t) in tickets.into_iter().enumerate() {
         assert_eq!(t.wait().unwrap().text, format!("{}\n", i * i));
     }
-    cluster.shutdown();
+    stop_cluster(&cluster);
 }
 
 #[derive(Debug)]
@@ -220,7 +220,7 @@ fn a_custom_router_decides() {
     for _ in 0..5 {
         assert_eq!(cluster.send("x").unwrap().instance, 2);
     }
-    cluster.shutdown();
+    stop_cluster(&cluster);
 }
 
 #[test]
@@ -251,7 +251,7 @@ fn resize_grows_and_shrinks_without_losing_prompts() {
         cluster.resize(0),
         Err(Error::InvalidConfig { .. })
     ));
-    cluster.shutdown();
+    stop_cluster(&cluster);
 }
 
 #[test]
@@ -272,7 +272,7 @@ fn manual_addressing_bypasses_the_router() {
         cluster.send_to(9, "nowhere"),
         Err(Error::NoSuchInstance { index: 9, count: 3 })
     ));
-    cluster.shutdown();
+    stop_cluster(&cluster);
 }
 
 #[test]
@@ -283,4 +283,26 @@ fn the_cluster_handle_is_send_sync_and_shuts_down_on_last_drop() {
     let pids: Vec<i32> = cluster.status().iter().map(|s| s.pid).collect();
     drop(cluster);
     assert_gone(&pids);
+}
+
+#[test]
+fn the_deadline_family_ends_requests_on_time() {
+    let cluster = cluster(1, Strategy::RoundRobin);
+    let deadline = std::time::Instant::now() + Duration::from_millis(300);
+    let err = cluster.send_deadline("/hang", deadline).unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(std::time::Instant::now() >= deadline);
+    // The recycled instance comes back and answers within a generous deadline.
+    let r = cluster
+        .send_deadline("after", std::time::Instant::now() + Duration::from_secs(30))
+        .unwrap();
+    assert!(r.text.contains("after"));
+    let ticket = cluster.submit("/sleep 300").unwrap();
+    let early = ticket.wait_deadline(std::time::Instant::now() + Duration::from_millis(50));
+    assert!(
+        early.unwrap_err().is_timeout(),
+        "the caller stops waiting, the request goes on"
+    );
+    assert_eq!(ticket.wait().unwrap().text, "slept\n");
+    stop_cluster(&cluster);
 }

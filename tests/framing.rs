@@ -18,7 +18,7 @@ fn prompt_marker_framing_with_the_demo_agent() {
             r.text
         );
     }
-    pool.shutdown();
+    stop_pool(&pool);
 }
 
 #[test]
@@ -33,20 +33,20 @@ fn prompt_marker_with_a_settle_period_waits_for_quiet() {
     let r = pool.send_to(0, "/quote").unwrap();
     assert_eq!(r.text, "Here is a quote:\n> quoted line\nend of answer\n");
     assert!(r.service_time >= Duration::from_millis(50));
-    pool.shutdown();
+    stop_pool(&pool);
 }
 
 #[test]
 fn line_framing_with_cat_and_the_demo() {
     let pool = ToolProcessPool::new(cat(), 1).unwrap();
     assert_eq!(pool.send_to(0, "echo me").unwrap().text, "echo me");
-    pool.shutdown();
+    stop_pool(&pool);
     let pool = ToolProcessPool::new(demo_lines(&[]), 1).unwrap();
     assert_eq!(
         pool.send_to(0, "hi there").unwrap().text,
         "You said: hi there"
     );
-    pool.shutdown();
+    stop_pool(&pool);
 }
 
 #[test]
@@ -75,7 +75,7 @@ fn json_lines_framing_with_a_headless_agent() {
         .as_str()
         .unwrap()
         .starts_with("You said: say \"hi\"\nplease"));
-    pool.shutdown();
+    stop_pool(&pool);
 }
 
 #[test]
@@ -87,7 +87,7 @@ fn idle_framing_completes_after_quiet() {
     let r = pool.send_to(0, "/lines 3").unwrap();
     assert_eq!(r.text, "line 0\nline 1\nline 2\n");
     assert!(r.service_time >= Duration::from_millis(100));
-    pool.shutdown();
+    stop_pool(&pool);
 }
 
 #[test]
@@ -103,7 +103,7 @@ fn pty_transport_talks_to_the_demo_agent() {
     );
     assert!(!r.text.contains('\r'));
     let pid = r.pid;
-    pool.shutdown();
+    stop_pool(&pool);
     assert_gone(&[pid]);
 }
 
@@ -114,7 +114,7 @@ fn pty_prompts_longer_than_the_canonical_line_limit_arrive_whole() {
     let long = "x".repeat(20_000);
     let r = pool.send_to(0, format!("/echo {long}")).unwrap();
     assert_eq!(r.text.trim_end(), long);
-    pool.shutdown();
+    stop_pool(&pool);
 }
 
 #[test]
@@ -142,5 +142,5 @@ fn ansi_escapes_are_stripped_when_asked() {
     let pool = ToolProcessPool::new(spec, 1).unwrap();
     let r = pool.send_to(0, "green").unwrap();
     assert_eq!(r.text, "green");
-    pool.shutdown();
+    stop_pool(&pool);
 }

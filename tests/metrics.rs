@@ -99,7 +99,7 @@ fn nine_prompts_round_robin_show_three_each_in_snapshot_and_prometheus() {
         ),
         Some(1.0)
     );
-    cluster.shutdown();
+    stop_cluster(&cluster);
 }
 
 #[test]

@@ -56,7 +56,7 @@ fn multi_line_prompts_use_the_tools_wrapping() {
         "{:?}",
         r.text
     );
-    pool.shutdown();
+    stop_pool(&pool);
 }
 
 #[test]
@@ -64,7 +64,7 @@ fn an_answer_containing_the_marker_mid_output_is_not_cut() {
     let pool = ToolProcessPool::new(demo(&[]), 1).unwrap();
     let r = pool.send_to(0, "/quote").unwrap();
     assert_eq!(r.text, "Here is a quote:\n> quoted line\nend of answer\n");
-    pool.shutdown();
+    stop_pool(&pool);
 }
 
 #[test]
@@ -81,7 +81,7 @@ fn restart_instance_replaces_the_process_in_place() {
         pool.restart_instance(7),
         Err(Error::NoSuchInstance { index: 7, count: 2 })
     ));
-    pool.shutdown();
+    stop_pool(&pool);
 }
 
 #[test]
@@ -95,7 +95,7 @@ fn shutdown_kills_grandchildren_too() {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("unexpected answer {:?}", r.text));
     assert!(!is_gone(grandchild));
-    pool.shutdown();
+    stop_pool(&pool);
     assert_gone(&[r.pid, grandchild]);
 }
 
@@ -116,7 +116,7 @@ fn a_crash_with_a_grandchild_holding_the_pipes_is_still_noticed() {
     assert_eq!(err.prompt(), Some("/crash 7"));
     // The group was killed when its leader died: no orphaned grandchild.
     assert_gone(&[r.pid, grandchild]);
-    pool.shutdown();
+    stop_pool(&pool);
 }
 
 #[test]
@@ -166,7 +166,7 @@ fn status_reports_state_generation_and_stderr() {
         "{:?}",
         status.last_stderr
     );
-    pool.shutdown();
+    stop_pool(&pool);
 }
 
 #[test]
@@ -184,5 +184,5 @@ fn queue_capacity_turns_extra_prompts_away_with_busy() {
     assert_eq!(slow.instance(), Some(0));
     assert_eq!(slow.wait().unwrap().text, "slept\n");
     assert!(queued.wait().unwrap().text.contains("queued"));
-    pool.shutdown();
+    stop_pool(&pool);
 }

@@ -56,7 +56,7 @@ fn a_killed_instance_is_back_and_serving_long_before_the_next_poll() {
     assert_ne!(after.pid, before.pid);
     let status = &cluster.status()[0];
     assert_eq!(status.last_exit, Some(aim::ExitInfo::Signal(9)));
-    cluster.shutdown();
+    stop_cluster(&cluster);
     assert_gone(&[before.pid, after.pid]);
 }
 
@@ -125,7 +125,7 @@ fn a_crash_loop_ends_in_failed_with_growing_delays() {
     let generation = status.generation;
     cluster.restart_instance(0).unwrap();
     assert!(cluster.status()[0].generation > generation);
-    cluster.shutdown();
+    stop_cluster(&cluster);
 }
 
 #[test]
@@ -189,7 +189,7 @@ fn the_breaker_opens_rejects_half_opens_and_closes() {
         })
         .collect();
     assert_eq!(order, ["opened", "half-open", "closed"]);
-    cluster.shutdown();
+    stop_cluster(&cluster);
 }
 
 #[test]
@@ -212,7 +212,7 @@ fn a_hanging_child_that_ignores_sigterm_and_sigint_is_killed_and_replaced() {
     });
     assert_gone(&[before.pid]);
     assert!(cluster.send("alive").unwrap().text.contains("alive"));
-    cluster.shutdown();
+    stop_cluster(&cluster);
 }
 
 #[test]
@@ -242,7 +242,7 @@ fn idempotent_prompts_are_resent_once_when_their_instance_dies() {
     let err = ticket.wait().unwrap_err();
     assert!(matches!(err, Error::InstanceDied { .. }), "{err}");
     assert_eq!(err.prompt(), Some("/sleep 800"));
-    cluster.shutdown();
+    stop_cluster(&cluster);
 }
 
 #[test]
@@ -269,7 +269,7 @@ fn prompts_queued_on_a_dying_instance_are_redispatched_not_lost() {
     let answered = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(died, 1, "only the prompt in flight dies: {results:?}");
     assert_eq!(answered, 4, "{results:?}");
-    cluster.shutdown();
+    stop_cluster(&cluster);
 }
 
 #[test]
@@ -347,7 +347,7 @@ fn no_prompt_is_lost_across_a_hundred_random_kills_under_load() {
             >= 100
     });
     let pids: Vec<i32> = cluster.status().iter().map(|s| s.pid).collect();
-    cluster.shutdown();
+    stop_cluster(&cluster);
     assert_gone(&pids);
 }
 
@@ -382,7 +382,7 @@ fn a_liveness_probe_replaces_an_instance_that_is_alive_but_stuck() {
         )) >= 1
     );
     assert!(cluster.send("hello").unwrap().text.contains("hello"));
-    cluster.shutdown();
+    stop_cluster(&cluster);
     assert_gone(&[before.pid]);
 }
 
@@ -402,7 +402,7 @@ fn max_requests_retires_processes_after_draining() {
         .map(|i| cluster.send(format!("p{i}")).unwrap().generation)
         .collect();
     assert_eq!(generations, [1, 1, 1, 2, 2, 2, 3]);
-    cluster.shutdown();
+    stop_cluster(&cluster);
 }
 
 #[test]
@@ -423,7 +423,7 @@ fn max_lifetime_replaces_old_processes() {
         .unwrap()
         .text
         .contains("still here"));
-    cluster.shutdown();
+    stop_cluster(&cluster);
 }
 
 #[test]
@@ -441,5 +441,5 @@ fn restart_policy_never_leaves_a_crashed_instance_stopped() {
     for _ in 0..4 {
         assert_eq!(cluster.send("x").unwrap().instance, 1);
     }
-    cluster.shutdown();
+    stop_cluster(&cluster);
 }

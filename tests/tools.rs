@@ -38,7 +38,7 @@ fn bc_answers_through_sentinel_framing() {
     assert_eq!(pool.send_to(0, "a * a").unwrap().text, "25\n");
     let r = pool.send_to(0, "1 / 0").unwrap();
     assert!(r.stderr.contains("ivide by zero"), "{:?}", r.stderr);
-    pool.shutdown();
+    stop_pool(&pool);
 }
 
 #[test]
@@ -62,7 +62,7 @@ fn sqlite3_answers_through_sentinel_framing() {
     let r = pool.send_to(0, "SELECT * FROM missing;").unwrap();
     assert!(r.stderr.contains("no such table"), "{:?}", r.stderr);
     assert_eq!(pool.send_to(0, "SELECT 1;").unwrap().text, "1\n");
-    pool.shutdown();
+    stop_pool(&pool);
 }
 
 #[test]
@@ -75,5 +75,5 @@ fn many_prompts_keep_answers_aligned() {
             format!("{}\n", i * 3)
         );
     }
-    pool.shutdown();
+    stop_pool(&pool);
 }

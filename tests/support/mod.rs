@@ -151,3 +151,19 @@ pub fn fast_supervision() -> aim::SupervisionConfig {
         ..aim::SupervisionConfig::default()
     }
 }
+
+/// Shuts a pool down and asserts that every process it was running is gone.
+pub fn stop_pool(pool: &aim::ToolProcessPool) {
+    let pids: Vec<i32> = pool.status().iter().map(|s| s.pid).collect();
+    let report = pool.shutdown();
+    assert!(report.all_reaped(), "{report:?}");
+    assert_gone(&pids);
+}
+
+/// Shuts a cluster down and asserts that every process it was running is gone.
+pub fn stop_cluster(cluster: &aim::ClusterManager) {
+    let pids: Vec<i32> = cluster.status().iter().map(|s| s.pid).collect();
+    let report = cluster.shutdown();
+    assert!(report.all_reaped(), "{report:?}");
+    assert_gone(&pids);
+}
