@@ -1,0 +1,401 @@
+//! The dedicated I/O thread of one instance.
+//!
+//! It owns the child's stdin, stdout and stderr (or PTY) and its pidfd, and multiplexes them
+//! with `poll(2)` together with a doorbell (an eventfd) that others ring after putting a job or
+//! a command on its crossbeam channels. Nothing here sleeps: every wait is a `poll` whose
+//! timeout is the nearest deadline (an answer's, the startup's, a stop step's, a settle timer).
+//!
+//! It spawns the child itself, so `PR_SET_PDEATHSIG` ties the child's life to this thread.
+
+mod lifecycle;
+mod polling;
+mod stopping;
+mod streams;
+
+use std::collections::VecDeque;
+use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags};
+use nix::sys::signal::Signal;
+
+use crate::ansi::AnsiStripper;
+use crate::breaker::CircuitState;
+use crate::error::{Error, Result};
+use crate::framing::{fresh_nonce, Framer, Progress, Rule};
+use crate::instance::{
+    Control, Doorbell, ExitCause, InstanceShared, InstanceState, IoEvent, Job, Response,
+    StopMethod, StopOutcome,
+};
+use crate::pool::DispatchHooks;
+use crate::process::{self, poll_timeout, ChildIo, ChildProcess, ExitInfo};
+use crate::spec::{Framing, Readiness, Stream, ToolSpec};
+
+/// The longest stderr line kept; longer lines are cut.
+const MAX_STDERR_LINE: usize = 1024;
+/// Bytes read from one stream per poll round, so one flooding stream cannot starve the rest.
+const READ_BUDGET: usize = 1 << 20;
+/// How long a child that closed its output gets to exit before it is killed.
+const EOF_GRACE: Duration = Duration::from_millis(500);
+/// How long we wait for the kernel to deliver SIGKILL before giving up on reaping.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+/// Bytes per read(2); each I/O thread keeps one buffer of this size.
+const READ_CHUNK: usize = 16 * 1024;
+/// Readiness output kept while waiting for the ready marker.
+const STARTUP_WINDOW: usize = 1 << 20;
+
+/// What an I/O thread needs.
+pub(crate) struct IoThreadConfig {
+    pub spec: Arc<ToolSpec>,
+    pub shared: Arc<InstanceShared>,
+    pub jobs: Receiver<Job>,
+    pub control: Receiver<Control>,
+    pub doorbell: Arc<Doorbell>,
+    pub events: Sender<IoEvent>,
+    /// The cluster's dispatcher, if any: where movable jobs go, and whom to wake.
+    pub hooks: Option<DispatchHooks>,
+    /// Retire the process after this many answers.
+    pub max_requests: Option<u64>,
+}
+
+/// One step of stopping a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopStep {
+    /// The quit command was written (or stdin closed); waiting for exit.
+    Quit,
+    /// The child closed its output on its own; waiting for it to exit.
+    AwaitExit,
+    /// SIGINT sent (an answer timed out); waiting.
+    Interrupt,
+    /// SIGTERM sent; waiting.
+    Term,
+    /// SIGKILL sent; waiting for the kernel.
+    Kill,
+}
+
+enum Phase {
+    Starting {
+        framer: Option<Framer>,
+        deadline: Instant,
+        began: Instant,
+    },
+    Idle,
+    Busy {
+        job: Job,
+        framer: Framer,
+        began: Instant,
+    },
+    Stopping {
+        cause: ExitCause,
+        step: StopStep,
+        deadline: Instant,
+        /// The job that was in flight when the child went away, failed once the exit is known.
+        orphan: Option<Job>,
+    },
+}
+
+struct Running {
+    process: Arc<ChildProcess>,
+    io: ChildIo,
+    generation: u64,
+    phase: Phase,
+    out: Vec<u8>,
+    out_pos: usize,
+    stderr_line: Vec<u8>,
+    strip: Option<(AnsiStripper, AnsiStripper)>,
+    notify: Option<Sender<Result<()>>>,
+    retire_after_job: Option<ExitCause>,
+    /// When startup began, until the process is ready.
+    starting_since: Option<Instant>,
+}
+
+pub(crate) struct IoThread {
+    cfg: IoThreadConfig,
+    queue: VecDeque<Job>,
+    child: Option<Running>,
+    /// Set by `Control::Stop`: end the thread once the child is gone.
+    exiting: Option<(Instant, Option<Sender<StopOutcome>>)>,
+    stop_method: StopMethod,
+    last_exit: Option<ExitInfo>,
+    last_pid: i32,
+    reported_failure: bool,
+    scratch: Vec<u8>,
+    /// Answers complete but not yet handed to their callers.
+    answered: Vec<(Job, Result<Response>)>,
+}
+
+#[derive(Clone, Copy)]
+enum Source {
+    Bell,
+    Stdout,
+    Stderr,
+    Stdin,
+    Pid,
+}
+
+impl IoThread {
+    pub(crate) fn new(cfg: IoThreadConfig) -> Self {
+        IoThread {
+            cfg,
+            queue: VecDeque::new(),
+            child: None,
+            exiting: None,
+            stop_method: StopMethod::NotRunning,
+            last_exit: None,
+            last_pid: 0,
+            reported_failure: false,
+            scratch: vec![0; READ_CHUNK],
+            answered: Vec::new(),
+        }
+    }
+
+    fn index(&self) -> usize {
+        self.cfg.shared.index
+    }
+
+    pub(crate) fn run(mut self) {
+        loop {
+            self.take_commands();
+            self.take_jobs();
+            let now = Instant::now();
+            self.expire_queued(now);
+            self.start_next_job(now);
+            // Waking a caller may hand it this CPU: give the tool its next prompt first, so
+            // it works while the caller runs.
+            self.deliver_answers();
+            if self.child.is_none() {
+                if let Some((_, reply)) = self.exiting.take() {
+                    self.finish_thread(reply);
+                    return;
+                }
+            }
+            self.poll_once();
+            self.on_timers(Instant::now());
+        }
+    }
+
+    // ----- commands and jobs -------------------------------------------------------------
+
+    fn take_commands(&mut self) {
+        loop {
+            match self.cfg.control.try_recv() {
+                Ok(command) => self.on_command(command),
+                Err(crossbeam_channel::TryRecvError::Empty) => return,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    if self.exiting.is_none() {
+                        self.on_command(Control::Stop {
+                            deadline: Instant::now() + self.cfg.spec.stop_grace * 3,
+                            reply: None,
+                        });
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Control) {
+        match command {
+            Control::Spawn { notify } => {
+                if self.exiting.is_some() {
+                    if let Some(n) = notify {
+                        let _ = n.send(Err(Error::Shutdown { prompt: None }));
+                    }
+                } else if let Some(child) = &mut self.child {
+                    match (&child.phase, notify) {
+                        (Phase::Idle | Phase::Busy { .. }, Some(n)) => {
+                            let _ = n.send(Ok(()));
+                        }
+                        (_, Some(n)) => child.notify = Some(n),
+                        (_, None) => {}
+                    }
+                } else {
+                    self.spawn_child(notify);
+                }
+            }
+            Control::Recycle { cause, drain } => self.recycle(cause, drain),
+            Control::Stop { deadline, reply } => {
+                self.exiting = Some((deadline, reply));
+                self.release_queue(|| Error::Shutdown { prompt: None });
+                match self.child.as_ref().map(|c| &c.phase) {
+                    Some(Phase::Busy { .. }) => {
+                        if let Some(child) = &mut self.child {
+                            child.retire_after_job = Some(ExitCause::Shutdown);
+                        }
+                    }
+                    Some(Phase::Stopping { .. }) | None => {}
+                    Some(_) => self.begin_stop(ExitCause::Shutdown, StopStep::Quit),
+                }
+            }
+        }
+    }
+
+    fn recycle(&mut self, cause: ExitCause, drain: bool) {
+        let Some(child) = &mut self.child else { return };
+        match child.phase {
+            Phase::Stopping { .. } => {}
+            Phase::Busy { .. } if drain => child.retire_after_job = Some(cause),
+            Phase::Busy { .. } => self.begin_stop(cause, StopStep::Term),
+            _ => self.begin_stop(cause, StopStep::Quit),
+        }
+    }
+
+    fn take_jobs(&mut self) {
+        while let Ok(job) = self.cfg.jobs.try_recv() {
+            if self.exiting.is_some() {
+                self.hand_back(job, || Error::Shutdown { prompt: None });
+            } else if self.child.is_none() && !job.pinned && self.cfg.hooks.is_some() {
+                // Down: let another instance answer it.
+                self.hand_back(job, || Error::Shutdown { prompt: None });
+            } else if !self.can_serve_soon() {
+                let state = self.cfg.shared.state();
+                self.hand_back(job, || Error::InstanceUnavailable {
+                    instance: 0,
+                    state: state.to_string(),
+                    prompt: None,
+                });
+            } else {
+                self.queue.push_back(job);
+            }
+        }
+    }
+
+    /// Whether queued jobs can expect this instance to answer them.
+    fn can_serve_soon(&self) -> bool {
+        match self.cfg.shared.state() {
+            InstanceState::Failed | InstanceState::Stopped => false,
+            _ => self.cfg.shared.circuit() != CircuitState::Open || self.child.is_some(),
+        }
+    }
+
+    /// Moves a job to another instance when it may move; otherwise fails it with `error`.
+    fn hand_back(&mut self, job: Job, error: impl FnOnce() -> Error) {
+        self.cfg.shared.pending.fetch_sub(1, Ordering::AcqRel);
+        if !job.pinned {
+            if let Some(rehome) = self.cfg.hooks.as_ref().map(|h| &h.rehome) {
+                job.placed.store(usize::MAX, Ordering::Release);
+                match rehome.send(job) {
+                    Ok(()) => return,
+                    Err(e) => {
+                        let job = e.into_inner();
+                        job.fail(Error::Shutdown { prompt: None });
+                        return;
+                    }
+                }
+            }
+        }
+        let mut err = error();
+        if let Error::InstanceUnavailable { instance, .. } = &mut err {
+            *instance = self.index();
+        }
+        self.cfg.shared.stats.on_failure(&err);
+        job.fail(err);
+    }
+
+    /// Hands back every queued job that may move (or fails it).
+    fn release_queue(&mut self, error: impl Fn() -> Error) {
+        let queued: Vec<Job> = self.queue.drain(..).collect();
+        for job in queued {
+            self.hand_back(job, &error);
+        }
+    }
+
+    /// Moves queued jobs that may move to other instances, keeping pinned ones.
+    fn rehome_movable(&mut self) {
+        if self.cfg.hooks.is_none() {
+            return;
+        }
+        let (pinned, movable): (VecDeque<Job>, VecDeque<Job>) =
+            self.queue.drain(..).partition(|j| j.pinned);
+        self.queue = pinned;
+        for job in movable {
+            self.hand_back(job, || Error::Shutdown { prompt: None });
+        }
+    }
+
+    fn expire_queued(&mut self, now: Instant) {
+        if !self.queue.iter().any(|j| j.deadline <= now) {
+            return;
+        }
+        let (expired, kept): (VecDeque<Job>, VecDeque<Job>) =
+            self.queue.drain(..).partition(|j| j.deadline <= now);
+        self.queue = kept;
+        for job in expired {
+            let err = Error::Timeout {
+                instance: Some(self.index()),
+                waited: now.saturating_duration_since(job.submitted),
+                written: false,
+                prompt: None,
+            };
+            self.complete(job, Err(err));
+        }
+    }
+
+    /// Sends a job's result, keeping `pending`, statistics and the breaker's input right.
+    fn complete(&mut self, job: Job, result: Result<Response>) {
+        let shared = &self.cfg.shared;
+        shared.pending.fetch_sub(1, Ordering::AcqRel);
+        self.wake_dispatcher();
+        match &result {
+            Ok(response) => {
+                shared.stats.on_success(response.elapsed);
+                shared.served.fetch_add(1, Ordering::AcqRel);
+                if self.reported_failure || shared.circuit() != CircuitState::Closed {
+                    self.reported_failure = false;
+                    self.send_event(IoEvent::Outcome {
+                        index: shared.index,
+                        ok: true,
+                        timed_out: false,
+                    });
+                }
+            }
+            Err(err) => {
+                shared.stats.on_failure(err);
+                // Failures of the instance itself feed the breaker; a caller's deadline passing
+                // while the job was still queued does not.
+                let counts = match err {
+                    Error::Timeout { written, .. } => *written,
+                    Error::ResponseTooLarge { .. } => true,
+                    _ => false,
+                };
+                if counts {
+                    self.reported_failure = true;
+                    self.send_event(IoEvent::Outcome {
+                        index: shared.index,
+                        ok: false,
+                        timed_out: err.is_timeout(),
+                    });
+                }
+            }
+        }
+        // Delivered after the next prompt is written (see `run`).
+        self.answered.push((job, result));
+    }
+
+    /// Hands finished answers to their callers.
+    fn deliver_answers(&mut self) {
+        for (job, result) in self.answered.drain(..) {
+            match result {
+                Ok(response) => job.finish(Ok(response)),
+                Err(err) => job.fail(err),
+            }
+        }
+    }
+
+    /// Tells the dispatcher a queue slot freed up, when prompts are waiting for one.
+    fn wake_dispatcher(&self) {
+        if let Some(hooks) = &self.cfg.hooks {
+            if hooks.backlog.load(Ordering::Acquire) > 0 {
+                let _ = hooks.changes.try_send(());
+            }
+        }
+    }
+
+    fn send_event(&self, event: IoEvent) {
+        let _ = self.cfg.events.send(event);
+    }
+}

@@ -1,0 +1,202 @@
+//! One `poll(2)` round over the doorbell, the child's streams and its pidfd, and the timers
+//! that fire between rounds.
+
+use super::*;
+
+impl IoThread {
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        let mut next = self.queue.iter().map(|j| j.deadline).min();
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        if let Some(child) = &self.child {
+            match &child.phase {
+                Phase::Starting {
+                    framer, deadline, ..
+                } => {
+                    consider(Some(*deadline));
+                    consider(framer.as_ref().and_then(|f| f.deadline()));
+                }
+                Phase::Busy { job, framer, .. } => {
+                    consider(Some(job.deadline));
+                    consider(framer.deadline());
+                }
+                Phase::Stopping { deadline, .. } => consider(Some(*deadline)),
+                Phase::Idle => {}
+            }
+            if child.io.pidfd.is_none() {
+                // No pidfd: look for the exit with waitpid now and then.
+                consider(Some(Instant::now() + Duration::from_millis(100)));
+            }
+        }
+        if let Some((deadline, _)) = &self.exiting {
+            consider(Some(*deadline));
+        }
+        next
+    }
+
+    pub(super) fn poll_once(&mut self) {
+        let busy = matches!(
+            self.child.as_ref().map(|c| &c.phase),
+            Some(Phase::Busy { .. })
+        );
+        self.cfg.shared.stats.busy.store(busy, Ordering::Relaxed);
+        self.cfg.doorbell.set_listening(!busy);
+        if !busy && !self.cfg.jobs.is_empty() {
+            // A job arrived after the last look, and its sender may not have rung.
+            return;
+        }
+        let deadline = self.next_deadline();
+        let mut ready: [(Option<Source>, PollFlags); 5] = [(None, PollFlags::empty()); 5];
+        {
+            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(5);
+            let mut sources: Vec<Source> = Vec::with_capacity(5);
+            fds.push(PollFd::new(self.cfg.doorbell.fd(), PollFlags::POLLIN));
+            sources.push(Source::Bell);
+            if let Some(child) = &self.child {
+                if let Some(fd) = &child.io.stdout {
+                    fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                    sources.push(Source::Stdout);
+                }
+                if let Some(fd) = &child.io.stderr {
+                    fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                    sources.push(Source::Stderr);
+                }
+                if let Some(fd) = &child.io.stdin {
+                    if child.out_pos < child.out.len() {
+                        fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLOUT));
+                        sources.push(Source::Stdin);
+                    }
+                }
+                if let Some(fd) = &child.io.pidfd {
+                    fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                    sources.push(Source::Pid);
+                }
+            }
+            let timeout = match deadline {
+                Some(d) => poll_timeout(d, Instant::now()),
+                None => nix::poll::PollTimeout::NONE,
+            };
+            match poll(&mut fds, timeout) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(Errno::EINTR) => return,
+                Err(e) => {
+                    log::error!("poll failed: {e}");
+                    return;
+                }
+            }
+            for (slot, (fd, source)) in ready.iter_mut().zip(fds.iter().zip(sources)) {
+                *slot = (Some(source), fd.revents().unwrap_or(PollFlags::empty()));
+            }
+        }
+        let mut exited = false;
+        for (source, flags) in ready {
+            let Some(source) = source else { continue };
+            if flags.is_empty() {
+                continue;
+            }
+            match source {
+                Source::Bell => self.cfg.doorbell.drain(),
+                Source::Stdout => self.read_stream(Stream::Stdout),
+                Source::Stderr => self.read_stream(Stream::Stderr),
+                Source::Stdin => self.write_pending(),
+                Source::Pid => exited = true,
+            }
+        }
+        let no_pidfd = self.child.as_ref().is_some_and(|c| c.io.pidfd.is_none());
+        if exited || no_pidfd {
+            self.check_exit();
+        }
+    }
+
+    pub(super) fn check_exit(&mut self) {
+        let Some(child) = &self.child else { return };
+        if let Some(exit) = child.process.try_reap() {
+            // Whatever the child wrote before exiting is still in the pipes.
+            self.read_stream(Stream::Stdout);
+            self.on_exit(Some(exit));
+        }
+    }
+
+    pub(super) fn on_timers(&mut self, now: Instant) {
+        self.expire_queued(now);
+        if let Some((deadline, _)) = &self.exiting {
+            let deadline = *deadline;
+            if now >= deadline {
+                if let Some(Phase::Busy { .. }) = self.child.as_ref().map(|c| &c.phase) {
+                    self.abort_busy(Error::Shutdown { prompt: None }, ExitCause::Shutdown);
+                }
+            }
+        }
+        enum Due {
+            Nothing,
+            Ready,
+            NotReady(Duration),
+            Answered,
+            TimedOut(Duration),
+            Escalate,
+        }
+        let Some(child) = &mut self.child else { return };
+        let due = match &mut child.phase {
+            Phase::Starting {
+                framer,
+                deadline,
+                began,
+            } => {
+                if framer
+                    .as_mut()
+                    .is_some_and(|f| f.tick(now) == Progress::Complete)
+                {
+                    Due::Ready
+                } else if now >= *deadline {
+                    Due::NotReady(now.saturating_duration_since(*began))
+                } else {
+                    Due::Nothing
+                }
+            }
+            Phase::Busy { job, framer, .. } => {
+                if framer.tick(now) == Progress::Complete {
+                    Due::Answered
+                } else if now >= job.deadline {
+                    Due::TimedOut(now.saturating_duration_since(job.submitted))
+                } else {
+                    Due::Nothing
+                }
+            }
+            Phase::Stopping { deadline, .. } if now >= *deadline => Due::Escalate,
+            Phase::Stopping { .. } | Phase::Idle => Due::Nothing,
+        };
+        match due {
+            Due::Nothing => {}
+            Due::Ready => self.become_ready(now),
+            Due::NotReady(waited) => {
+                let err = Error::NotReady {
+                    tool: self.cfg.spec.name.clone(),
+                    instance: self.cfg.shared.index,
+                    waited,
+                    exit: None,
+                    stderr: self.cfg.shared.last_stderr(),
+                };
+                log::warn!("{err}");
+                if let Some(n) = self.child.as_mut().and_then(|c| c.notify.take()) {
+                    let _ = n.send(Err(err));
+                }
+                self.begin_stop(ExitCause::NotReady, StopStep::Term);
+            }
+            Due::Answered => self.finish_busy(now),
+            Due::TimedOut(waited) => {
+                let err = Error::Timeout {
+                    instance: Some(self.cfg.shared.index),
+                    waited,
+                    written: true,
+                    prompt: None,
+                };
+                self.abort_busy(err, ExitCause::Timeout);
+            }
+            Due::Escalate => self.escalate(now),
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Stopping a process by escalation (quit, SIGINT or SIGTERM, SIGKILL) and what happens to
+//! the prompts it held once it is gone.
+
+use super::*;
+
+impl IoThread {
+    pub(super) fn begin_stop(&mut self, cause: ExitCause, first: StopStep) {
+        let grace = self.cfg.spec.stop_grace;
+        let quit = self.cfg.spec.quit_command.clone();
+        let now = Instant::now();
+        let Some(child) = &mut self.child else { return };
+        let orphan = match std::mem::replace(&mut child.phase, Phase::Idle) {
+            Phase::Busy { job, .. } => Some(job),
+            Phase::Stopping { orphan, .. } => orphan,
+            Phase::Starting { .. } | Phase::Idle => None,
+        };
+        self.cfg.shared.set_state(InstanceState::Stopping);
+        let deadline = match first {
+            StopStep::Quit => {
+                child.out.clear();
+                child.out_pos = 0;
+                match &quit {
+                    Some(line) if child.io.stdin.is_some() => {
+                        child.out.extend_from_slice(line.as_bytes());
+                        child.out.push(b'\n');
+                    }
+                    _ => child.io.stdin = None,
+                }
+                self.stop_method = StopMethod::Quit;
+                now + grace
+            }
+            StopStep::AwaitExit => now + EOF_GRACE.min(grace),
+            StopStep::Interrupt => {
+                child.process.signal_group(Signal::SIGINT);
+                now + grace
+            }
+            StopStep::Term => {
+                child.process.signal_group(Signal::SIGTERM);
+                self.stop_method = StopMethod::Terminated;
+                now + grace
+            }
+            StopStep::Kill => {
+                child.process.signal_group(Signal::SIGKILL);
+                self.stop_method = StopMethod::Killed;
+                now + KILL_WAIT
+            }
+        };
+        child.phase = Phase::Stopping {
+            cause,
+            step: first,
+            deadline,
+            orphan,
+        };
+        self.rehome_movable();
+        self.write_pending();
+    }
+
+    /// Moves a stop sequence to its next, harsher step.
+    pub(super) fn escalate(&mut self, now: Instant) {
+        let grace = self.cfg.spec.stop_grace;
+        let Some(child) = &mut self.child else { return };
+        let Phase::Stopping { step, deadline, .. } = &mut child.phase else {
+            return;
+        };
+        match *step {
+            StopStep::Quit | StopStep::AwaitExit | StopStep::Interrupt => {
+                child.process.signal_group(Signal::SIGTERM);
+                self.stop_method = StopMethod::Terminated;
+                *step = StopStep::Term;
+                *deadline = now + grace;
+            }
+            StopStep::Term => {
+                log::warn!(
+                    "{}[{}]: pid {} ignored SIGTERM for {grace:?}; sending SIGKILL",
+                    self.cfg.spec.name,
+                    self.cfg.shared.index,
+                    child.process.pid()
+                );
+                child.process.signal_group(Signal::SIGKILL);
+                self.stop_method = StopMethod::Killed;
+                *step = StopStep::Kill;
+                *deadline = now + KILL_WAIT;
+            }
+            StopStep::Kill => {
+                log::error!(
+                    "{}[{}]: pid {} survived SIGKILL for {KILL_WAIT:?}; abandoning it",
+                    self.cfg.spec.name,
+                    self.cfg.shared.index,
+                    child.process.pid()
+                );
+                self.stop_method = StopMethod::Abandoned;
+                self.on_exit(None);
+            }
+        }
+    }
+
+    /// The child is gone (reaped, or abandoned with `None`): fail or move what it held.
+    pub(super) fn on_exit(&mut self, exit: Option<ExitInfo>) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        self.drain_stderr(&mut child);
+        let shared = Arc::clone(&self.cfg.shared);
+        let pid = child.process.pid();
+        let stderr = shared.last_stderr();
+        let (mut cause, job) = match std::mem::replace(&mut child.phase, Phase::Idle) {
+            Phase::Stopping { cause, orphan, .. } => (cause, orphan),
+            Phase::Busy { job, .. } => (ExitCause::Crashed, Some(job)),
+            Phase::Starting { .. } | Phase::Idle => (ExitCause::Crashed, None),
+        };
+        if let Some(began) = child.starting_since {
+            // It never became ready.
+            if cause == ExitCause::Crashed {
+                cause = ExitCause::NotReady;
+            }
+            if let Some(n) = child.notify.take() {
+                let _ = n.send(Err(Error::NotReady {
+                    tool: self.cfg.spec.name.clone(),
+                    instance: shared.index,
+                    waited: began.elapsed(),
+                    exit,
+                    stderr: stderr.clone(),
+                }));
+            }
+        }
+        if let Some(n) = child.notify.take() {
+            let _ = n.send(Err(Error::Shutdown { prompt: None }));
+        }
+        if let Some(job) = job {
+            let err = Error::InstanceDied {
+                instance: shared.index,
+                generation: child.generation,
+                pid,
+                exit,
+                stderr: stderr.clone(),
+                prompt: None,
+            };
+            if job.retries_left > 0 && !job.pinned && self.cfg.hooks.is_some() {
+                let mut job = job;
+                job.retries_left -= 1;
+                shared.stats.on_failure(&err);
+                log::info!(
+                    "{}[{}]: resending an idempotent prompt after: {err}",
+                    self.cfg.spec.name,
+                    shared.index
+                );
+                self.hand_back(job, || Error::Shutdown { prompt: None });
+            } else {
+                self.reported_failure = true;
+                self.complete(job, Err(err));
+            }
+        }
+        shared.end_generation(exit);
+        self.last_exit = exit;
+        // The monitor logs the exit as an event; this line is for tracing the I/O thread.
+        log::debug!(
+            "{}[{}]: pid {pid} ended ({}; {})",
+            self.cfg.spec.name,
+            shared.index,
+            exit.map(|e| e.to_string())
+                .unwrap_or_else(|| "not reaped".into()),
+            cause.as_str()
+        );
+        shared.set_state(if self.exiting.is_some() {
+            InstanceState::Stopped
+        } else {
+            InstanceState::Restarting
+        });
+        self.send_event(IoEvent::Exited {
+            index: shared.index,
+            generation: child.generation,
+            pid,
+            exit,
+            cause,
+        });
+        self.rehome_movable();
+    }
+
+    pub(super) fn finish_thread(&mut self, reply: Option<Sender<StopOutcome>>) {
+        self.deliver_answers();
+        self.release_queue(|| Error::Shutdown { prompt: None });
+        // Jobs that raced in after the stop.
+        while let Ok(job) = self.cfg.jobs.try_recv() {
+            self.hand_back(job, || Error::Shutdown { prompt: None });
+        }
+        self.cfg.shared.set_state(InstanceState::Stopped);
+        let outcome = StopOutcome {
+            index: self.cfg.shared.index,
+            pid: self.last_pid,
+            method: if self.last_pid == 0 {
+                StopMethod::NotRunning
+            } else {
+                self.stop_method
+            },
+            exit: self.last_exit,
+        };
+        if let Some(reply) = reply {
+            let _ = reply.send(outcome);
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Reading the child's output into the framer and the stderr ring, and writing prompts
+//! without blocking.
+
+use super::*;
+
+impl IoThread {
+    pub(super) fn read_stream(&mut self, stream: Stream) {
+        let mut total = 0;
+        loop {
+            let Some(child) = &mut self.child else { return };
+            let fd = match stream {
+                Stream::Stdout => child.io.stdout.as_ref(),
+                Stream::Stderr => child.io.stderr.as_ref(),
+            };
+            let Some(fd) = fd else { return };
+            match nix::unistd::read(fd, &mut self.scratch) {
+                Ok(0) => {
+                    self.on_eof(stream);
+                    return;
+                }
+                Ok(n) => {
+                    let was_busy = matches!(
+                        self.child.as_ref().map(|c| &c.phase),
+                        Some(Phase::Busy { .. })
+                    );
+                    let chunk = std::mem::take(&mut self.scratch);
+                    self.on_output(stream, &chunk[..n]);
+                    self.scratch = chunk;
+                    total += n;
+                    let answered = was_busy
+                        && matches!(self.child.as_ref().map(|c| &c.phase), Some(Phase::Idle));
+                    // Once an answer is complete, start the next prompt before reading more.
+                    if total >= READ_BUDGET || answered {
+                        return;
+                    }
+                }
+                Err(Errno::EAGAIN) => return,
+                Err(Errno::EINTR) => continue,
+                // A PTY master reports EIO once the child side is closed.
+                Err(Errno::EIO) if child.io.pty => {
+                    self.on_eof(stream);
+                    return;
+                }
+                Err(e) => {
+                    log::warn!("{}[{}]: read failed: {e}", self.cfg.spec.name, self.index());
+                    self.on_eof(stream);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads what `stream` has available now (up to 64 KiB), without blocking.
+    pub(super) fn read_available(&mut self, stream: Stream) -> Vec<u8> {
+        let mut got = Vec::new();
+        let Some(child) = &mut self.child else {
+            return got;
+        };
+        let fd = match stream {
+            Stream::Stdout => child.io.stdout.as_ref(),
+            Stream::Stderr => child.io.stderr.as_ref(),
+        };
+        let Some(fd) = fd else { return got };
+        let mut buf = [0u8; 4096];
+        while got.len() < 64 * 1024 {
+            match nix::unistd::read(fd, &mut buf) {
+                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                Err(Errno::EINTR) => continue,
+                _ => break,
+            }
+        }
+        if stream == Stream::Stderr && !got.is_empty() {
+            let mut line = std::mem::take(&mut child.stderr_line);
+            self.push_stderr(&mut line, &got);
+            if let Some(child) = &mut self.child {
+                child.stderr_line = line;
+            }
+        }
+        got
+    }
+
+    pub(super) fn drain_stderr(&mut self, child: &mut Running) {
+        let Some(fd) = child.io.stderr.take() else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match nix::unistd::read(&fd, &mut buf) {
+                Ok(n) if n > 0 => {
+                    left = left.saturating_sub(n);
+                    self.push_stderr(&mut child.stderr_line, &buf[..n]);
+                }
+                _ => break,
+            }
+        }
+        if !child.stderr_line.is_empty() {
+            let line = std::mem::take(&mut child.stderr_line);
+            self.push_stderr_line(&line);
+        }
+    }
+
+    pub(super) fn on_eof(&mut self, stream: Stream) {
+        let Some(child) = &mut self.child else { return };
+        match stream {
+            Stream::Stderr => child.io.stderr = None,
+            Stream::Stdout => {
+                child.io.stdout = None;
+                if child.io.pty {
+                    child.io.stdin = None;
+                }
+                if !matches!(child.phase, Phase::Stopping { .. }) {
+                    log::debug!(
+                        "{}[{}]: pid {} closed its output",
+                        self.cfg.spec.name,
+                        self.cfg.shared.index,
+                        child.process.pid()
+                    );
+                    self.begin_stop(ExitCause::Crashed, StopStep::AwaitExit);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_output(&mut self, stream: Stream, raw: &[u8]) {
+        let now = Instant::now();
+        let Some(child) = &mut self.child else { return };
+        let mut stripped = Vec::new();
+        let bytes = match &mut child.strip {
+            Some((out, err)) => {
+                let s = if stream == Stream::Stdout { out } else { err };
+                s.strip_into(raw, &mut stripped);
+                &stripped[..]
+            }
+            None => raw,
+        };
+        if stream == Stream::Stderr {
+            let mut line = std::mem::take(&mut child.stderr_line);
+            self.push_stderr(&mut line, bytes);
+            let Some(child) = &mut self.child else { return };
+            child.stderr_line = line;
+        }
+        let Some(child) = &mut self.child else { return };
+        let progress = match &mut child.phase {
+            Phase::Starting {
+                framer: Some(f), ..
+            } => {
+                let p = f.feed(stream, bytes, now);
+                if p == Progress::TooLarge {
+                    // Keep only recent startup output; the marker is still ahead.
+                    *f = Framer::new(f.rule().clone(), STARTUP_WINDOW, now);
+                }
+                p
+            }
+            Phase::Busy { framer, .. } => framer.feed(stream, bytes, now),
+            Phase::Idle => {
+                log::trace!(
+                    "{}[{}]: {} bytes of output outside any answer, discarded",
+                    self.cfg.spec.name,
+                    self.cfg.shared.index,
+                    bytes.len()
+                );
+                return;
+            }
+            Phase::Starting { framer: None, .. } | Phase::Stopping { .. } => return,
+        };
+        let starting = matches!(child.phase, Phase::Starting { .. });
+        match (progress, starting) {
+            (Progress::Complete, true) => self.become_ready(now),
+            (Progress::Complete, false) => self.finish_busy(now),
+            (Progress::TooLarge, false) => {
+                let err = Error::ResponseTooLarge {
+                    instance: self.cfg.shared.index,
+                    limit: self.cfg.spec.max_response_bytes,
+                };
+                self.abort_busy(err, ExitCause::TooLarge);
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn push_stderr(&self, line: &mut Vec<u8>, bytes: &[u8]) {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(pos) => {
+                    if line.len() < MAX_STDERR_LINE {
+                        let take = pos.min(MAX_STDERR_LINE - line.len());
+                        line.extend_from_slice(&rest[..take]);
+                    }
+                    let done = std::mem::take(line);
+                    self.push_stderr_line(&done);
+                    rest = &rest[pos + 1..];
+                }
+                None => {
+                    let take = rest.len().min(MAX_STDERR_LINE.saturating_sub(line.len()));
+                    line.extend_from_slice(&rest[..take]);
+                    rest = &[];
+                }
+            }
+        }
+    }
+
+    pub(super) fn push_stderr_line(&self, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches('\r');
+        log::debug!(
+            "{}[{}] stderr: {text}",
+            self.cfg.spec.name,
+            self.cfg.shared.index
+        );
+        let cap = self.cfg.spec.stderr_lines;
+        if cap == 0 {
+            return;
+        }
+        let mut info = self.cfg.shared.info.lock();
+        if info.stderr_tail.len() >= cap {
+            info.stderr_tail.pop_front();
+        }
+        info.stderr_tail.push_back(text.to_string());
+    }
+
+    pub(super) fn write_pending(&mut self) {
+        let Some(child) = &mut self.child else { return };
+        loop {
+            if child.out_pos >= child.out.len() {
+                child.out.clear();
+                child.out_pos = 0;
+                if let Phase::Stopping {
+                    step: StopStep::Quit,
+                    ..
+                } = child.phase
+                {
+                    // The quit command is out: end of input reinforces it.
+                    child.io.stdin = None;
+                }
+                return;
+            }
+            let Some(fd) = &child.io.stdin else { return };
+            match nix::unistd::write(fd, &child.out[child.out_pos..]) {
+                Ok(n) => child.out_pos += n,
+                Err(Errno::EAGAIN) => return,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    // EPIPE: the child stopped reading (it is exiting, or closed stdin).
+                    log::debug!(
+                        "{}[{}]: write failed: {e}",
+                        self.cfg.spec.name,
+                        self.cfg.shared.index
+                    );
+                    child.io.stdin = None;
+                    child.out.clear();
+                    child.out_pos = 0;
+                    if !matches!(child.phase, Phase::Stopping { .. }) {
+                        self.begin_stop(ExitCause::Crashed, StopStep::AwaitExit);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
