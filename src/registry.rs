@@ -348,6 +348,20 @@ mod tests {
     }
 
     #[test]
+    fn json_templates_render_valid_json_for_awkward_prompts() {
+        for spec in ToolRegistry::builtin().iter() {
+            if let crate::spec::InputFormat::JsonTemplate { .. } = spec.input {
+                let line = spec
+                    .render_prompt("say \"hi\"\n\tthen {prompt} \\ done".into())
+                    .unwrap();
+                let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
+                assert!(value.is_object(), "{}", spec.name);
+                assert!(line.ends_with(b"\n") && !line[..line.len() - 1].contains(&b'\n'));
+            }
+        }
+    }
+
+    #[test]
     fn unknown_tool_lists_known_ids() {
         match ToolRegistry::builtin().get("vim").unwrap_err() {
             Error::UnknownTool { id, known } => {

@@ -134,3 +134,40 @@ fn help_and_tools_list_what_there_is() {
         );
     }
 }
+
+#[test]
+fn a_tools_file_adds_a_tool_that_run_can_use() {
+    let path = std::env::temp_dir().join(format!("aim-cli-tools-{}.json", std::process::id()));
+    std::fs::write(
+        &path,
+        r#"{"echo": {"program": "cat", "framing": {"kind": "line"}, "stop_grace_ms": 200}}"#,
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+    let out = aim().args(["tools", "--tools", file]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.starts_with("echo") && l.contains("cat")));
+    let (code, stdout, stderr) =
+        run_with_input(&["run", "echo", "-n", "2", "--tools", file], "one\ntwo\n");
+    assert_eq!(code, 0, "{stderr}");
+    let texts: Vec<String> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].to_string())
+        .collect();
+    assert_eq!(texts, ["\"one\"", "\"two\""]);
+
+    std::fs::write(
+        &path,
+        r#"{"broken": {"program": "cat", "framing": {"kind": "nope"}}}"#,
+    )
+    .unwrap();
+    let out = aim().args(["tools", "--tools", file]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains(file) && stderr.contains("broken"),
+        "{stderr}"
+    );
+    std::fs::remove_file(&path).ok();
+}
