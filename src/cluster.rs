@@ -200,35 +200,7 @@ impl ClusterManager {
         self.inner().dispatch.router_name()
     }
 
-    /// Sends a prompt and blocks until its answer, for at most the request timeout.
-    ///
-    /// # Errors
-    /// [`Error::InvalidPrompt`], [`Error::Busy`] (backlog full),
-    /// [`Error::NoHealthyInstance`], [`Error::Timeout`], [`Error::InstanceDied`],
-    /// [`Error::ResponseTooLarge`], [`Error::Shutdown`]; the prompt is handed back.
-    pub fn send(&self, request: impl Into<Request>) -> Result<Response> {
-        self.submit(request)?.wait()
-    }
-
-    /// As [`ClusterManager::send`], with `timeout` for the whole request.
-    ///
-    /// # Errors
-    /// As [`ClusterManager::send`].
-    pub fn send_timeout(&self, request: impl Into<Request>, timeout: Duration) -> Result<Response> {
-        self.submit(request.into().timeout(timeout))?.wait()
-    }
-
-    /// As [`ClusterManager::send`], ending by `deadline`.
-    ///
-    /// # Errors
-    /// As [`ClusterManager::send`].
-    pub fn send_deadline(
-        &self,
-        request: impl Into<Request>,
-        deadline: Instant,
-    ) -> Result<Response> {
-        self.submit(request.into().deadline(deadline))?.wait()
-    }
+    crate::request::blocking_sends!("ClusterManager");
 
     /// Submits a prompt and returns at once with a [`Ticket`]. If no instance can take it now,
     /// it waits in the backlog for up to the submit timeout.

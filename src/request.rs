@@ -39,6 +39,37 @@ impl TimeLimit {
     }
 }
 
+/// The blocking family for a type with `submit(Request) -> Result<Ticket>`: `send` (the
+/// request's or the default timeout), `send_timeout` and `send_deadline`, all delegating to
+/// `submit` and `Ticket::wait`.
+macro_rules! blocking_sends {
+    ($owner:literal) => {
+        #[doc = concat!("Sends a prompt and blocks until its answer, for at most the request timeout.\n\n# Errors\n[`Error::InvalidPrompt`](crate::Error::InvalidPrompt), [`Error::Busy`](crate::Error::Busy) (backlog full), [`Error::NoHealthyInstance`](crate::Error::NoHealthyInstance), [`Error::Timeout`](crate::Error::Timeout), [`Error::InstanceDied`](crate::Error::InstanceDied), [`Error::ResponseTooLarge`](crate::Error::ResponseTooLarge), [`Error::Shutdown`](crate::Error::Shutdown); the prompt is handed back.")]
+        pub fn send(&self, request: impl Into<crate::Request>) -> crate::Result<crate::Response> {
+            self.submit(request)?.wait()
+        }
+
+        #[doc = concat!("As [`", $owner, "::send`], with `timeout` for the whole request.\n\n# Errors\nAs [`", $owner, "::send`].")]
+        pub fn send_timeout(
+            &self,
+            request: impl Into<crate::Request>,
+            timeout: std::time::Duration,
+        ) -> crate::Result<crate::Response> {
+            self.submit(request.into().timeout(timeout))?.wait()
+        }
+
+        #[doc = concat!("As [`", $owner, "::send`], ending by `deadline`.\n\n# Errors\nAs [`", $owner, "::send`].")]
+        pub fn send_deadline(
+            &self,
+            request: impl Into<crate::Request>,
+            deadline: std::time::Instant,
+        ) -> crate::Result<crate::Response> {
+            self.submit(request.into().deadline(deadline))?.wait()
+        }
+    };
+}
+pub(crate) use blocking_sends;
+
 /// A prompt and its options. `&str` and `String` convert into a plain request, so
 /// `cluster.send("hi")` works; build one to set options:
 ///

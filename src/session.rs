@@ -1,7 +1,6 @@
 //! Sessions: conversations that must stay with the tool process that holds their context.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -87,33 +86,7 @@ impl Session {
         &self.state.key
     }
 
-    /// Sends a prompt in this session and blocks until its answer.
-    ///
-    /// # Errors
-    /// As [`ClusterManager::send`].
-    pub fn send(&self, request: impl Into<Request>) -> Result<Response> {
-        self.submit(request)?.wait()
-    }
-
-    /// As [`Session::send`], with `timeout` for the whole request.
-    ///
-    /// # Errors
-    /// As [`ClusterManager::send`].
-    pub fn send_timeout(&self, request: impl Into<Request>, timeout: Duration) -> Result<Response> {
-        self.submit(request.into().timeout(timeout))?.wait()
-    }
-
-    /// As [`Session::send`], ending by `deadline`.
-    ///
-    /// # Errors
-    /// As [`ClusterManager::send`].
-    pub fn send_deadline(
-        &self,
-        request: impl Into<Request>,
-        deadline: std::time::Instant,
-    ) -> Result<Response> {
-        self.submit(request.into().deadline(deadline))?.wait()
-    }
+    crate::request::blocking_sends!("Session");
 
     /// Submits a prompt in this session and returns at once.
     ///
