@@ -244,22 +244,32 @@ impl Monitor {
         }
     }
 
+    /// Fresh supervision state for instance `index`.
+    fn fresh(&self, index: usize) -> Supervised {
+        let config = &self.core.supervision;
+        Supervised {
+            backoff: Backoff::new(
+                config.backoff,
+                crate::framing::splitmix64(self.seed ^ index as u64),
+            ),
+            budget: RestartBudget::new(config.budget),
+            breaker: CircuitBreaker::new(config.breaker),
+            restart_at: None,
+            failed_until: None,
+            manual: None,
+            removed: false,
+            next_probe: config
+                .probe
+                .as_ref()
+                .map(|p| crate::clock::after(Instant::now(), p.interval)),
+            probe: None,
+        }
+    }
+
     fn supervised(&mut self, index: usize) -> &mut Supervised {
         while self.instances.len() <= index {
-            let n = self.instances.len() as u64;
-            let config = self.config().clone();
-            let interval = config.probe.as_ref().map(|p| p.interval);
-            self.instances.push(Supervised {
-                backoff: Backoff::new(config.backoff, crate::framing::splitmix64(self.seed ^ n)),
-                budget: RestartBudget::new(config.budget),
-                breaker: CircuitBreaker::new(config.breaker),
-                restart_at: None,
-                failed_until: None,
-                manual: None,
-                removed: false,
-                next_probe: interval.map(|i| Instant::now() + i),
-                probe: None,
-            });
+            let fresh = self.fresh(self.instances.len());
+            self.instances.push(fresh);
         }
         &mut self.instances[index]
     }
@@ -285,8 +295,9 @@ impl Monitor {
     fn on_command(&mut self, command: MonitorCommand) {
         match command {
             MonitorCommand::Added(index) => {
-                let s = self.supervised(index);
-                s.removed = false;
+                // An index reused after a shrink starts with a clean history.
+                self.supervised(index);
+                self.instances[index] = self.fresh(index);
             }
             MonitorCommand::Removed(index) => {
                 let s = self.supervised(index);
