@@ -141,11 +141,12 @@ impl Dispatch {
     }
 
     fn submit_inner(&self, job: Job, wait: bool) -> Result<(), Error> {
-        let job = if self.backlog_len() == 0 {
+        // Prompts already waiting go first: a new one that may wait joins the backlog behind
+        // them. One that may not wait (try_submit) takes a free slot if there is one.
+        let job = if self.backlog_len() == 0 || !wait {
             match self.try_place(job) {
                 Ok(_) => return Ok(()),
-                Err(unplaced) if !wait => {
-                    let Unplaced { job, any_available } = unplaced;
+                Err(Unplaced { job, any_available }) if !wait => {
                     return Err(if any_available {
                         Error::Busy { prompt: job.prompt }
                     } else {
@@ -157,8 +158,6 @@ impl Dispatch {
                 }
                 Err(unplaced) => unplaced.job,
             }
-        } else if !wait {
-            return Err(Error::Busy { prompt: job.prompt });
         } else {
             job
         };
