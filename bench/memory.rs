@@ -12,11 +12,7 @@ use aim::{ClusterManager, Framing, Strategy, ToolSpec};
 use common::*;
 
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map(|pages| pages * 4)
-        .unwrap_or(0)
+    aim::resident_memory_bytes(std::process::id(), false).unwrap_or(0) / 1024
 }
 
 fn main() {

@@ -5,21 +5,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
 use aim::{Framing, ToolProcessPool, ToolSpec};
 use common::*;
 
 fn bare(iterations: usize) -> Vec<Duration> {
-    let mut child = Command::new("cat")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn cat");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let (mut child, mut stdin, mut stdout) = spawn_cat();
     let mut line = String::new();
     let mut samples = Vec::with_capacity(iterations);
     for i in 0..iterations {

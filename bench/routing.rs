@@ -10,8 +10,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::{BufRead, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -97,13 +96,7 @@ fn bare_throughput(prompts: usize) -> f64 {
     let handles: Vec<_> = (0..5)
         .map(|c| {
             std::thread::spawn(move || {
-                let mut child = Command::new("cat")
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .spawn()
-                    .expect("cat");
-                let mut stdin = child.stdin.take().expect("stdin");
-                let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+                let (mut child, mut stdin, mut stdout) = spawn_cat();
                 let mut line = String::new();
                 for i in 0..per {
                     writeln!(stdin, "c{c} p{i}").expect("write");
@@ -122,18 +115,7 @@ fn bare_throughput(prompts: usize) -> f64 {
 
 /// One thread, round-robin over 5 `cat` children: the plain write/read loop.
 fn bare_single_thread(prompts: usize) -> f64 {
-    let mut children: Vec<_> = (0..5)
-        .map(|_| {
-            let mut child = Command::new("cat")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("cat");
-            let stdin = child.stdin.take().expect("stdin");
-            let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-            (child, stdin, stdout)
-        })
-        .collect();
+    let mut children: Vec<_> = (0..5).map(|_| spawn_cat()).collect();
     let mut line = String::new();
     let start = Instant::now();
     for i in 0..prompts {

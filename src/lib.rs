@@ -173,7 +173,7 @@ pub use metrics::{
 pub use metrics_server::MetricsServer;
 pub use monitor::{LivenessProbe, SupervisionConfig};
 pub use pool::{PoolBuilder, ShutdownReport, ToolProcessPool};
-pub use process::ExitInfo;
+pub use process::{resident_memory_bytes, ExitInfo};
 pub use registry::{ToolRegistry, DEMO_PROGRAM_PLACEHOLDER, TOOLS_ENV};
 pub use request::Request;
 pub use routing::{Candidate, LeastBusy, RoundRobin, RouteContext, Router, Sticky, Strategy};

@@ -284,9 +284,10 @@ impl InstanceMetrics {
             total_uptime_s: Duration::from_micros(load(&stats.uptime_total_us)).as_secs_f64()
                 + status.uptime.as_secs_f64(),
             last_exit: status.last_exit,
-            rss_bytes: (status.pid > 0)
-                .then(|| crate::process::tree_rss_bytes(status.pid))
-                .flatten(),
+            rss_bytes: u32::try_from(status.pid)
+                .ok()
+                .filter(|&pid| pid > 0)
+                .and_then(|pid| crate::process::resident_memory_bytes(pid, true)),
         }
     }
 }

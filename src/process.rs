@@ -308,38 +308,57 @@ pub(crate) fn poll_timeout(deadline: Instant, now: Instant) -> PollTimeout {
     PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
 }
 
-/// Resident memory of `pid` and all its descendants, in bytes, from `/proc`.
-pub(crate) fn tree_rss_bytes(pid: i32) -> Option<u64> {
-    let page = 4096u64;
-    let mut total = 0u64;
-    let mut stack = vec![pid];
+/// Resident memory of process `pid`, in bytes (`VmRSS` from `/proc/PID/status`), plus that
+/// of all its descendants when `descendants` is true. `None` when `pid` cannot be read
+/// (gone, or not Linux).
+///
+/// ```
+/// let me = aim::resident_memory_bytes(std::process::id(), false).unwrap();
+/// assert!(me > 0);
+/// ```
+pub fn resident_memory_bytes(pid: u32, descendants: bool) -> Option<u64> {
+    let own = vm_rss_bytes(pid)?;
+    if !descendants {
+        return Some(own);
+    }
+    let mut total = own;
+    let mut stack = children_of(pid);
     let mut seen = 0usize;
     while let Some(p) = stack.pop() {
         seen += 1;
         if seen > 10_000 {
             break;
         }
-        let statm = std::fs::read_to_string(format!("/proc/{p}/statm")).ok();
-        if let Some(rss) = statm
-            .as_deref()
-            .and_then(|s| s.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            total += rss * page;
-        } else if p == pid {
-            return None;
-        }
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
-            for task in tasks.flatten() {
-                let children =
-                    std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-                stack.extend(
-                    children
-                        .split_whitespace()
-                        .filter_map(|c| c.parse::<i32>().ok()),
-                );
-            }
-        }
+        total += vm_rss_bytes(p).unwrap_or(0);
+        stack.extend(children_of(p));
     }
     Some(total)
+}
+
+fn vm_rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .flat_map(|task| {
+            std::fs::read_to_string(task.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }

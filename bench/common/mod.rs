@@ -1,7 +1,21 @@
 //! Helpers shared by the benchmarks: run mode, summary statistics, the final JSON line.
 #![allow(dead_code)]
 
+use std::io::BufReader;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
+
+/// A `cat` child with piped stdin and buffered stdout, for the bare baselines.
+pub fn spawn_cat() -> (Child, ChildStdin, BufReader<ChildStdout>) {
+    let mut child = Command::new("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn cat");
+    let stdin = child.stdin.take().expect("stdin");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    (child, stdin, stdout)
+}
 
 /// True under `cargo bench` (which passes `--bench`); false under `cargo test --benches`,
 /// where each benchmark runs a tiny iteration just to stay alive.

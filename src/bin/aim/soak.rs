@@ -236,11 +236,7 @@ fn open_fds() -> usize {
 }
 
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map(|pages| pages * 4)
-        .unwrap_or(0)
+    aim::resident_memory_bytes(std::process::id(), false).unwrap_or(0) / 1024
 }
 
 /// Zombies whose parent is this process (a reaping bug).
