@@ -169,16 +169,14 @@ pub(crate) fn spawn(spec: &ToolSpec, instance: usize) -> Result<(ChildProcess, C
 
     let mut pty_master = None;
     if use_pty {
-        let pty = nix::pty::openpty(None, None)
-            .map_err(|e| Error::io("cannot open a pseudo-terminal", e.into()))?;
-        configure_pty(&pty.slave)?;
-        let slave_in = pty
-            .slave
+        let (master, slave) = open_pty()?;
+        configure_pty(&slave)?;
+        let slave_in = slave
             .try_clone()
             .map_err(|e| Error::io("cannot duplicate the PTY slave", e))?;
         cmd.stdin(Stdio::from(slave_in));
-        cmd.stdout(Stdio::from(pty.slave));
-        pty_master = Some(pty.master);
+        cmd.stdout(Stdio::from(slave));
+        pty_master = Some(master);
     } else {
         cmd.stdin(Stdio::piped());
         cmd.stdout(Stdio::piped());
@@ -224,6 +222,29 @@ pub(crate) fn spawn(spec: &ToolSpec, instance: usize) -> Result<(ChildProcess, C
         pty: use_pty,
     };
     Ok((process, io))
+}
+
+/// Opens a pseudo-terminal pair with both ends close-on-exec from the start: another I/O
+/// thread may fork at any moment, and a child that inherited this slave would keep it open
+/// after our child exits, so reading the master would never report the end.
+fn open_pty() -> Result<(OwnedFd, OwnedFd)> {
+    use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+    let fail = |what: &str, e: Errno| Error::io(format!("cannot {what}"), e.into());
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(|e| fail("open a pseudo-terminal", e))?;
+    grantpt(&master).map_err(|e| fail("grant the pseudo-terminal", e))?;
+    unlockpt(&master).map_err(|e| fail("unlock the pseudo-terminal", e))?;
+    let name = ptsname_r(&master).map_err(|e| fail("name the pseudo-terminal", e))?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| fail("open the pseudo-terminal's slave", e))?;
+    let master = std::os::fd::AsFd::as_fd(&master)
+        .try_clone_to_owned()
+        .map_err(|e| Error::io("cannot duplicate the PTY master", e))?;
+    Ok((master, slave))
 }
 
 /// Echo off (the prompt is not read back), canonical mode off (no 4 KiB line limit, no line

@@ -144,3 +144,36 @@ fn ansi_escapes_are_stripped_when_asked() {
     assert_eq!(r.text, "green");
     stop_pool(&pool);
 }
+
+/// The terminals a process has open (`/dev/pts/N` and `/dev/ptmx`).
+fn terminals_of(pid: i32) -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|t| t.display().to_string())
+                .filter(|t| t.starts_with("/dev/pts/") || t == "/dev/ptmx")
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.dedup();
+    found
+}
+
+#[test]
+fn pty_instances_started_together_never_inherit_each_others_terminals() {
+    let spec = demo(&[]).transport(Transport::Pty);
+    let pool = ToolProcessPool::new(spec, 6).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for status in pool.status() {
+        let terminals = terminals_of(status.pid);
+        assert_eq!(terminals.len(), 1, "pid {}: {terminals:?}", status.pid);
+        assert!(terminals[0].starts_with("/dev/pts/"), "{terminals:?}");
+        assert!(
+            seen.insert(terminals[0].clone()),
+            "shared terminal {terminals:?}"
+        );
+    }
+    stop_pool(&pool);
+}
