@@ -186,3 +186,49 @@ fn queue_capacity_turns_extra_prompts_away_with_busy() {
     assert!(queued.wait().unwrap().text.contains("queued"));
     stop_pool(&pool);
 }
+
+#[test]
+fn children_never_inherit_each_others_pipes() {
+    let pool = ToolProcessPool::new(demo(&[]), 6).unwrap();
+    let fds = |pid: i32| -> Vec<(String, String)> {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let target = std::fs::read_link(e.path()).ok()?.display().to_string();
+                Some((e.file_name().to_string_lossy().into_owned(), target))
+            })
+            .collect()
+    };
+    let pids: Vec<i32> = pool.status().iter().map(|s| s.pid).collect();
+    // Each child's stdin, stdout and stderr: three pipes of its own.
+    let own: Vec<Vec<String>> = pids
+        .iter()
+        .map(|&pid| {
+            fds(pid)
+                .into_iter()
+                .filter(|(n, _)| ["0", "1", "2"].contains(&n.as_str()))
+                .map(|(_, t)| t)
+                .collect()
+        })
+        .collect();
+    for (i, &pid) in pids.iter().enumerate() {
+        assert_eq!(own[i].len(), 3);
+        assert!(
+            own[i].iter().all(|t| t.starts_with("pipe:")),
+            "{:?}",
+            own[i]
+        );
+        for (_, target) in fds(pid) {
+            for (j, other) in own.iter().enumerate() {
+                if j != i {
+                    assert!(
+                        !other.contains(&target),
+                        "pid {pid} holds {target} of instance {j}"
+                    );
+                }
+            }
+        }
+    }
+    stop_pool(&pool);
+}
