@@ -270,8 +270,9 @@ fn configure_pty(slave: &OwnedFd) -> Result<()> {
 /// with the PTY as controlling terminal.
 #[allow(unsafe_code)]
 fn install_child_setup(cmd: &mut Command, parent: u32, use_pty: bool) {
-    // SAFETY: the closure only makes async-signal-safe system calls (prctl, getppid, setsid,
-    // ioctl) and allocates nothing, as `pre_exec` requires.
+    // SAFETY: the closure only makes async-signal-safe calls (prctl, getppid, sigemptyset,
+    // pthread_sigmask, setsid, ioctl) on its own stack and allocates nothing, as `pre_exec`
+    // requires.
     unsafe {
         cmd.pre_exec(move || {
             if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL, 0, 0, 0) != 0 {
@@ -281,6 +282,11 @@ fn install_child_setup(cmd: &mut Command, parent: u32, use_pty: bool) {
             if nix::libc::getppid() as u32 != parent {
                 nix::libc::_exit(1);
             }
+            // Start with no blocked signals: the spawning I/O thread blocks SIGPIPE for itself,
+            // and a tool must see SIGPIPE, SIGTERM and SIGINT as usual.
+            let mut none = std::mem::MaybeUninit::<nix::libc::sigset_t>::uninit();
+            nix::libc::sigemptyset(none.as_mut_ptr());
+            nix::libc::pthread_sigmask(nix::libc::SIG_SETMASK, none.as_ptr(), std::ptr::null_mut());
             if use_pty {
                 if nix::libc::setsid() < 0 {
                     return Err(std::io::Error::last_os_error());

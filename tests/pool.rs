@@ -232,3 +232,19 @@ fn children_never_inherit_each_others_pipes() {
     }
     stop_pool(&pool);
 }
+
+#[test]
+fn children_start_with_no_blocked_signals() {
+    // I/O threads block SIGPIPE for themselves; the children they spawn must not inherit it.
+    let pool = ToolProcessPool::new(demo(&[]), 1).unwrap();
+    let pid = pool.status()[0].pid;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let blocked = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(u64::from_str_radix(&blocked, 16).unwrap(), 0, "{blocked}");
+    stop_pool(&pool);
+}

@@ -158,6 +158,10 @@ impl IoThread {
     }
 
     pub(crate) fn run(mut self) {
+        // A write to a tool that closed its stdin raises SIGPIPE at the writing thread, which
+        // kills the process unless the host ignores it (Rust programs do; C hosts may not).
+        // Blocked here, it stays pending on this thread and the write fails with EPIPE.
+        let _ = nix::sys::signal::SigSet::from(Signal::SIGPIPE).thread_block();
         loop {
             self.take_commands();
             self.take_jobs();
