@@ -183,3 +183,8 @@ pub use spec::{
     MAX_DURATION,
 };
 pub use ticket::Ticket;
+
+/// Compiles the README's example with the doctests, so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
