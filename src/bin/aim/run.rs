@@ -73,9 +73,11 @@ fn parse_input(line: &str) -> Result<(String, Option<String>), String> {
 }
 
 /// Submits prompts as they are read; a printer thread writes answers in input order.
-/// Returns how many failed.
+/// At most two prompts per instance are outstanding: reading stops while the window is full,
+/// so a long input never queues prompts until they time out. Returns how many failed.
 fn pump(cluster: &ClusterManager) -> Result<usize, String> {
-    let (tx, rx) = crossbeam_channel::bounded::<(usize, aim::Result<Ticket>)>(256);
+    let window = (2 * cluster.len()).max(2);
+    let (tx, rx) = crossbeam_channel::bounded::<(usize, aim::Result<Ticket>)>(window);
     let printer = std::thread::spawn(move || {
         let stdout = std::io::stdout();
         let mut failures = 0usize;
