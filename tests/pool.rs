@@ -248,3 +248,23 @@ fn children_start_with_no_blocked_signals() {
     assert_eq!(u64::from_str_radix(&blocked, 16).unwrap(), 0, "{blocked}");
     stop_pool(&pool);
 }
+
+#[test]
+fn restart_instance_lets_the_answer_in_flight_finish_first() {
+    let pool = ToolProcessPool::new(demo(&[]), 1).unwrap();
+    let before = pool.send_to(0, "/pid").unwrap();
+    let slow = pool.submit_to(0, "/sleep 300").unwrap();
+    wait_until(Duration::from_secs(10), "the sleep to start", || {
+        pool.status()[0]
+            .last_stderr
+            .iter()
+            .any(|l| l.contains("sleeping 300"))
+    });
+    pool.restart_instance(0).unwrap();
+    // The answer in flight was drained, not cut off; the next comes from a new process.
+    assert_eq!(slow.wait().unwrap().text, "slept\n");
+    let after = pool.send_to(0, "/pid").unwrap();
+    assert_eq!(after.generation, before.generation + 1);
+    assert_gone(&[before.pid]);
+    stop_pool(&pool);
+}
