@@ -19,7 +19,7 @@ use crate::instance::{InstanceStatus, Response};
 use crate::metrics::MetricsSnapshot;
 use crate::metrics_server::MetricsServer;
 use crate::monitor::{LivenessProbe, SupervisionConfig};
-use crate::pool::{DispatchHooks, PoolCore, PoolOptions, ShutdownReport};
+use crate::pool::{DispatchHooks, PoolCore, PoolOptions, ShutdownReport, ToolProcessPool};
 use crate::registry::ToolRegistry;
 use crate::request::Request;
 use crate::routing::{Router, Strategy};
@@ -91,6 +91,8 @@ impl ClusterHealth {
 
 pub(crate) struct ClusterInner {
     pub core: Arc<PoolCore>,
+    /// The pool underneath, over the same core; handed out by `ClusterManager::pool`.
+    pool: ToolProcessPool,
     pub dispatch: Arc<Dispatch>,
     submit_timeout: Duration,
     request_timeout: Duration,
@@ -188,6 +190,22 @@ impl ClusterManager {
     /// The spec the cluster runs.
     pub fn spec(&self) -> &ToolSpec {
         &self.inner().core.spec
+    }
+
+    /// The [`ToolProcessPool`] underneath: the same instances, addressed by index, with
+    /// `status`, `check_health` and `metrics`. Shutting down either stops both.
+    ///
+    /// ```
+    /// # aim::demo::serve_if_requested();
+    /// use aim::{launch_cluster, Strategy};
+    /// let cluster = launch_cluster("demo", 2, Strategy::RoundRobin)?;
+    /// let pool = cluster.pool();
+    /// assert_eq!(pool.send_to(1, "hi")?.instance, 1);
+    /// assert_eq!(pool.len(), cluster.len());
+    /// # Ok::<(), aim::Error>(())
+    /// ```
+    pub fn pool(&self) -> ToolProcessPool {
+        self.inner().pool.clone()
     }
 
     /// Time since the cluster was launched.
@@ -571,6 +589,7 @@ impl ClusterBuilder {
                 Error::io("cannot start the dispatcher thread", e)
             })?;
         let inner = Arc::new(ClusterInner {
+            pool: ToolProcessPool::from_core(Arc::clone(&core)),
             core,
             dispatch,
             submit_timeout: self.submit_timeout,

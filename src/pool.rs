@@ -495,6 +495,13 @@ impl Drop for PoolHandle {
 }
 
 impl ToolProcessPool {
+    /// A pool handle over an existing core (the pool underneath a cluster).
+    pub(crate) fn from_core(core: Arc<PoolCore>) -> Self {
+        ToolProcessPool {
+            handle: Arc::new(PoolHandle { core }),
+        }
+    }
+
     /// Starts `count` instances of `spec` with default supervision and waits until all are
     /// ready (each up to the spec's startup timeout).
     ///
