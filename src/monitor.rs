@@ -586,7 +586,7 @@ impl Monitor {
         if handle.shared.state() != InstanceState::Ready || handle.shared.pending() > 0 {
             return;
         }
-        let Ok(input) = self.core.spec.render_prompt(probe.prompt.clone()) else {
+        let Ok(input) = self.core.spec.render(&probe.prompt) else {
             return;
         };
         let job = Job {

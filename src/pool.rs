@@ -296,7 +296,11 @@ impl PoolCore {
                 prompt: Some(prompt),
             });
         }
-        let input = self.spec.render_prompt(prompt.clone())?;
+        // Rendered from a borrow: the prompt is kept (to hand back on failure), not copied.
+        let input = match self.spec.render(&prompt) {
+            Ok(input) => input,
+            Err(reason) => return Err(Error::InvalidPrompt { reason, prompt }),
+        };
         let now = Instant::now();
         let deadline = limit.resolve(now, default_timeout);
         let (reply, slot) = crate::reply::Reply::ticket();

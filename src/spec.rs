@@ -466,59 +466,52 @@ impl ToolSpec {
     /// `max_prompt_bytes`, one with a NUL byte, or one with a line break when the input format
     /// has no multi-line convention.
     pub fn render_prompt(&self, prompt: String) -> Result<Vec<u8>> {
-        let reject = |reason: &str, prompt: String| {
-            Err(Error::InvalidPrompt {
-                reason: reason.into(),
-                prompt,
-            })
-        };
+        self.render(&prompt)
+            .map_err(|reason| Error::InvalidPrompt { reason, prompt })
+    }
+
+    /// Checks and renders a borrowed prompt; the error is the reason it was rejected.
+    pub(crate) fn render(&self, prompt: &str) -> std::result::Result<Vec<u8>, String> {
         if prompt.trim().is_empty() {
-            return reject("the prompt is empty", prompt);
+            return Err("the prompt is empty".into());
         }
         if prompt.len() > self.max_prompt_bytes {
-            let reason = format!(
+            return Err(format!(
                 "the prompt is {} bytes, over the limit of {}",
                 prompt.len(),
                 self.max_prompt_bytes
-            );
-            return reject(&reason, prompt);
+            ));
         }
         if prompt.contains('\0') {
-            return reject("the prompt contains a NUL byte", prompt);
+            return Err("the prompt contains a NUL byte".into());
         }
         let multiline = prompt.contains(['\n', '\r']);
         let mut out = Vec::with_capacity(prompt.len() + 64);
+        let mut line = |text: &str| {
+            out.extend_from_slice(text.as_bytes());
+            out.push(b'\n');
+        };
         match &self.input {
             InputFormat::Line if multiline => {
-                return reject(
-                    "the prompt contains a line break and the tool's input format has no \
-                     multi-line convention",
-                    prompt,
+                return Err(
+                    "the prompt contains a line break and the tool's input format has \
+                            no multi-line convention"
+                        .into(),
                 )
             }
-            InputFormat::Line => {
-                out.extend_from_slice(prompt.as_bytes());
-                out.push(b'\n');
-            }
-            InputFormat::Wrapped { open, close } => {
-                if multiline {
-                    let body = prompt.replace("\r\n", "\n").replace('\r', "\n");
-                    if body.lines().any(|l| l == close) {
-                        return reject("a line of the prompt equals the closing line", prompt);
-                    }
-                    for part in [open.as_str(), body.as_str(), close.as_str()] {
-                        out.extend_from_slice(part.as_bytes());
-                        out.push(b'\n');
-                    }
-                } else {
-                    out.extend_from_slice(prompt.as_bytes());
-                    out.push(b'\n');
+            InputFormat::Wrapped { open, close } if multiline => {
+                let body = prompt.replace("\r\n", "\n").replace('\r', "\n");
+                if body.lines().any(|l| l == close) {
+                    return Err("a line of the prompt equals the closing line".into());
                 }
+                line(open);
+                line(&body);
+                line(close);
             }
+            InputFormat::Line | InputFormat::Wrapped { .. } => line(prompt),
             InputFormat::JsonTemplate { template } => {
-                let quoted = serde_json::Value::String(prompt).to_string();
-                out.extend_from_slice(template.replace("{prompt}", &quoted).as_bytes());
-                out.push(b'\n');
+                let quoted = serde_json::Value::from(prompt).to_string();
+                line(&template.replace("{prompt}", &quoted));
             }
         }
         Ok(out)
