@@ -299,14 +299,9 @@ impl ClusterManager {
     pub fn submit_to(&self, index: usize, request: impl Into<Request>) -> Result<Ticket> {
         let inner = self.inner();
         let request = request.into();
-        let (job, rx) =
-            inner
-                .core
-                .make_job(request.prompt, request.limit, inner.request_timeout, true)?;
-        let placed = Arc::clone(&job.placed);
-        let submitted = job.submitted;
-        inner.core.submit_pinned(index, job)?;
-        Ok(Ticket::new(rx, placed, submitted, None))
+        inner
+            .core
+            .submit_to(index, request.prompt, request.limit, inner.request_timeout)
     }
 
     /// A session: its prompts stay on one instance (with [`Strategy::Sticky`]), and a

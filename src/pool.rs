@@ -319,8 +319,24 @@ impl PoolCore {
         Ok((job, slot))
     }
 
+    /// Builds a pinned job for `prompt` and queues it on instance `index`: manual addressing
+    /// for both the pool and the cluster.
+    pub(crate) fn submit_to(
+        &self,
+        index: usize,
+        prompt: String,
+        limit: TimeLimit,
+        default_timeout: Duration,
+    ) -> Result<Ticket> {
+        let (job, slot) = self.make_job(prompt, limit, default_timeout, true)?;
+        let placed = Arc::clone(&job.placed);
+        let submitted = job.submitted;
+        self.submit_pinned(index, job)?;
+        Ok(Ticket::new(slot, placed, submitted, None))
+    }
+
     /// Queues `job` on instance `index` if it can take it.
-    pub(crate) fn submit_pinned(&self, index: usize, job: Job) -> Result<()> {
+    fn submit_pinned(&self, index: usize, job: Job) -> Result<()> {
         let count = self.len();
         let Some(handle) = self.instance(index) else {
             return Err(Error::NoSuchInstance { index, count });
@@ -593,11 +609,7 @@ impl ToolProcessPool {
 
     fn submit_to_inner(&self, index: usize, prompt: String, limit: TimeLimit) -> Result<Ticket> {
         let core = &self.handle.core;
-        let (job, rx) = core.make_job(prompt, limit, core.spec.request_timeout, true)?;
-        let placed = Arc::clone(&job.placed);
-        let submitted = job.submitted;
-        core.submit_pinned(index, job)?;
-        Ok(Ticket::new(rx, placed, submitted, None))
+        core.submit_to(index, prompt, limit, core.spec.request_timeout)
     }
 
     /// Each instance's status, from what the I/O threads and the monitor last recorded.
