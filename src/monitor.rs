@@ -547,17 +547,16 @@ impl Monitor {
     fn poll_processes(&mut self, now: Instant) {
         let max_lifetime = self.config().max_lifetime;
         for handle in self.core.instances() {
-            let process = handle.shared.info.lock().process.clone();
+            let (process, started) = {
+                let info = handle.shared.info.lock();
+                (info.process.clone(), info.started_at)
+            };
             let Some(process) = process else { continue };
             if process.try_reap().is_some() {
-                // The I/O thread sees the exit on its next wakeup.
-                handle.control(Control::Recycle {
-                    cause: ExitCause::Crashed,
-                    drain: false,
-                });
+                // The I/O thread finds the recorded exit itself: its pidfd stays readable
+                // after the reap, and without pidfds it checks on every poll round.
                 continue;
             }
-            let started = handle.shared.info.lock().started_at;
             if let (Some(max), Some(started)) = (max_lifetime, started) {
                 if now.saturating_duration_since(started) >= max
                     && handle.shared.state() == InstanceState::Ready
