@@ -130,7 +130,7 @@ impl Framer {
     }
 
     /// Total bytes collected so far.
-    pub(crate) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.stdout.len() + self.stderr.len()
     }
 

@@ -88,14 +88,6 @@ impl AtomicHistogram {
 
     pub(crate) fn snapshot(&self) -> Histogram {
         let mut h = Histogram::default();
-        self.merge_into(&mut h);
-        h
-    }
-
-    pub(crate) fn merge_into(&self, h: &mut Histogram) {
-        if h.buckets.is_empty() {
-            h.buckets = vec![0; self.buckets.len()];
-        }
         for (dst, src) in h.buckets.iter_mut().zip(self.buckets.iter()) {
             *dst += src.load(Ordering::Relaxed);
         }
@@ -109,6 +101,7 @@ impl AtomicHistogram {
         }
         h.count += count;
         h.sum_us += self.sum_us.load(Ordering::Relaxed);
+        h
     }
 }
 

@@ -251,12 +251,12 @@ impl InstanceMetrics {
         self.restarts.values().sum()
     }
 
-    pub(crate) fn read(shared: &InstanceShared, capacity_in_flight: bool, now: Instant) -> Self {
+    pub(crate) fn read(shared: &InstanceShared, now: Instant) -> Self {
         let stats = &shared.stats;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let histogram = stats.latency.snapshot();
         let status = shared.status(false);
-        let in_flight = u64::from(capacity_in_flight && stats.busy.load(Ordering::Relaxed));
+        let in_flight = u64::from(stats.busy.load(Ordering::Relaxed));
         InstanceMetrics {
             index: shared.index,
             state: status.state,

@@ -260,7 +260,7 @@ impl PoolCore {
         let now = Instant::now();
         let instances = self.with_instances(|all| {
             all.iter()
-                .map(|h| crate::metrics::InstanceMetrics::read(&h.shared, true, now))
+                .map(|h| crate::metrics::InstanceMetrics::read(&h.shared, now))
                 .collect()
         });
         let uptime = if uptime.is_zero() {
