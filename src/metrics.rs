@@ -22,8 +22,9 @@ use crate::process::ExitInfo;
 /// The failure kinds counted per instance.
 pub const FAILURE_KINDS: [&str; 4] = ["timeout", "died", "rejected", "error"];
 
-/// The restart reasons counted per instance.
-pub const RESTART_REASONS: [ExitCause; 9] = [
+/// The restart reasons counted per instance: every [`ExitCause`] after which the monitor
+/// starts a new process (a shutdown never does).
+pub const RESTART_REASONS: [ExitCause; 8] = [
     ExitCause::Crashed,
     ExitCause::SpawnFailed,
     ExitCause::NotReady,
@@ -32,7 +33,6 @@ pub const RESTART_REASONS: [ExitCause; 9] = [
     ExitCause::ProbeFailed,
     ExitCause::Retired,
     ExitCause::Manual,
-    ExitCause::Shutdown,
 ];
 
 pub(crate) fn failure_kind(error: &Error) -> usize {
