@@ -19,6 +19,14 @@ fn sigkill(pid: i32) {
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
 }
 
+/// A cluster of demo agents with fast, deterministic supervision.
+fn supervised(count: usize, strategy: Strategy) -> aim::ClusterBuilder {
+    ClusterManager::builder(demo(&[]))
+        .count(count)
+        .strategy(strategy)
+        .supervision(fast_supervision())
+}
+
 /// Waits until the demo agent on `instance` has started `/sleep {ms}` (it says so on stderr).
 fn wait_until_answering(cluster: &ClusterManager, instance: usize, ms: u64) {
     let line = format!("sleeping {ms} ms");
@@ -37,11 +45,7 @@ fn wait_until_answering(cluster: &ClusterManager, instance: usize, ms: u64) {
 #[test]
 fn a_killed_instance_is_back_and_serving_long_before_the_next_poll() {
     init_logs();
-    let cluster = ClusterManager::builder(demo(&[]))
-        .count(2)
-        .supervision(fast_supervision())
-        .launch()
-        .unwrap();
+    let cluster = supervised(2, Strategy::RoundRobin).launch().unwrap();
     let before = cluster.send_to(0, "/pid").unwrap();
     let killed_at = Instant::now();
     sigkill(before.pid);
@@ -217,12 +221,7 @@ fn a_hanging_child_that_ignores_sigterm_and_sigint_is_killed_and_replaced() {
 
 #[test]
 fn idempotent_prompts_are_resent_once_when_their_instance_dies() {
-    let cluster = ClusterManager::builder(demo(&[]))
-        .count(2)
-        .strategy(Strategy::LeastBusy)
-        .supervision(fast_supervision())
-        .launch()
-        .unwrap();
+    let cluster = supervised(2, Strategy::LeastBusy).launch().unwrap();
     let ticket = cluster
         .submit(Request::new("/sleep 801").idempotent(true))
         .unwrap();
@@ -247,12 +246,7 @@ fn idempotent_prompts_are_resent_once_when_their_instance_dies() {
 
 #[test]
 fn prompts_queued_on_a_dying_instance_are_redispatched_not_lost() {
-    let cluster = ClusterManager::builder(demo(&[]))
-        .count(2)
-        .strategy(Strategy::Sticky)
-        .supervision(fast_supervision())
-        .launch()
-        .unwrap();
+    let cluster = supervised(2, Strategy::Sticky).launch().unwrap();
     let session = cluster.session("queue");
     let tickets: Vec<_> = (0..5)
         .map(|_| session.submit("/sleep 300").unwrap())
@@ -274,10 +268,7 @@ fn prompts_queued_on_a_dying_instance_are_redispatched_not_lost() {
 
 #[test]
 fn no_prompt_is_lost_across_a_hundred_random_kills_under_load() {
-    let cluster = ClusterManager::builder(demo(&[]))
-        .count(4)
-        .strategy(Strategy::LeastBusy)
-        .supervision(fast_supervision())
+    let cluster = supervised(4, Strategy::LeastBusy)
         .submit_timeout(Duration::from_secs(20))
         .launch()
         .unwrap();
@@ -319,12 +310,20 @@ fn no_prompt_is_lost_across_a_hundred_random_kills_under_load() {
         rng ^= rng >> 7;
         rng ^= rng << 17;
         let victim = (rng % 4) as usize;
-        let status = &cluster.status()[victim];
-        if status.state == InstanceState::Ready && status.pid > 0 {
-            sigkill(status.pid);
-            kills += 1;
+        let status = cluster.status()[victim].clone();
+        if status.state != InstanceState::Ready || status.pid <= 0 {
+            wait_until(Duration::from_secs(20), "the victim to be ready", || {
+                cluster.status()[victim].state == InstanceState::Ready
+            });
+            continue;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        sigkill(status.pid);
+        kills += 1;
+        // Pace the kills by the supervisor's own progress: the next kill comes once this one
+        // has been noticed.
+        wait_until(Duration::from_secs(20), "the kill to be noticed", || {
+            cluster.status()[victim].generation > status.generation
+        });
     }
     stop.store(true, Ordering::Relaxed);
     for s in senders {
@@ -354,9 +353,7 @@ fn no_prompt_is_lost_across_a_hundred_random_kills_under_load() {
 #[test]
 fn a_liveness_probe_replaces_an_instance_that_is_alive_but_stuck() {
     let recorder = Arc::new(Recorder::default());
-    let cluster = ClusterManager::builder(demo(&[]))
-        .count(1)
-        .supervision(fast_supervision())
+    let cluster = supervised(1, Strategy::RoundRobin)
         .liveness_probe(LivenessProbe {
             prompt: "/echo ok".into(),
             expect: "ok".into(),
@@ -388,14 +385,9 @@ fn a_liveness_probe_replaces_an_instance_that_is_alive_but_stuck() {
 
 #[test]
 fn max_requests_retires_processes_after_draining() {
-    let cluster = ClusterManager::builder(demo(&[]))
-        .count(1)
+    // The builder setter itself is under test: it must survive .supervision() before it.
+    let cluster = supervised(1, Strategy::RoundRobin)
         .max_requests(3)
-        .supervision({
-            let mut s = fast_supervision();
-            s.max_requests = Some(3);
-            s
-        })
         .launch()
         .unwrap();
     let generations: Vec<u64> = (0..7)
