@@ -181,13 +181,18 @@ impl Dispatch {
         }
         let mut kept = VecDeque::new();
         let mut placeable = true;
+        // Looked up once per round, and only if something expired.
+        let mut any_available = None;
         for job in pending {
             if now >= job.wait_deadline.min(job.deadline) {
-                let any_available = self
-                    .core
-                    .with_instances(|all| all.iter().any(|h| h.shared.candidate(1).is_available()));
+                let available = *any_available.get_or_insert_with(|| {
+                    self.core.with_instances(|all| {
+                        all.iter()
+                            .any(|h| h.shared.candidate(self.core.queue_capacity).is_available())
+                    })
+                });
                 let waited = now.saturating_duration_since(job.submitted);
-                let error = if any_available {
+                let error = if available {
                     Error::Timeout {
                         instance: None,
                         waited,
