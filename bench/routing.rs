@@ -30,6 +30,7 @@ fn candidates(n: usize) -> Vec<Candidate> {
             capacity: 64,
             circuit: CircuitState::Closed,
             generation: 1,
+            stuck: false,
         })
         .collect()
 }

@@ -18,6 +18,35 @@ pub(crate) fn after(now: Instant, d: Duration) -> Instant {
     now.checked_add(d).unwrap_or(now)
 }
 
+/// An instant stored in an `AtomicU64`: nanoseconds since a process-wide origin, plus one, so
+/// that [`ATOMIC_NOW`] (0) can mean "any moment" and [`ATOMIC_NEVER`] never.
+pub(crate) fn to_atomic(t: Instant) -> u64 {
+    let since = t.saturating_duration_since(origin());
+    u64::try_from(since.as_nanos())
+        .unwrap_or(u64::MAX - 1)
+        .saturating_add(1)
+        .min(u64::MAX - 1)
+}
+
+/// The instant stored by [`to_atomic`]; `None` for [`ATOMIC_NEVER`].
+pub(crate) fn from_atomic(v: u64) -> Option<Instant> {
+    match v {
+        ATOMIC_NEVER => None,
+        ATOMIC_NOW => Some(origin()),
+        v => Some(after(origin(), Duration::from_nanos(v - 1))),
+    }
+}
+
+/// "Any moment" in an atomic instant: earlier than every real instant.
+pub(crate) const ATOMIC_NOW: u64 = 0;
+/// "Never" in an atomic instant.
+pub(crate) const ATOMIC_NEVER: u64 = u64::MAX;
+
+fn origin() -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
 /// The real monotonic clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
@@ -66,5 +95,25 @@ impl Default for ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Instant {
         *self.now.lock()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_instants_round_trip_and_order() {
+        // The origin is fixed at first use; instants before it read as the origin.
+        let before = Instant::now();
+        let _ = to_atomic(before);
+        let now = Instant::now();
+        let later = now + Duration::from_secs(5);
+        let (a, b) = (to_atomic(now), to_atomic(later));
+        assert!(ATOMIC_NOW < a && a < b && b < ATOMIC_NEVER);
+        let back = from_atomic(b).unwrap();
+        assert!(back.max(later) - back.min(later) < Duration::from_micros(1));
+        assert_eq!(from_atomic(ATOMIC_NEVER), None);
+        assert!(from_atomic(ATOMIC_NOW).unwrap() <= now);
     }
 }

@@ -255,7 +255,8 @@ impl ClusterManager {
         } = request;
         let (mut job, rx) = inner
             .core
-            .make_job(prompt, limit, inner.request_timeout, false)?;
+            .make_job(prompt, limit, inner.request_timeout, false)
+            .inspect_err(|e| inner.dispatch.stats.on_refused(e))?;
         job.wait_deadline = job.submitted + inner.submit_timeout;
         job.session = key;
         job.retries_left = match inner.retry {
@@ -396,7 +397,8 @@ impl ClusterManager {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for a zero count, [`Error::Shutdown`], or why a new instance
-    /// did not start (the instances that did start are kept).
+    /// did not start: the instances before the first that failed are kept, that one and the
+    /// ones after it are stopped and removed, so `len()` counts only instances that started.
     pub fn resize(&self, count: usize) -> Result<()> {
         let core = &self.inner().core;
         if count == 0 {
@@ -489,6 +491,15 @@ impl ClusterBuilder {
     /// How long a whole request may take. Defaults to the spec's `request_timeout`.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// How long an answer may run before its instance counts as stuck: prompts queued behind
+    /// it move to other instances, and nothing new is placed on it until the answer ends (it
+    /// still ends at its own deadline). Set it above the answer time you consider normal.
+    /// Defaults to 1 s.
+    pub fn stuck_after(mut self, threshold: Duration) -> Self {
+        self.options.stuck_after = threshold;
         self
     }
 

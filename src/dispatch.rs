@@ -16,15 +16,55 @@ use std::time::Instant;
 use crossbeam_channel::{select, Receiver, Sender};
 use parking_lot::Mutex;
 
-use crate::error::Error;
+use crate::error::{Error, TimeoutStage};
 use crate::instance::{InstanceHandle, Job};
 use crate::metrics::DispatchStats;
 use crate::pool::PoolCore;
 use crate::routing::{Candidate, RouteContext, Router};
+use crate::state::InstanceOutlook;
 
 struct Routing {
     router: Box<dyn Router>,
     snapshot: Vec<Candidate>,
+}
+
+/// What a prompt that cannot be placed needs to know about the instances: whether any is
+/// available (merely full or stuck), and when the first unavailable one may be back.
+struct Outlook {
+    any_available: bool,
+    instances: Vec<InstanceOutlook>,
+    /// The earliest instant any instance may take prompts again; `None`: never.
+    earliest: Option<Instant>,
+}
+
+impl Outlook {
+    /// The error for `job` if it must fail now: its wait is over, or no instance can be
+    /// back before it is (waiting would only delay the same failure).
+    fn verdict(&self, job: &Job, now: Instant) -> Option<Error> {
+        let limit = job.wait_deadline.min(job.deadline);
+        let waited = now.saturating_duration_since(job.submitted);
+        let no_healthy = || Error::NoHealthyInstance {
+            waited,
+            instances: self.instances.clone(),
+            prompt: None,
+        };
+        if now >= limit {
+            return Some(if self.any_available {
+                Error::Timeout {
+                    instance: None,
+                    waited,
+                    stage: TimeoutStage::Backlog,
+                    prompt: None,
+                }
+            } else {
+                no_healthy()
+            });
+        }
+        if self.any_available || self.earliest.is_some_and(|t| t < limit) {
+            return None;
+        }
+        Some(no_healthy())
+    }
 }
 
 /// Why a prompt could not be placed now.
@@ -134,6 +174,25 @@ impl Dispatch {
         }
     }
 
+    fn outlook(&self, now: Instant) -> Outlook {
+        let capacity = self.core.queue_capacity;
+        self.core.with_instances(|all| {
+            let instances: Vec<InstanceOutlook> =
+                all.iter().map(|h| h.shared.outlook(now)).collect();
+            Outlook {
+                any_available: all
+                    .iter()
+                    .any(|h| h.shared.candidate(capacity).is_available()),
+                earliest: instances
+                    .iter()
+                    .filter_map(|o| o.returns_in)
+                    .min()
+                    .map(|d| crate::clock::after(now, d)),
+                instances,
+            }
+        })
+    }
+
     /// Places `job` now, or (when `wait`) puts it in the backlog.
     pub(crate) fn submit(&self, job: Job, wait: bool) -> Result<(), Error> {
         self.submit_inner(job, wait)
@@ -152,9 +211,21 @@ impl Dispatch {
                     } else {
                         Error::NoHealthyInstance {
                             waited: job.submitted.elapsed(),
+                            instances: self.outlook(Instant::now()).instances,
                             prompt: Some(job.prompt),
                         }
                     });
+                }
+                Err(Unplaced {
+                    job,
+                    any_available: false,
+                }) => {
+                    // Fail fast when no instance can be back before the prompt must end.
+                    if let Some(error) = self.outlook(Instant::now()).verdict(&job, Instant::now())
+                    {
+                        return Err(error.with_prompt(job.prompt));
+                    }
+                    job
                 }
                 Err(unplaced) => unplaced.job,
             }
@@ -173,7 +244,8 @@ impl Dispatch {
         Ok(())
     }
 
-    /// Places what it can from the backlog, in order, and fails what has waited too long.
+    /// Places what it can from the backlog, in order, and fails what has waited too long or
+    /// cannot be answered before its deadline (no instance can be back in time).
     fn drain_backlog(&self, now: Instant) {
         let pending: VecDeque<Job> = std::mem::take(&mut *self.backlog.lock());
         if pending.is_empty() {
@@ -181,47 +253,33 @@ impl Dispatch {
         }
         let mut kept = VecDeque::new();
         let mut placeable = true;
-        // Looked up once per round, and only if something expired.
-        let mut any_available = None;
+        // Looked up once per round, and only when a prompt is expired or unplaceable.
+        let mut outlook: Option<Outlook> = None;
         for job in pending {
-            if now >= job.wait_deadline.min(job.deadline) {
-                let available = *any_available.get_or_insert_with(|| {
-                    self.core.with_instances(|all| {
-                        all.iter()
-                            .any(|h| h.shared.candidate(self.core.queue_capacity).is_available())
-                    })
-                });
-                let waited = now.saturating_duration_since(job.submitted);
-                let error = if available {
-                    Error::Timeout {
-                        instance: None,
-                        waited,
-                        written: false,
-                        prompt: None,
-                    }
-                } else {
-                    Error::NoHealthyInstance {
-                        waited,
-                        prompt: None,
-                    }
-                };
-                self.stats.on_refused(&error);
-                job.fail(error);
-                continue;
-            }
+            let expired = now >= job.wait_deadline.min(job.deadline);
             // Once a sessionless prompt finds nothing, later sessionless ones will not either.
-            if !placeable && job.session.is_none() {
-                kept.push_back(job);
-                continue;
-            }
-            match self.try_place(job) {
-                Ok(_) => {}
-                Err(unplaced) => {
-                    if unplaced.job.session.is_none() {
-                        placeable = false;
+            let job = if expired || (!placeable && job.session.is_none()) {
+                job
+            } else {
+                match self.try_place(job) {
+                    Ok(_) => continue,
+                    Err(unplaced) => {
+                        if unplaced.job.session.is_none() {
+                            placeable = false;
+                        }
+                        unplaced.job
                     }
-                    kept.push_back(unplaced.job);
                 }
+            };
+            let verdict = outlook
+                .get_or_insert_with(|| self.outlook(now))
+                .verdict(&job, now);
+            match verdict {
+                Some(error) => {
+                    self.stats.on_refused(&error);
+                    job.fail(error);
+                }
+                None => kept.push_back(job),
             }
         }
         let mut backlog = self.backlog.lock();

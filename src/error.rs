@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::process::ExitInfo;
+use crate::state::InstanceOutlook;
 
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -44,8 +45,10 @@ pub enum Error {
         path: PathBuf,
         /// The tool whose entry is invalid, when known.
         tool: Option<String>,
-        /// The invalid field, when known.
+        /// The invalid field, when known (`framing`, `startup_timeout_ms`).
         field: Option<String>,
+        /// Where in the file, when known: line and column, from 1.
+        location: Option<(usize, usize)>,
         /// What is wrong.
         reason: String,
     },
@@ -62,6 +65,9 @@ pub enum Error {
         instance: usize,
         /// The program we tried to run.
         program: String,
+        /// The cause in words: the program is not found, not executable, or the working
+        /// directory is missing.
+        reason: String,
         /// The operating system's error.
         source: io::Error,
     },
@@ -85,17 +91,19 @@ pub enum Error {
         /// The prompt, handed back.
         prompt: String,
     },
-    /// A deadline passed: queued too long, or the tool did not finish answering in time.
+    /// The request's deadline passed; [`TimeoutStage`] says where it was waiting.
     ///
     /// When the tool was already answering, the instance is recycled: its output can no longer
-    /// be trusted to line up with the next prompt.
+    /// be trusted to line up with the next prompt. Only a prompt that never reached the tool
+    /// is retryable. (A caller that merely stops waiting, with [`crate::Ticket::wait_timeout`],
+    /// gets `None`, not this error.)
     Timeout {
         /// The instance the request was on, if it reached one.
         instance: Option<usize>,
         /// How long the request waited in all.
         waited: Duration,
-        /// Whether the prompt had been written to the tool.
-        written: bool,
+        /// Where it was when its deadline passed.
+        stage: TimeoutStage,
         /// The prompt, handed back.
         prompt: Option<String>,
     },
@@ -114,23 +122,29 @@ pub enum Error {
         /// The prompt, handed back.
         prompt: Option<String>,
     },
-    /// The answer grew past the tool's `max_response_bytes`; the instance is recycled.
+    /// The answer grew past the tool's `max_response_bytes`; the instance is recycled. Not
+    /// retryable: the same prompt would get the same answer.
     ResponseTooLarge {
         /// The instance index.
         instance: usize,
         /// The cap in bytes.
         limit: usize,
+        /// The prompt, handed back.
+        prompt: Option<String>,
     },
     /// Every queue is full (from `try_submit`, or from `submit` when the backlog is full).
     Busy {
         /// The prompt, handed back.
         prompt: String,
     },
-    /// No instance was eligible (all dead, restarting, failed or with an open circuit) for as
-    /// long as the request could wait.
+    /// No instance could take the prompt before its deadline: all are stopped, failed,
+    /// restarting or with an open circuit, and none can be back in time (the prompt fails at
+    /// once), or none came back while it waited.
     NoHealthyInstance {
         /// How long the request waited.
         waited: Duration,
+        /// Each instance's state and when it may take prompts again.
+        instances: Vec<InstanceOutlook>,
         /// The prompt, handed back.
         prompt: Option<String>,
     },
@@ -171,17 +185,18 @@ impl Error {
     }
 
     /// True when the same request may succeed if sent again (possibly to another instance):
-    /// timeouts, dead instances, busy queues, no healthy instance, an unavailable instance.
+    /// timeouts before the prompt reached the tool, dead instances, busy queues, no healthy
+    /// instance, an unavailable instance. A timeout while the tool was answering is not: the
+    /// tool may have acted on the prompt, and a resend would run it twice.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::Timeout { .. }
-                | Error::InstanceDied { .. }
-                | Error::Busy { .. }
-                | Error::NoHealthyInstance { .. }
-                | Error::InstanceUnavailable { .. }
-                | Error::ResponseTooLarge { .. }
-        )
+        match self {
+            Error::Timeout { stage, .. } => *stage != TimeoutStage::Answering,
+            Error::InstanceDied { .. }
+            | Error::Busy { .. }
+            | Error::NoHealthyInstance { .. }
+            | Error::InstanceUnavailable { .. } => true,
+            _ => false,
+        }
     }
 
     /// The caller's prompt, when this error hands it back.
@@ -192,6 +207,7 @@ impl Error {
             | Error::InstanceDied { prompt, .. }
             | Error::NoHealthyInstance { prompt, .. }
             | Error::InstanceUnavailable { prompt, .. }
+            | Error::ResponseTooLarge { prompt, .. }
             | Error::Shutdown { prompt } => prompt.as_deref(),
             _ => None,
         }
@@ -205,6 +221,7 @@ impl Error {
             | Error::InstanceDied { prompt, .. }
             | Error::NoHealthyInstance { prompt, .. }
             | Error::InstanceUnavailable { prompt, .. }
+            | Error::ResponseTooLarge { prompt, .. }
             | Error::Shutdown { prompt } => prompt,
             _ => None,
         }
@@ -239,6 +256,7 @@ impl Error {
             | Error::InstanceDied { prompt, .. }
             | Error::NoHealthyInstance { prompt, .. }
             | Error::InstanceUnavailable { prompt, .. }
+            | Error::ResponseTooLarge { prompt, .. }
             | Error::Shutdown { prompt }
                 if prompt.is_none() =>
             {
@@ -264,6 +282,30 @@ impl Error {
     }
 }
 
+/// Where a request was when its deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TimeoutStage {
+    /// Waiting in the cluster's backlog for an eligible instance; never reached a tool.
+    Backlog,
+    /// Queued on an instance behind other prompts; never written to the tool.
+    Queued,
+    /// Written to the tool, which had not finished answering.
+    Answering,
+}
+
+impl TimeoutStage {
+    /// The stage as a lowercase word.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TimeoutStage::Backlog => "backlog",
+            TimeoutStage::Queued => "queued",
+            TimeoutStage::Answering => "answering",
+        }
+    }
+}
+
 fn stderr_suffix(f: &mut fmt::Formatter<'_>, stderr: &[String]) -> fmt::Result {
     match stderr.last() {
         Some(line) => write!(f, " (last stderr: {line:?})"),
@@ -284,9 +326,13 @@ impl fmt::Display for Error {
                 path,
                 tool,
                 field,
+                location,
                 reason,
             } => {
                 write!(f, "invalid tools file {}", path.display())?;
+                if let Some((line, column)) = location {
+                    write!(f, ":{line}:{column}")?;
+                }
                 if let Some(tool) = tool {
                     write!(f, ", tool {tool:?}")?;
                 }
@@ -312,10 +358,11 @@ impl fmt::Display for Error {
                 tool,
                 instance,
                 program,
-                source,
+                reason,
+                ..
             } => write!(
                 f,
-                "cannot start tool {tool:?} instance {instance} ({program:?}): {source}"
+                "cannot start tool {tool:?} instance {instance} ({program:?}): {reason}"
             ),
             Error::NotReady {
                 tool,
@@ -340,17 +387,17 @@ impl fmt::Display for Error {
             Error::Timeout {
                 instance,
                 waited,
-                written,
+                stage,
                 ..
-            } => match (instance, written) {
-                (Some(i), true) => write!(
+            } => match (stage, instance) {
+                (TimeoutStage::Answering, Some(i)) => write!(
                     f,
                     "instance {i} did not finish answering within {waited:?}; it is being recycled"
                 ),
-                (Some(i), false) => {
+                (TimeoutStage::Queued, Some(i)) => {
                     write!(f, "request timed out after {waited:?} queued on instance {i}")
                 }
-                (None, _) => write!(f, "request timed out after {waited:?} waiting for an instance"),
+                _ => write!(f, "request timed out after {waited:?} waiting for an instance"),
             },
             Error::InstanceDied {
                 instance,
@@ -370,13 +417,22 @@ impl fmt::Display for Error {
                 }
                 stderr_suffix(f, stderr)
             }
-            Error::ResponseTooLarge { instance, limit } => write!(
+            Error::ResponseTooLarge {
+                instance, limit, ..
+            } => write!(
                 f,
                 "answer from instance {instance} exceeded {limit} bytes; the instance is being recycled"
             ),
             Error::Busy { .. } => write!(f, "every queue is full"),
-            Error::NoHealthyInstance { waited, .. } => {
-                write!(f, "no healthy instance within {waited:?}")
+            Error::NoHealthyInstance {
+                waited, instances, ..
+            } => {
+                write!(f, "no healthy instance within {waited:?}")?;
+                for (i, outlook) in instances.iter().enumerate() {
+                    f.write_str(if i == 0 { ": " } else { "; " })?;
+                    write!(f, "{outlook}")?;
+                }
+                Ok(())
             }
             Error::InstanceUnavailable {
                 instance, state, ..

@@ -17,73 +17,7 @@ use crate::breaker::CircuitState;
 use crate::error::{Error, Result};
 use crate::metrics::InstanceStats;
 use crate::process::ExitInfo;
-
-/// Where an instance is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum InstanceState {
-    /// Its process is starting and not ready yet.
-    Starting,
-    /// Ready for prompts (idle or answering).
-    Ready,
-    /// Its process ended; a restart is scheduled (or being decided).
-    Restarting,
-    /// Its restart budget is exhausted; it waits for a long cooldown or `restart_instance`.
-    Failed,
-    /// Its process is being stopped.
-    Stopping,
-    /// Stopped for good (shutdown, restart policy, or removed by a resize).
-    Stopped,
-}
-
-impl InstanceState {
-    const ALL: [InstanceState; 6] = [
-        InstanceState::Starting,
-        InstanceState::Ready,
-        InstanceState::Restarting,
-        InstanceState::Failed,
-        InstanceState::Stopping,
-        InstanceState::Stopped,
-    ];
-
-    fn from_u8(v: u8) -> InstanceState {
-        InstanceState::ALL
-            .get(v as usize)
-            .copied()
-            .unwrap_or(InstanceState::Stopped)
-    }
-
-    fn to_u8(self) -> u8 {
-        InstanceState::ALL
-            .iter()
-            .position(|s| *s == self)
-            .unwrap_or(5) as u8
-    }
-
-    /// The state as a lowercase word (`ready`, `failed`), as used in metrics labels.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            InstanceState::Starting => "starting",
-            InstanceState::Ready => "ready",
-            InstanceState::Restarting => "restarting",
-            InstanceState::Failed => "failed",
-            InstanceState::Stopping => "stopping",
-            InstanceState::Stopped => "stopped",
-        }
-    }
-
-    /// Every state, in a fixed order.
-    pub fn all() -> &'static [InstanceState] {
-        &Self::ALL
-    }
-}
-
-impl std::fmt::Display for InstanceState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::state::InstanceState;
 
 /// A complete answer from one instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +106,13 @@ pub(crate) struct InstanceShared {
     pub pending: AtomicUsize,
     /// Answers completed by the current process (for `max_requests`).
     pub served: AtomicU64,
+    /// Set by the I/O thread while its current answer has run past the stuck threshold:
+    /// routers then place nothing new on it. Cleared when the answer ends.
+    pub stuck: std::sync::atomic::AtomicBool,
+    /// The earliest it may take prompts again while restarting, failed, stopped or with an
+    /// open circuit (an atomic instant, see `clock`); written by the monitor before the state
+    /// word, so a reader that sees the state sees this too.
+    returns_at: AtomicU64,
     pub info: Mutex<InstanceInfo>,
     pub stats: InstanceStats,
 }
@@ -197,6 +138,8 @@ impl InstanceShared {
             pid: AtomicI32::new(0),
             pending: AtomicUsize::new(0),
             served: AtomicU64::new(0),
+            stuck: std::sync::atomic::AtomicBool::new(false),
+            returns_at: AtomicU64::new(crate::clock::ATOMIC_NOW),
             info: Mutex::new(InstanceInfo::default()),
             stats: InstanceStats::new(record_metrics),
         }
@@ -208,6 +151,34 @@ impl InstanceShared {
 
     pub(crate) fn set_state(&self, state: InstanceState) {
         self.state.store(state.to_u8(), Ordering::Release);
+    }
+
+    /// Records when the instance may take prompts again (`None`: never).
+    pub(crate) fn set_returns_at(&self, at: Option<Instant>) {
+        let v = at.map_or(crate::clock::ATOMIC_NEVER, crate::clock::to_atomic);
+        self.returns_at.store(v, Ordering::Release);
+    }
+
+    /// What a prompt that cannot be placed is told about this instance at `now`.
+    pub(crate) fn outlook(&self, now: Instant) -> crate::state::InstanceOutlook {
+        let state = self.state();
+        let circuit_open = self.circuit() == CircuitState::Open;
+        let waits = matches!(
+            state,
+            InstanceState::Restarting | InstanceState::Failed | InstanceState::Stopped
+        ) || circuit_open;
+        let returns_in = if waits {
+            crate::clock::from_atomic(self.returns_at.load(Ordering::Acquire))
+                .map(|at| at.saturating_duration_since(now))
+        } else {
+            Some(Duration::ZERO)
+        };
+        crate::state::InstanceOutlook {
+            index: self.index,
+            state,
+            circuit_open,
+            returns_in,
+        }
     }
 
     pub(crate) fn circuit(&self) -> CircuitState {
@@ -270,6 +241,7 @@ impl InstanceShared {
             capacity,
             circuit: self.circuit(),
             generation: self.generation(),
+            stuck: self.stuck.load(Ordering::Acquire),
         }
     }
 
@@ -459,12 +431,16 @@ pub(crate) enum IoEvent {
 /// The doorbell that wakes an I/O thread out of `poll(2)` when a job or command arrives.
 ///
 /// While the thread is answering a prompt it will look at its job channel anyway once the
-/// answer is complete, so job senders ring only when it says it is `listening` (idle): that
-/// saves a wakeup and two system calls per prompt under load.
+/// answer is complete, so job senders ring only when it says it is `listening` (idle, or
+/// stuck), or when their job's deadline comes before the thread's next wake-up (`wake_by`):
+/// that saves a wakeup and two system calls per prompt under load, and still lets the thread
+/// fail a queued prompt at its deadline while another is being answered.
 #[derive(Debug)]
 pub(crate) struct Doorbell {
     fd: EventFd,
     listening: std::sync::atomic::AtomicBool,
+    /// When the thread will next wake on its own (an atomic instant, see `clock`).
+    wake_by: AtomicU64,
 }
 
 impl Doorbell {
@@ -473,21 +449,28 @@ impl Doorbell {
             .map(|fd| Doorbell {
                 fd,
                 listening: std::sync::atomic::AtomicBool::new(true),
+                wake_by: AtomicU64::new(crate::clock::ATOMIC_NOW),
             })
-            .map_err(|e| Error::io("cannot create an eventfd", e.into()))
+            .map_err(|e| crate::process::fd_error("cannot create an eventfd", e))
     }
 
-    /// Says whether job senders must ring. Followed by a full fence, so a job sent before a
-    /// sender saw `false` is visible to the thread's next look at its channel.
-    pub(crate) fn set_listening(&self, listening: bool) {
+    /// Says whether job senders must ring, and when the thread wakes on its own (`None`:
+    /// not before a ring). Followed by a full fence, so a job sent before a sender saw
+    /// `false` is visible to the thread's next look at its channel.
+    pub(crate) fn set_listening(&self, listening: bool, wake_by: Option<Instant>) {
+        let wake_by = wake_by.map_or(crate::clock::ATOMIC_NEVER, crate::clock::to_atomic);
+        self.wake_by.store(wake_by, Ordering::SeqCst);
         self.listening.store(listening, Ordering::SeqCst);
         std::sync::atomic::fence(Ordering::SeqCst);
     }
 
-    /// Rings if the thread is listening for jobs (call after sending the job).
-    pub(crate) fn ring_for_job(&self) {
+    /// Rings if the thread is listening for jobs, or would otherwise sleep past `deadline`
+    /// (call after sending the job).
+    pub(crate) fn ring_for_job(&self, deadline: Instant) {
         std::sync::atomic::fence(Ordering::SeqCst);
-        if self.listening.load(Ordering::SeqCst) {
+        if self.listening.load(Ordering::SeqCst)
+            || crate::clock::to_atomic(deadline) < self.wake_by.load(Ordering::SeqCst)
+        {
             self.ring();
         }
     }
@@ -539,9 +522,10 @@ impl InstanceHandle {
     #[allow(clippy::result_large_err)]
     pub(crate) fn enqueue(&self, job: Job) -> std::result::Result<(), Job> {
         job.placed.store(self.shared.index, Ordering::Release);
+        let deadline = job.deadline;
         match self.jobs.send(job) {
             Ok(()) => {
-                self.doorbell.ring_for_job();
+                self.doorbell.ring_for_job(deadline);
                 Ok(())
             }
             Err(e) => {

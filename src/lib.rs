@@ -155,6 +155,7 @@ mod request;
 mod routing;
 mod session;
 mod spec;
+mod state;
 mod ticket;
 
 pub use backoff::{Backoff, BackoffConfig, Jitter};
@@ -162,10 +163,10 @@ pub use breaker::{BreakerConfig, BreakerTransition, CircuitBreaker, CircuitState
 pub use budget::{BudgetConfig, RestartBudget};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cluster::{launch_cluster, ClusterBuilder, ClusterHealth, ClusterManager, RetryPolicy};
-pub use error::{Error, Result};
+pub use error::{Error, Result, TimeoutStage};
 pub use events::{Event, EventSink};
 pub use histogram::{Histogram, PROMETHEUS_BOUNDS};
-pub use instance::{ExitCause, InstanceState, InstanceStatus, Response, StopMethod, StopOutcome};
+pub use instance::{ExitCause, InstanceStatus, Response, StopMethod, StopOutcome};
 pub use metrics::{
     ClusterMetrics, InstanceMetrics, LatencySummary, MetricsSnapshot, FAILURE_KINDS,
     RESTART_REASONS,
@@ -182,6 +183,7 @@ pub use spec::{
     EnvSpec, Framing, InputFormat, Readiness, RestartPolicy, Stream, ToolSpec, Transport,
     MAX_DURATION,
 };
+pub use state::{InstanceOutlook, InstanceState};
 pub use ticket::Ticket;
 
 /// Compiles the README's example with the doctests, so it cannot drift from the API.

@@ -54,7 +54,7 @@ pub struct SupervisionConfig {
     /// Replace a process after this many answers (drained first). Defaults to never.
     pub max_requests: Option<u64>,
     /// Replace a process after it has run this long (drained first). Defaults to never.
-    #[serde(rename = "max_lifetime_ms", with = "optional_ms")]
+    #[serde(rename = "max_lifetime_ms", with = "crate::spec::opt_duration_ms")]
     pub max_lifetime: Option<Duration>,
     /// An optional liveness probe. Defaults to none.
     pub probe: Option<LivenessProbe>,
@@ -128,22 +128,6 @@ impl SupervisionConfig {
             }
         }
         Ok(())
-    }
-}
-
-mod optional_ms {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Option::<u64>::deserialize(d).map(|o| o.map(Duration::from_millis))
     }
 }
 
@@ -341,6 +325,7 @@ impl Monitor {
         if cause != ExitCause::Manual || handle.shared.generation() > 0 {
             handle.shared.stats.on_restart(cause);
         }
+        handle.shared.set_returns_at(Some(Instant::now()));
         handle.shared.set_state(InstanceState::Restarting);
         handle.control(Control::Spawn { notify });
     }
@@ -376,6 +361,7 @@ impl Monitor {
                     error,
                 });
                 self.on_down(index, ExitCause::SpawnFailed, None, now);
+                self.core.notify_change();
             }
             IoEvent::Exited {
                 index,
@@ -415,8 +401,17 @@ impl Monitor {
 
     fn on_breaker(&mut self, index: usize, transition: Option<BreakerTransition>) {
         let Some(transition) = transition else { return };
-        let state = self.supervised(index).breaker.state();
+        let breaker = &self.supervised(index).breaker;
+        let (state, open_until) = (breaker.state(), breaker.open_until());
         if let Some(handle) = self.core.instance(index) {
+            if state == CircuitState::Open
+                && matches!(
+                    handle.shared.state(),
+                    InstanceState::Ready | InstanceState::Starting
+                )
+            {
+                handle.shared.set_returns_at(open_until);
+            }
             handle.shared.set_circuit(state);
         }
         self.emit(match transition {
@@ -454,6 +449,7 @@ impl Monitor {
             }
         };
         if !wants_restart {
+            handle.shared.set_returns_at(None);
             handle.shared.set_state(InstanceState::Stopped);
             handle.control(Control::Recycle {
                 cause: ExitCause::Shutdown,
@@ -473,8 +469,10 @@ impl Monitor {
         let failed_cooldown = self.config().budget.failed_cooldown;
         let s = self.supervised(index);
         if !s.budget.try_consume(now) {
-            s.failed_until = Some(now + failed_cooldown);
+            let until = crate::clock::after(now, failed_cooldown);
+            s.failed_until = Some(until);
             s.restart_at = None;
+            handle.shared.set_returns_at(Some(until));
             let reason = format!(
                 "restart budget exhausted: more than {} restarts within {:?} (last: {})",
                 self.core.supervision.budget.max_restarts,
@@ -495,6 +493,7 @@ impl Monitor {
             at = at.max(open_until);
         }
         s.restart_at = Some((at, cause));
+        handle.shared.set_returns_at(Some(at));
         handle.shared.set_state(InstanceState::Restarting);
         self.emit(Event::RestartScheduled {
             instance: index,

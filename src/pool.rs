@@ -55,6 +55,8 @@ pub(crate) struct PoolOptions {
     pub sink: Option<Arc<dyn EventSink>>,
     /// Record latency histograms and per-kind counters.
     pub record_metrics: bool,
+    /// When an answer in flight marks its instance stuck (clusters only).
+    pub stuck_after: Duration,
 }
 
 impl Default for PoolOptions {
@@ -65,6 +67,7 @@ impl Default for PoolOptions {
             drain_timeout: Duration::from_secs(5),
             sink: None,
             record_metrics: true,
+            stuck_after: Duration::from_secs(1),
         }
     }
 }
@@ -89,6 +92,7 @@ pub(crate) struct PoolCore {
     drain_timeout: Duration,
     pub sink: Option<Arc<dyn EventSink>>,
     record_metrics: bool,
+    stuck_after: Duration,
     instances: RwLock<Vec<Arc<InstanceHandle>>>,
     events_tx: Sender<IoEvent>,
     monitor_tx: Sender<MonitorCommand>,
@@ -128,6 +132,7 @@ impl PoolCore {
             return Err(Error::config("queue_capacity", "must be positive"));
         }
         crate::spec::check_duration("drain_timeout", options.drain_timeout, false)?;
+        crate::spec::check_duration("stuck_after", options.stuck_after, false)?;
         let (events_tx, events_rx) = unbounded();
         let (monitor_tx, monitor_rx) = unbounded();
         let core = Arc::new(PoolCore {
@@ -137,6 +142,7 @@ impl PoolCore {
             drain_timeout: options.drain_timeout,
             sink: options.sink,
             record_metrics: options.record_metrics,
+            stuck_after: options.stuck_after,
             instances: RwLock::new(Vec::with_capacity(count)),
             events_tx,
             monitor_tx,
@@ -159,7 +165,9 @@ impl PoolCore {
         Ok(core)
     }
 
-    /// Adds `count` instances and waits until they are ready.
+    /// Adds `count` instances and waits until they are ready. On failure the instances from
+    /// the first that failed on are stopped and removed (indices stay contiguous), so the pool
+    /// keeps only instances that started.
     pub(crate) fn add_instances(&self, count: usize) -> Result<()> {
         let mut waits = Vec::with_capacity(count);
         for _ in 0..count {
@@ -190,11 +198,19 @@ impl PoolCore {
                 })
             });
             if let Err(e) = result {
-                first_error.get_or_insert(e);
+                first_error.get_or_insert((index, e));
             }
         }
         match first_error {
-            Some(e) => Err(e),
+            Some((index, e)) => {
+                let removed = self.remove_from(index);
+                log::warn!(
+                    "{}: instance {index} did not start; removed {} instances: {e}",
+                    self.spec.name,
+                    removed.len()
+                );
+                Err(e)
+            }
             None => Ok(()),
         }
     }
@@ -217,6 +233,7 @@ impl PoolCore {
             events: self.events_tx.clone(),
             hooks: self.hooks.clone(),
             max_requests: self.supervision.max_requests,
+            stuck_after: self.stuck_after,
         };
         let thread = std::thread::Builder::new()
             .name(format!("aim-io-{}-{index}", self.spec.name))

@@ -189,6 +189,7 @@ pub(crate) fn spawn(spec: &ToolSpec, instance: usize) -> Result<(ChildProcess, C
         tool: spec.name.clone(),
         instance,
         program: spec.program.clone(),
+        reason: spawn_failure_reason(spec, &source),
         source,
     })?;
     // From here on the child is ours to reap; std's handle is only a bag of pipes.
@@ -222,6 +223,61 @@ pub(crate) fn spawn(spec: &ToolSpec, instance: usize) -> Result<(ChildProcess, C
         pty: use_pty,
     };
     Ok((process, io))
+}
+
+/// Says in words why `spec` could not be started: the OS error alone blames the program for a
+/// missing working directory (both are ENOENT from `exec`).
+fn spawn_failure_reason(spec: &ToolSpec, error: &std::io::Error) -> String {
+    if let Some(dir) = spec.cwd_path() {
+        if !dir.is_dir() {
+            let what = if dir.exists() {
+                "is not a directory"
+            } else {
+                "does not exist"
+            };
+            return format!("working directory {} {what}", dir.display());
+        }
+    }
+    if let Some(limit) = fd_limit_reason(error.raw_os_error()) {
+        return limit;
+    }
+    match error.kind() {
+        std::io::ErrorKind::NotFound if spec.program.contains('/') => {
+            format!("program not found: {} does not exist", spec.program)
+        }
+        std::io::ErrorKind::NotFound => "program not found on PATH".to_string(),
+        std::io::ErrorKind::PermissionDenied => {
+            "not executable (permission denied, or a directory)".to_string()
+        }
+        _ => error.to_string(),
+    }
+}
+
+/// For EMFILE/ENFILE, the open-file limit and what the pool needs, in words.
+fn fd_limit_reason(errno: Option<i32>) -> Option<String> {
+    let errno = errno?;
+    if errno != Errno::EMFILE as i32 && errno != Errno::ENFILE as i32 {
+        return None;
+    }
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, hard)| format!("the limit (RLIMIT_NOFILE) is {soft}, hard limit {hard}"))
+        .unwrap_or_else(|_| "the limit (RLIMIT_NOFILE) is unknown".to_string());
+    Some(format!(
+        "too many open files: {limit}; each instance needs about {FDS_PER_INSTANCE} \
+         descriptors (raise it with `ulimit -n`)"
+    ))
+}
+
+/// File descriptors one instance holds: three pipes (or a PTY), a pidfd and an eventfd.
+pub(crate) const FDS_PER_INSTANCE: usize = 5;
+
+/// An [`Error::Io`] for a failed descriptor creation that names the open-file limit when
+/// that is the cause.
+pub(crate) fn fd_error(context: &str, errno: Errno) -> Error {
+    match fd_limit_reason(Some(errno as i32)) {
+        Some(reason) => Error::io(format!("{context}: {reason}"), errno.into()),
+        None => Error::io(context, errno.into()),
+    }
 }
 
 /// Opens a pseudo-terminal pair with both ends close-on-exec from the start: another I/O

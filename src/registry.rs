@@ -81,46 +81,14 @@ impl ToolRegistry {
     /// [`Error::ToolsFile`] naming the file, the tool and the field when anything is invalid;
     /// on error the registry is unchanged.
     pub fn load_file(&mut self, path: &Path) -> Result<()> {
-        let file_error =
-            |tool: Option<String>, field: Option<String>, reason: String| Error::ToolsFile {
-                path: path.to_path_buf(),
-                tool,
-                field,
-                reason,
-            };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| file_error(None, None, format!("cannot read: {e}")))?;
-        let raw: BTreeMap<String, serde_json::Value> = serde_json::from_str(&text)
-            .map_err(|e| file_error(None, None, format!("invalid JSON: {e}")))?;
-        let mut parsed = Vec::with_capacity(raw.len());
-        for (id, value) in raw {
-            let mut spec: ToolSpec = serde_json::from_value(value).map_err(|e| {
-                let msg = e.to_string();
-                let field = field_in_serde_message(&msg);
-                file_error(Some(id.clone()), field, msg)
-            })?;
-            if spec.name.is_empty() {
-                spec.name = id.clone();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ToolsFileError {
+                reason: format!("cannot read: {e}"),
+                ..ToolsFileError::default()
             }
-            if spec.name != id {
-                return Err(file_error(
-                    Some(id.clone()),
-                    Some("name".into()),
-                    format!(
-                        "must equal the tool id or be left out (found {:?})",
-                        spec.name
-                    ),
-                ));
-            }
-            spec.validate().map_err(|e| match e {
-                Error::InvalidConfig { field, reason } => {
-                    file_error(Some(id.clone()), Some(field), reason)
-                }
-                other => other,
-            })?;
-            parsed.push(spec);
-        }
-        for spec in parsed {
+            .at(path)
+        })?;
+        for spec in parse_tools(&text).map_err(|e| e.at(path))? {
             self.insert(spec);
         }
         Ok(())
@@ -176,10 +144,110 @@ impl ToolRegistry {
 }
 
 /// Pulls a field name out of serde's "unknown field `x`" / "missing field `x`" messages.
-fn field_in_serde_message(msg: &str) -> Option<String> {
-    let start = msg.find('`')? + 1;
-    let len = msg[start..].find('`')?;
-    Some(msg[start..start + len].to_string())
+/// What is wrong with a tools file, before the file's path is attached.
+#[derive(Debug, Default)]
+struct ToolsFileError {
+    tool: Option<String>,
+    field: Option<String>,
+    location: Option<(usize, usize)>,
+    reason: String,
+}
+
+impl ToolsFileError {
+    fn at(self, path: &Path) -> Error {
+        Error::ToolsFile {
+            path: path.to_path_buf(),
+            tool: self.tool,
+            field: self.field,
+            location: self.location,
+            reason: self.reason,
+        }
+    }
+}
+
+/// Parses a tools file's text: an object of tool id to spec. Errors name the tool, the
+/// top-level field at fault and the line and column in the whole file.
+fn parse_tools(text: &str) -> std::result::Result<Vec<ToolSpec>, ToolsFileError> {
+    let location = |e: &serde_json::Error| (e.line() > 0).then(|| (e.line(), e.column()));
+    let raw: BTreeMap<String, &serde_json::value::RawValue> =
+        serde_json::from_str(text).map_err(|e| ToolsFileError {
+            location: location(&e),
+            reason: format!("invalid JSON: {}", strip_position(&e)),
+            ..ToolsFileError::default()
+        })?;
+    let mut parsed = Vec::with_capacity(raw.len());
+    for (id, value) in raw {
+        let fail = |field: Option<String>, location, reason| ToolsFileError {
+            tool: Some(id.clone()),
+            field,
+            location,
+            reason,
+        };
+        let mut spec: ToolSpec = serde_json::from_str(value.get()).map_err(|e| {
+            // Positions are relative to the tool's own text: shift them into the file's.
+            let offset = value.get().as_ptr() as usize - text.as_ptr() as usize;
+            let where_ = location(&e).map(|(line, column)| shift(text, offset, line, column));
+            fail(
+                faulty_field(value.get()),
+                where_,
+                strip_position(&e).to_string(),
+            )
+        })?;
+        if spec.name.is_empty() {
+            spec.name = id.clone();
+        }
+        if spec.name != id {
+            return Err(fail(
+                Some("name".into()),
+                None,
+                format!(
+                    "must equal the tool id or be left out (found {:?})",
+                    spec.name
+                ),
+            ));
+        }
+        spec.validate().map_err(|e| match e {
+            Error::InvalidConfig { field, reason } => fail(Some(field), None, reason),
+            other => fail(None, None, other.to_string()),
+        })?;
+        parsed.push(spec);
+    }
+    Ok(parsed)
+}
+
+/// serde_json's message without its trailing " at line L column C" (reported separately).
+fn strip_position(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    }
+}
+
+/// The file position of `(line, column)` in the text that starts at byte `offset`.
+fn shift(text: &str, offset: usize, line: usize, column: usize) -> (usize, usize) {
+    let before = &text[..offset];
+    let base_line = before.matches('\n').count() + 1;
+    let base_column = offset - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    if line == 1 {
+        (base_line, base_column + column - 1)
+    } else {
+        (base_line + line - 1, column)
+    }
+}
+
+/// The top-level field of a spec that makes it fail: each field is tried alone (with the
+/// others at their defaults). `None` when no single field fails alone (a missing field).
+fn faulty_field(spec_text: &str) -> Option<String> {
+    let serde_json::Value::Object(fields) = serde_json::from_str(spec_text).ok()? else {
+        return None;
+    };
+    fields.into_iter().find_map(|(key, value)| {
+        let alone = serde_json::Value::Object([(key.clone(), value)].into_iter().collect());
+        serde_json::from_value::<ToolSpec>(alone)
+            .is_err()
+            .then_some(key)
+    })
 }
 
 /// The program of the built-in `demo` entry before [`ToolRegistry::resolve`] finds the binary.
@@ -400,6 +468,18 @@ mod tests {
                 Some("y"),
                 Some("framing.command"),
             ),
+            (
+                "variant",
+                r#"{"z": {"program": "cat", "restart": "sometimes"}}"#,
+                Some("z"),
+                Some("restart"),
+            ),
+            (
+                "type",
+                r#"{"w": {"program": "cat", "startup_timeout_ms": "ten"}}"#,
+                Some("w"),
+                Some("startup_timeout_ms"),
+            ),
         ];
         for (name, text, tool, field) in cases {
             let path = temp_file(name, text);
@@ -418,5 +498,45 @@ mod tests {
             }
             std::fs::remove_file(path).ok();
         }
+    }
+
+    #[test]
+    fn tools_file_errors_give_the_line_and_column_in_the_file() {
+        let text = "{\n  \"ok\": {\"program\": \"cat\"},\n  \"bad\": {\n    \"program\": \"cat\",\n    \"restart\": \"sometimes\"\n  }\n}\n";
+        let path = temp_file("where", text);
+        let err = ToolRegistry::from_path(&path).unwrap_err();
+        let Error::ToolsFile {
+            tool,
+            field,
+            location,
+            reason,
+            ..
+        } = &err
+        else {
+            panic!("{err}");
+        };
+        assert_eq!(tool.as_deref(), Some("bad"));
+        assert_eq!(field.as_deref(), Some("restart"));
+        // serde points just past the bad value: line 5, after `"sometimes"`.
+        assert_eq!(location.map(|(line, _)| line), Some(5), "{err}");
+        assert!(location.unwrap().1 > 15, "{err}");
+        assert!(reason.contains("sometimes"), "{reason}");
+        assert!(!reason.contains(" at line "), "{reason}");
+        let text = err.to_string();
+        assert!(text.contains(":5:"), "{text}");
+        std::fs::remove_file(path).ok();
+        let path = temp_file("syntax", "{\n  \"a\": {\"program\": }\n}");
+        let err = ToolRegistry::from_path(&path).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::ToolsFile {
+                    location: Some((2, _)),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        std::fs::remove_file(path).ok();
     }
 }

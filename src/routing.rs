@@ -29,6 +29,10 @@ pub struct Candidate {
     pub circuit: CircuitState,
     /// Its process generation (changes when it is restarted).
     pub generation: u64,
+    /// Its current answer has run past the cluster's stuck threshold
+    /// ([`ClusterBuilder::stuck_after`](crate::ClusterBuilder::stuck_after)): nothing new
+    /// should queue behind it.
+    pub stuck: bool,
 }
 
 impl Candidate {
@@ -43,9 +47,14 @@ impl Candidate {
             }
     }
 
-    /// Available and with room in its queue: a router may pick it.
+    /// Available, not stuck, and with room in its queue: a router may pick it.
     pub fn is_eligible(&self) -> bool {
-        self.is_available() && self.pending < self.capacity
+        self.is_available() && !self.stuck && self.pending < self.capacity
+    }
+
+    /// Eligible with nothing queued or in flight: a prompt placed here starts at once.
+    pub fn is_idle(&self) -> bool {
+        self.is_eligible() && self.pending == 0
     }
 }
 
@@ -159,7 +168,9 @@ impl FromStr for Strategy {
     }
 }
 
-/// Cycles evenly over eligible instances: 9 prompts over 3 instances give 3 each.
+/// Cycles evenly over eligible instances: 9 prompts over 3 instances give 3 each. An idle
+/// instance is preferred to a busy one, so a prompt never queues behind a slow answer while
+/// another instance has nothing to do.
 #[derive(Debug, Default)]
 pub struct RoundRobin {
     next: AtomicUsize,
@@ -179,7 +190,10 @@ impl Router for RoundRobin {
             return None;
         }
         let start = self.next.load(Ordering::Relaxed) % n;
-        let offset = (0..n).find(|k| candidates[(start + k) % n].is_eligible())?;
+        let at = |k: &usize| &candidates[(start + k) % n];
+        let offset = (0..n)
+            .find(|k| at(k).is_idle())
+            .or_else(|| (0..n).find(|k| at(k).is_eligible()))?;
         let pos = (start + offset) % n;
         self.next.store(pos + 1, Ordering::Relaxed);
         Some(candidates[pos].index)
@@ -334,6 +348,7 @@ mod tests {
             capacity: 8,
             circuit: CircuitState::Closed,
             generation: 1,
+            stuck: false,
         }
     }
 
@@ -361,6 +376,39 @@ mod tests {
         assert_eq!(count_picks(&r, &c, 4), [4, 0, 0]);
         c[0].pending = 8; // full
         assert_eq!(r.select(&c, &RouteContext::default()), None);
+    }
+
+    #[test]
+    fn round_robin_prefers_an_idle_instance_to_a_busy_one() {
+        let c = [ready(0, 1), ready(1, 0), ready(2, 1)];
+        let r = RoundRobin::new();
+        assert_eq!(count_picks(&r, &c, 5), [0, 5, 0]);
+        // With nobody idle, it cycles over the eligible ones.
+        let busy = [ready(0, 1), ready(1, 1), ready(2, 1)];
+        assert_eq!(count_picks(&r, &busy, 6), [2, 2, 2]);
+    }
+
+    #[test]
+    fn no_strategy_places_a_prompt_on_a_stuck_instance() {
+        let mut c = [ready(0, 1), ready(1, 3)];
+        c[0].stuck = true;
+        assert!(c[0].is_available() && !c[0].is_eligible());
+        for s in Strategy::ALL {
+            let r = s.router();
+            for _ in 0..10 {
+                assert_eq!(r.select(&c, &RouteContext::default()), Some(1), "{s}");
+            }
+        }
+        // A session bound to a stuck instance waits for it instead of moving.
+        let sticky = Sticky::new();
+        let ctx = RouteContext {
+            session: Some("alice"),
+        };
+        c[0].stuck = false;
+        c[0].pending = 0;
+        assert_eq!(sticky.select(&c, &ctx), Some(0));
+        c[0].stuck = true;
+        assert_eq!(sticky.select(&c, &ctx), None);
     }
 
     #[test]

@@ -37,6 +37,23 @@ pub(crate) mod duration_ms {
     }
 }
 
+/// As [`duration_ms`], for `Option<Duration>` (`null` for none).
+pub(crate) mod opt_duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<u64>::deserialize(d).map(|o| o.map(Duration::from_millis))
+    }
+}
+
 /// How the child's standard streams are connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -214,7 +231,8 @@ pub struct ToolSpec {
     /// How long an instance may take to become ready. Defaults to 30 s.
     #[serde(rename = "startup_timeout_ms", with = "duration_ms")]
     pub startup_timeout: Duration,
-    /// How long one answer may take once the prompt is written. Defaults to 60 s.
+    /// How long one request may take, counted from its submission (waiting for an instance
+    /// and queueing included). Defaults to 60 s.
     #[serde(rename = "request_timeout_ms", with = "duration_ms")]
     pub request_timeout: Duration,
     /// A line that asks the tool to exit (`exit()`, `/exit`); without one, stdin is closed.

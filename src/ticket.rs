@@ -58,30 +58,34 @@ impl Ticket {
         self.finish(result)
     }
 
-    /// Blocks up to `timeout` for the answer. On [`Error::Timeout`] the prompt is still being
-    /// worked on and the ticket can be waited on again.
+    /// Blocks up to `timeout` for the answer: `None` when it has not arrived yet (the request
+    /// goes on, and the ticket can be waited on again), or the request's result, taken out of
+    /// the ticket (a later wait gets [`Error::Shutdown`]).
     ///
-    /// # Errors
-    /// [`Error::Timeout`] when `timeout` passes first (with `written: false` and no prompt: the
-    /// request itself goes on), or whatever the request failed with.
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<Response> {
+    /// ```
+    /// # aim::demo::serve_if_requested();
+    /// use aim::{launch_cluster, Strategy};
+    /// use std::time::Duration;
+    /// let cluster = launch_cluster("demo", 1, Strategy::RoundRobin)?;
+    /// let ticket = cluster.submit("/sleep 200")?;
+    /// assert!(ticket.wait_timeout(Duration::from_millis(1)).is_none()); // not yet
+    /// assert_eq!(ticket.wait()?.text, "slept\n");
+    /// # Ok::<(), aim::Error>(())
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<Result<Response>> {
         self.wait_deadline(crate::clock::after(Instant::now(), timeout))
     }
 
     /// Blocks until `deadline` for the answer; as [`Ticket::wait_timeout`] otherwise.
-    ///
-    /// # Errors
-    /// As [`Ticket::wait_timeout`].
-    pub fn wait_deadline(&self, deadline: Instant) -> Result<Response> {
-        match self.slot.take_until(Some(deadline)) {
-            Some(result) => self.finish(result),
-            None => Err(Error::Timeout {
-                instance: self.instance(),
-                waited: self.submitted.elapsed(),
-                written: false,
-                prompt: None,
-            }),
-        }
+    pub fn wait_deadline(&self, deadline: Instant) -> Option<Result<Response>> {
+        self.slot
+            .take_until(Some(deadline))
+            .map(|result| self.finish(result))
+    }
+
+    /// How long ago the prompt was submitted.
+    pub fn age(&self) -> Duration {
+        self.submitted.elapsed()
     }
 
     /// The answer if it has arrived, without blocking.

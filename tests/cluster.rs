@@ -47,6 +47,7 @@ fn round_robin_spreads_nine_prompts_three_each() {
 
 #[test]
 fn least_busy_sends_new_work_around_a_slow_instance() {
+    init_logs();
     let cluster = cluster(2, Strategy::LeastBusy);
     let slow = cluster.submit("/sleep 1500").unwrap();
     let busy = slow.instance().unwrap();
@@ -60,6 +61,7 @@ fn least_busy_sends_new_work_around_a_slow_instance() {
 
 #[test]
 fn sticky_sessions_stay_put_and_move_once_when_their_instance_dies() {
+    init_logs();
     let cluster = cluster(3, Strategy::Sticky);
     let session = cluster.session("alice");
     let first = session.send("hello").unwrap();
@@ -99,6 +101,7 @@ fn sticky_sessions_stay_put_and_move_once_when_their_instance_dies() {
 
 #[test]
 fn sixteen_threads_sending_at_once_each_get_their_own_answers() {
+    init_logs();
     let cluster = ClusterManager::builder(demo(&[]))
         .count(4)
         .strategy(Strategy::LeastBusy)
@@ -132,6 +135,7 @@ fn sixteen_threads_sending_at_once_each_get_their_own_answers() {
 
 #[test]
 fn try_submit_says_busy_when_every_queue_is_full() {
+    init_logs();
     let cluster = ClusterManager::builder(demo(&[]))
         .count(1)
         .queue_capacity(1)
@@ -152,6 +156,7 @@ fn try_submit_says_busy_when_every_queue_is_full() {
 
 #[test]
 fn a_cluster_whose_instances_all_died_answers_with_an_error_not_a_hang() {
+    init_logs();
     let spec = demo(&[]).restart(RestartPolicy::Never);
     let cluster = ClusterManager::builder(spec)
         .count(2)
@@ -182,6 +187,7 @@ fn a_cluster_whose_instances_all_died_answers_with_an_error_not_a_hang() {
 
 #[test]
 fn python_through_a_cluster() {
+    init_logs();
     let spec = ToolRegistry::builtin().resolve("python").unwrap();
     let cluster = ClusterManager::builder(spec).count(2).launch().unwrap();
     let tickets: Vec<_> = (0..10)
@@ -211,6 +217,7 @@ impl Router for OnlyLast {
 
 #[test]
 fn a_custom_router_decides() {
+    init_logs();
     let cluster = ClusterManager::builder(demo(&[]))
         .count(3)
         .router(Box::new(OnlyLast))
@@ -225,6 +232,7 @@ fn a_custom_router_decides() {
 
 #[test]
 fn resize_grows_and_shrinks_without_losing_prompts() {
+    init_logs();
     let cluster = cluster(2, Strategy::RoundRobin);
     cluster.resize(4).unwrap();
     assert_eq!(cluster.len(), 4);
@@ -256,6 +264,7 @@ fn resize_grows_and_shrinks_without_losing_prompts() {
 
 #[test]
 fn launch_cluster_rejects_unknown_tools_and_strategies() {
+    init_logs();
     let err = aim::launch_cluster("no-such-tool", 1, Strategy::RoundRobin).unwrap_err();
     assert!(matches!(err, Error::UnknownTool { .. }));
     let err = "fastest".parse::<Strategy>().unwrap_err();
@@ -264,6 +273,7 @@ fn launch_cluster_rejects_unknown_tools_and_strategies() {
 
 #[test]
 fn manual_addressing_bypasses_the_router() {
+    init_logs();
     let cluster = cluster(3, Strategy::RoundRobin);
     for _ in 0..3 {
         assert_eq!(cluster.send_to(1, "to one").unwrap().instance, 1);
@@ -277,6 +287,7 @@ fn manual_addressing_bypasses_the_router() {
 
 #[test]
 fn the_cluster_handle_is_send_sync_and_shuts_down_on_last_drop() {
+    init_logs();
     fn assert_send_sync<T: Send + Sync + Clone>() {}
     assert_send_sync::<ClusterManager>();
     let cluster = Arc::new(cluster(2, Strategy::RoundRobin));
@@ -287,6 +298,7 @@ fn the_cluster_handle_is_send_sync_and_shuts_down_on_last_drop() {
 
 #[test]
 fn the_deadline_family_ends_requests_on_time() {
+    init_logs();
     let cluster = cluster(1, Strategy::RoundRobin);
     let deadline = std::time::Instant::now() + Duration::from_millis(300);
     let err = cluster.send_deadline("/hang", deadline).unwrap_err();
@@ -300,7 +312,7 @@ fn the_deadline_family_ends_requests_on_time() {
     let ticket = cluster.submit("/sleep 300").unwrap();
     let early = ticket.wait_deadline(std::time::Instant::now() + Duration::from_millis(50));
     assert!(
-        early.unwrap_err().is_timeout(),
+        early.is_none(),
         "the caller stops waiting, the request goes on"
     );
     assert_eq!(ticket.wait().unwrap().text, "slept\n");

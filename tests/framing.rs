@@ -9,6 +9,7 @@ use support::*;
 
 #[test]
 fn prompt_marker_framing_with_the_demo_agent() {
+    init_logs();
     let pool = ToolProcessPool::new(demo(&[]), 1).unwrap();
     for i in 0..20 {
         let r = pool.send_to(0, format!("message {i}")).unwrap();
@@ -23,6 +24,7 @@ fn prompt_marker_framing_with_the_demo_agent() {
 
 #[test]
 fn prompt_marker_with_a_settle_period_waits_for_quiet() {
+    init_logs();
     let mut spec = demo(&[]);
     spec.framing = Framing::Prompt {
         marker: "> ".into(),
@@ -38,6 +40,7 @@ fn prompt_marker_with_a_settle_period_waits_for_quiet() {
 
 #[test]
 fn line_framing_with_cat_and_the_demo() {
+    init_logs();
     let pool = ToolProcessPool::new(cat(), 1).unwrap();
     assert_eq!(pool.send_to(0, "echo me").unwrap().text, "echo me");
     stop_pool(&pool);
@@ -51,6 +54,7 @@ fn line_framing_with_cat_and_the_demo() {
 
 #[test]
 fn json_lines_framing_with_a_headless_agent() {
+    init_logs();
     let spec = demo(&["--json"])
         .framing(Framing::JsonLines {
             field: "type".into(),
@@ -80,6 +84,7 @@ fn json_lines_framing_with_a_headless_agent() {
 
 #[test]
 fn idle_framing_completes_after_quiet() {
+    init_logs();
     let spec = demo_lines(&[]).framing(Framing::Idle {
         quiet: Duration::from_millis(100),
     });
@@ -92,6 +97,7 @@ fn idle_framing_completes_after_quiet() {
 
 #[test]
 fn pty_transport_talks_to_the_demo_agent() {
+    init_logs();
     let spec = demo(&[]).transport(Transport::Pty);
     let pool = ToolProcessPool::new(spec, 1).unwrap();
     let r = pool.send_to(0, "over a terminal").unwrap();
@@ -109,6 +115,7 @@ fn pty_transport_talks_to_the_demo_agent() {
 
 #[test]
 fn pty_prompts_longer_than_the_canonical_line_limit_arrive_whole() {
+    init_logs();
     let spec = demo(&[]).transport(Transport::Pty);
     let pool = ToolProcessPool::new(spec, 1).unwrap();
     let long = "x".repeat(20_000);
@@ -119,6 +126,7 @@ fn pty_prompts_longer_than_the_canonical_line_limit_arrive_whole() {
 
 #[test]
 fn readiness_text_waits_for_the_banner() {
+    init_logs();
     let spec = demo_lines(&[])
         .readiness(Readiness::Text {
             text: "never printed".into(),
@@ -131,6 +139,7 @@ fn readiness_text_waits_for_the_banner() {
 
 #[test]
 fn ansi_escapes_are_stripped_when_asked() {
+    init_logs();
     // printf-style colour codes from a shell loop that answers each line.
     let mut spec = ToolSpec::new("colour", "sh")
         .args([
@@ -163,6 +172,7 @@ fn terminals_of(pid: i32) -> Vec<String> {
 
 #[test]
 fn pty_instances_started_together_never_inherit_each_others_terminals() {
+    init_logs();
     let spec = demo(&[]).transport(Transport::Pty);
     let pool = ToolProcessPool::new(spec, 6).unwrap();
     let mut seen = std::collections::HashSet::new();

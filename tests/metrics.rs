@@ -104,6 +104,7 @@ fn nine_prompts_round_robin_show_three_each_in_snapshot_and_prometheus() {
 
 #[test]
 fn the_endpoint_answers_get_and_rejects_bad_requests_without_dying() {
+    init_logs();
     let cluster = ClusterManager::builder(demo(&[]))
         .count(1)
         .launch()

@@ -49,6 +49,7 @@ fn demo_pool_answers_each_instance_and_shuts_down_clean() {
 
 #[test]
 fn multi_line_prompts_use_the_tools_wrapping() {
+    init_logs();
     let pool = ToolProcessPool::new(demo(&[]), 1).unwrap();
     let r = pool.send_to(0, "first line\nsecond line").unwrap();
     assert!(
@@ -61,6 +62,7 @@ fn multi_line_prompts_use_the_tools_wrapping() {
 
 #[test]
 fn an_answer_containing_the_marker_mid_output_is_not_cut() {
+    init_logs();
     let pool = ToolProcessPool::new(demo(&[]), 1).unwrap();
     let r = pool.send_to(0, "/quote").unwrap();
     assert_eq!(r.text, "Here is a quote:\n> quoted line\nend of answer\n");
@@ -69,6 +71,7 @@ fn an_answer_containing_the_marker_mid_output_is_not_cut() {
 
 #[test]
 fn restart_instance_replaces_the_process_in_place() {
+    init_logs();
     let pool = ToolProcessPool::new(demo(&[]), 2).unwrap();
     let before = pool.send_to(1, "/pid").unwrap();
     pool.restart_instance(1).unwrap();
@@ -86,6 +89,7 @@ fn restart_instance_replaces_the_process_in_place() {
 
 #[test]
 fn shutdown_kills_grandchildren_too() {
+    init_logs();
     let pool = ToolProcessPool::new(demo(&[]), 1).unwrap();
     let r = pool.send_to(0, "/grandchild").unwrap();
     let grandchild: i32 = r
@@ -101,6 +105,7 @@ fn shutdown_kills_grandchildren_too() {
 
 #[test]
 fn a_crash_with_a_grandchild_holding_the_pipes_is_still_noticed() {
+    init_logs();
     // The grandchild keeps stdout open, so no EOF arrives: the exit must be seen by its pid.
     let pool = ToolProcessPool::new(demo(&[]), 1).unwrap();
     let r = pool.send_to(0, "/grandchild").unwrap();
@@ -121,6 +126,7 @@ fn a_crash_with_a_grandchild_holding_the_pipes_is_still_noticed() {
 
 #[test]
 fn a_child_ignoring_sigterm_is_killed_after_the_grace_period() {
+    init_logs();
     let spec = demo(&["--ignore-sigterm"]);
     let mut spec = spec;
     spec.quit_command = Some("/hang".into()); // the quit command does nothing useful
@@ -139,6 +145,7 @@ fn a_child_ignoring_sigterm_is_killed_after_the_grace_period() {
 
 #[test]
 fn dropping_the_last_handle_stops_everything() {
+    init_logs();
     let pool = ToolProcessPool::new(demo(&[]), 2).unwrap();
     let pids: Vec<i32> = pool.status().iter().map(|s| s.pid).collect();
     assert!(pids.iter().all(|&p| p > 0));
@@ -151,6 +158,7 @@ fn dropping_the_last_handle_stops_everything() {
 
 #[test]
 fn status_reports_state_generation_and_stderr() {
+    init_logs();
     let pool = ToolProcessPool::new(demo(&[]), 1).unwrap();
     pool.send_to(0, "/flood-stderr 200").unwrap();
     let status = &pool.status()[0];
@@ -171,6 +179,7 @@ fn status_reports_state_generation_and_stderr() {
 
 #[test]
 fn queue_capacity_turns_extra_prompts_away_with_busy() {
+    init_logs();
     let pool = ToolProcessPool::builder(demo(&[]))
         .count(1)
         .queue_capacity(2)
@@ -189,6 +198,7 @@ fn queue_capacity_turns_extra_prompts_away_with_busy() {
 
 #[test]
 fn children_never_inherit_each_others_pipes() {
+    init_logs();
     let pool = ToolProcessPool::new(demo(&[]), 6).unwrap();
     let fds = |pid: i32| -> Vec<(String, String)> {
         std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -235,6 +245,7 @@ fn children_never_inherit_each_others_pipes() {
 
 #[test]
 fn children_start_with_no_blocked_signals() {
+    init_logs();
     // I/O threads block SIGPIPE for themselves; the children they spawn must not inherit it.
     let pool = ToolProcessPool::new(demo(&[]), 1).unwrap();
     let pid = pool.status()[0].pid;
@@ -251,6 +262,7 @@ fn children_start_with_no_blocked_signals() {
 
 #[test]
 fn restart_instance_lets_the_answer_in_flight_finish_first() {
+    init_logs();
     let pool = ToolProcessPool::new(demo(&[]), 1).unwrap();
     let before = pool.send_to(0, "/pid").unwrap();
     let slow = pool.submit_to(0, "/sleep 300").unwrap();

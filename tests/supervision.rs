@@ -66,6 +66,7 @@ fn a_killed_instance_is_back_and_serving_long_before_the_next_poll() {
 
 #[test]
 fn a_crash_loop_ends_in_failed_with_growing_delays() {
+    init_logs();
     let recorder = Arc::new(Recorder::default());
     let mut supervision = fast_supervision();
     supervision.backoff = BackoffConfig {
@@ -134,6 +135,7 @@ fn a_crash_loop_ends_in_failed_with_growing_delays() {
 
 #[test]
 fn the_breaker_opens_rejects_half_opens_and_closes() {
+    init_logs();
     let recorder = Arc::new(Recorder::default());
     let mut supervision = fast_supervision();
     supervision.breaker = BreakerConfig {
@@ -198,6 +200,7 @@ fn the_breaker_opens_rejects_half_opens_and_closes() {
 
 #[test]
 fn a_hanging_child_that_ignores_sigterm_and_sigint_is_killed_and_replaced() {
+    init_logs();
     let mut spec = demo(&["--ignore-sigterm"]);
     spec.stop_grace = Duration::from_millis(200);
     let cluster = ClusterManager::builder(spec)
@@ -221,6 +224,7 @@ fn a_hanging_child_that_ignores_sigterm_and_sigint_is_killed_and_replaced() {
 
 #[test]
 fn idempotent_prompts_are_resent_once_when_their_instance_dies() {
+    init_logs();
     let cluster = supervised(2, Strategy::LeastBusy).launch().unwrap();
     let ticket = cluster
         .submit(Request::new("/sleep 801").idempotent(true))
@@ -246,6 +250,7 @@ fn idempotent_prompts_are_resent_once_when_their_instance_dies() {
 
 #[test]
 fn prompts_queued_on_a_dying_instance_are_redispatched_not_lost() {
+    init_logs();
     let cluster = supervised(2, Strategy::Sticky).launch().unwrap();
     let session = cluster.session("queue");
     let tickets: Vec<_> = (0..5)
@@ -268,6 +273,7 @@ fn prompts_queued_on_a_dying_instance_are_redispatched_not_lost() {
 
 #[test]
 fn no_prompt_is_lost_across_a_hundred_random_kills_under_load() {
+    init_logs();
     let cluster = supervised(4, Strategy::LeastBusy)
         .submit_timeout(Duration::from_secs(20))
         .launch()
@@ -352,6 +358,7 @@ fn no_prompt_is_lost_across_a_hundred_random_kills_under_load() {
 
 #[test]
 fn a_liveness_probe_replaces_an_instance_that_is_alive_but_stuck() {
+    init_logs();
     let recorder = Arc::new(Recorder::default());
     let cluster = supervised(1, Strategy::RoundRobin)
         .liveness_probe(LivenessProbe {
@@ -385,6 +392,7 @@ fn a_liveness_probe_replaces_an_instance_that_is_alive_but_stuck() {
 
 #[test]
 fn max_requests_retires_processes_after_draining() {
+    init_logs();
     // The builder setter itself is under test: it must survive .supervision() before it.
     let cluster = supervised(1, Strategy::RoundRobin)
         .max_requests(3)
@@ -399,6 +407,7 @@ fn max_requests_retires_processes_after_draining() {
 
 #[test]
 fn max_lifetime_replaces_old_processes() {
+    init_logs();
     let mut supervision = fast_supervision();
     supervision.health_interval = Duration::from_millis(100);
     supervision.max_lifetime = Some(Duration::from_millis(300));
@@ -420,6 +429,7 @@ fn max_lifetime_replaces_old_processes() {
 
 #[test]
 fn restart_policy_never_leaves_a_crashed_instance_stopped() {
+    init_logs();
     let cluster = ClusterManager::builder(demo(&[]).restart(aim::RestartPolicy::Never))
         .count(2)
         .supervision(fast_supervision())

@@ -7,6 +7,7 @@ use support::*;
 
 #[test]
 fn python_answers_on_stdout_with_its_prompt_on_stderr() {
+    init_logs();
     let spec = ToolRegistry::builtin().resolve("python").unwrap();
     let pool = ToolProcessPool::new(spec, 2).unwrap();
     assert_eq!(pool.send_to(0, "6 * 7").unwrap().text, "42\n");
@@ -25,6 +26,7 @@ fn python_answers_on_stdout_with_its_prompt_on_stderr() {
 
 #[test]
 fn bc_answers_through_sentinel_framing() {
+    init_logs();
     let spec = ToolRegistry::builtin().resolve("bc").unwrap();
     let pool = ToolProcessPool::new(spec, 1).unwrap();
     assert_eq!(pool.send_to(0, "2 + 3").unwrap().text, "5\n");
@@ -43,6 +45,7 @@ fn bc_answers_through_sentinel_framing() {
 
 #[test]
 fn sqlite3_answers_through_sentinel_framing() {
+    init_logs();
     let spec = ToolRegistry::builtin().resolve("sqlite3").unwrap();
     let pool = ToolProcessPool::new(spec, 1).unwrap();
     assert_eq!(
@@ -67,6 +70,7 @@ fn sqlite3_answers_through_sentinel_framing() {
 
 #[test]
 fn many_prompts_keep_answers_aligned() {
+    init_logs();
     let spec = ToolRegistry::builtin().resolve("bc").unwrap();
     let pool = ToolProcessPool::new(spec, 1).unwrap();
     for i in 0..200u64 {

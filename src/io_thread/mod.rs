@@ -60,6 +60,9 @@ pub(crate) struct IoThreadConfig {
     pub hooks: Option<DispatchHooks>,
     /// Retire the process after this many answers.
     pub max_requests: Option<u64>,
+    /// An answer running longer than this marks the instance stuck: movable queued prompts
+    /// go back to the dispatcher and routers place nothing new here until it ends.
+    pub stuck_after: Duration,
 }
 
 /// One step of stopping a child.
@@ -126,6 +129,8 @@ pub(crate) struct IoThread {
     scratch: Vec<u8>,
     /// Answers complete but not yet handed to their callers.
     answered: Vec<(Job, Result<Response>)>,
+    /// When the answer that made this instance stuck began (see `stuck_after`).
+    stuck_began: Option<Instant>,
 }
 
 #[derive(Clone, Copy)]
@@ -150,6 +155,7 @@ impl IoThread {
             reported_failure: false,
             scratch: vec![0; READ_CHUNK],
             answered: Vec::new(),
+            stuck_began: None,
         }
     }
 
@@ -168,6 +174,7 @@ impl IoThread {
             let now = Instant::now();
             self.expire_queued(now);
             self.start_next_job(now);
+            self.publish_busy();
             // Waking a caller may hand it this CPU: give the tool its next prompt first, so
             // it works while the caller runs.
             self.deliver_answers();
@@ -250,10 +257,11 @@ impl IoThread {
 
     fn take_jobs(&mut self) {
         while let Ok(job) = self.cfg.jobs.try_recv() {
+            let movable = !job.pinned && self.cfg.hooks.is_some();
             if self.exiting.is_some() {
                 self.hand_back(job, || Error::Shutdown { prompt: None });
-            } else if self.child.is_none() && !job.pinned && self.cfg.hooks.is_some() {
-                // Down: let another instance answer it.
+            } else if movable && (self.child.is_none() || self.stuck_began.is_some()) {
+                // Down, or stuck on a long answer: let another instance answer it.
                 self.hand_back(job, || Error::Shutdown { prompt: None });
             } else if !self.can_serve_soon() {
                 let state = self.cfg.shared.state();
@@ -308,6 +316,40 @@ impl IoThread {
         }
     }
 
+    /// Publishes whether an answer is in flight (the `in_flight` gauge, before answers are
+    /// delivered, so a caller never sees its own answer counted), and ends the stuck mark once
+    /// the answer that caused it is over.
+    pub(super) fn publish_busy(&mut self) {
+        let began = match self.child.as_ref().map(|c| &c.phase) {
+            Some(Phase::Busy { began, .. }) => Some(*began),
+            _ => None,
+        };
+        self.cfg
+            .shared
+            .stats
+            .busy
+            .store(began.is_some(), Ordering::Relaxed);
+        if self.stuck_began.is_some() && self.stuck_began != began {
+            self.stuck_began = None;
+            self.cfg.shared.stuck.store(false, Ordering::Release);
+            self.wake_dispatcher();
+        }
+    }
+
+    /// The answer in flight since `began` passed the stuck threshold: hand movable queued
+    /// prompts to other instances and take no new ones until it ends.
+    pub(super) fn mark_stuck(&mut self, began: Instant) {
+        self.stuck_began = Some(began);
+        self.cfg.shared.stuck.store(true, Ordering::Release);
+        log::debug!(
+            "{}[{}]: answer running for {:?}; moving queued prompts elsewhere",
+            self.cfg.spec.name,
+            self.index(),
+            self.cfg.stuck_after
+        );
+        self.rehome_movable();
+    }
+
     /// Moves queued jobs that may move to other instances, keeping pinned ones.
     fn rehome_movable(&mut self) {
         if self.cfg.hooks.is_none() {
@@ -332,7 +374,7 @@ impl IoThread {
             let err = Error::Timeout {
                 instance: Some(self.index()),
                 waited: now.saturating_duration_since(job.submitted),
-                written: false,
+                stage: crate::error::TimeoutStage::Queued,
                 prompt: None,
             };
             self.complete(job, Err(err));
@@ -362,7 +404,7 @@ impl IoThread {
                 // Failures of the instance itself feed the breaker; a caller's deadline passing
                 // while the job was still queued does not.
                 let counts = match err {
-                    Error::Timeout { written, .. } => *written,
+                    Error::Timeout { stage, .. } => *stage == crate::error::TimeoutStage::Answering,
                     Error::ResponseTooLarge { .. } => true,
                     _ => false,
                 };

@@ -19,9 +19,12 @@ impl IoThread {
                     consider(Some(*deadline));
                     consider(framer.as_ref().and_then(|f| f.deadline()));
                 }
-                Phase::Busy { job, framer, .. } => {
+                Phase::Busy { job, framer, began } => {
                     consider(Some(job.deadline));
                     consider(framer.deadline());
+                    if self.may_mark_stuck() {
+                        consider(Some(crate::clock::after(*began, self.cfg.stuck_after)));
+                    }
                 }
                 Phase::Stopping { deadline, .. } => consider(Some(*deadline)),
                 Phase::Idle => {}
@@ -37,18 +40,25 @@ impl IoThread {
         next
     }
 
+    /// Whether the answer in flight may still be marked stuck: only in a cluster (a pool has
+    /// nowhere to move prompts), and once per answer.
+    pub(super) fn may_mark_stuck(&self) -> bool {
+        self.cfg.hooks.is_some() && self.stuck_began.is_none()
+    }
+
     pub(super) fn poll_once(&mut self) {
         let busy = matches!(
             self.child.as_ref().map(|c| &c.phase),
             Some(Phase::Busy { .. })
         );
-        self.cfg.shared.stats.busy.store(busy, Ordering::Relaxed);
-        self.cfg.doorbell.set_listening(!busy);
-        if !busy && !self.cfg.jobs.is_empty() {
+        let deadline = self.next_deadline();
+        // Idle or stuck, it wants every job at once; busy, only those due before it wakes.
+        let listening = !busy || self.stuck_began.is_some();
+        self.cfg.doorbell.set_listening(listening, deadline);
+        if !self.cfg.jobs.is_empty() {
             // A job arrived after the last look, and its sender may not have rung.
             return;
         }
-        let deadline = self.next_deadline();
         let mut ready: [(Option<Source>, PollFlags); 5] = [(None, PollFlags::empty()); 5];
         {
             let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(5);
@@ -137,6 +147,7 @@ impl IoThread {
             NotReady(Duration),
             Answered,
             TimedOut(Duration),
+            Stuck(Instant),
             Escalate,
         }
         let Some(child) = &mut self.child else { return };
@@ -157,11 +168,16 @@ impl IoThread {
                     Due::Nothing
                 }
             }
-            Phase::Busy { job, framer, .. } => {
+            Phase::Busy { job, framer, began } => {
                 if framer.tick(now) == Progress::Complete {
                     Due::Answered
                 } else if now >= job.deadline {
                     Due::TimedOut(now.saturating_duration_since(job.submitted))
+                } else if self.cfg.hooks.is_some()
+                    && self.stuck_began.is_none()
+                    && now >= crate::clock::after(*began, self.cfg.stuck_after)
+                {
+                    Due::Stuck(*began)
                 } else {
                     Due::Nothing
                 }
@@ -187,11 +203,12 @@ impl IoThread {
                 self.begin_stop(ExitCause::NotReady, StopStep::Term);
             }
             Due::Answered => self.finish_busy(now),
+            Due::Stuck(began) => self.mark_stuck(began),
             Due::TimedOut(waited) => {
                 let err = Error::Timeout {
                     instance: Some(self.cfg.shared.index),
                     waited,
-                    written: true,
+                    stage: crate::error::TimeoutStage::Answering,
                     prompt: None,
                 };
                 self.abort_busy(err, ExitCause::Timeout);

@@ -183,6 +183,7 @@ impl IoThread {
         while let Ok(job) = self.cfg.jobs.try_recv() {
             self.hand_back(job, || Error::Shutdown { prompt: None });
         }
+        self.cfg.shared.set_returns_at(None);
         self.cfg.shared.set_state(InstanceState::Stopped);
         let outcome = StopOutcome {
             index: self.cfg.shared.index,

@@ -172,6 +172,7 @@ impl IoThread {
                 let err = Error::ResponseTooLarge {
                     instance: self.cfg.shared.index,
                     limit: self.cfg.spec.max_response_bytes,
+                    prompt: None,
                 };
                 self.abort_busy(err, ExitCause::TooLarge);
             }

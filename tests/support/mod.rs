@@ -6,8 +6,14 @@ use std::time::{Duration, Instant};
 use aim::{Framing, InputFormat, Readiness, ToolRegistry, ToolSpec};
 
 /// Logs go to the test's captured output; `RUST_LOG=aim=debug cargo test` shows them.
+/// Also arms a watchdog for the whole test binary (10 minutes): a lost wake-up then fails the
+/// run with a message instead of hanging `cargo test`.
 pub fn init_logs() {
     let _ = env_logger::builder().is_test(true).try_init();
+    static BINARY_WATCHDOG: std::sync::Once = std::sync::Once::new();
+    BINARY_WATCHDOG.call_once(|| {
+        std::mem::forget(watchdog("this test binary", Duration::from_secs(600)));
+    });
 }
 
 /// The demo agent binary built for these tests.
@@ -166,4 +172,24 @@ pub fn stop_cluster(cluster: &aim::ClusterManager) {
     let report = cluster.shutdown();
     assert!(report.all_reaped(), "{report:?}");
     assert_gone(&pids);
+}
+
+/// Fails the test binary if a test does not finish in time, instead of hanging `cargo test`:
+/// a lost wake-up then shows up as a named failure. Dropping the guard disarms it.
+pub struct Watchdog {
+    _disarm: crossbeam_channel::Sender<()>,
+}
+
+/// Arms a [`Watchdog`] for the calling test: after `limit`, it prints `what` and exits the
+/// process with status 101 (the status of a failed test binary).
+pub fn watchdog(what: &str, limit: Duration) -> Watchdog {
+    let (tx, rx) = crossbeam_channel::bounded::<()>(0);
+    let what = what.to_string();
+    std::thread::spawn(move || {
+        if let Err(crossbeam_channel::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+            eprintln!("watchdog: {what} did not finish within {limit:?} (a lost wake-up?)");
+            std::process::exit(101);
+        }
+    });
+    Watchdog { _disarm: tx }
 }

@@ -1,0 +1,104 @@
+//! Vocabulary for where an instance is: [`InstanceState`], and [`InstanceOutlook`], what a
+//! prompt that found no instance is told about each one.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum InstanceState {
+    /// Its process is starting and not ready yet.
+    Starting,
+    /// Ready for prompts (idle or answering).
+    Ready,
+    /// Its process ended; a restart is scheduled (or being decided).
+    Restarting,
+    /// Its restart budget is exhausted; it waits for a long cooldown or `restart_instance`.
+    Failed,
+    /// Its process is being stopped.
+    Stopping,
+    /// Stopped for good (shutdown, restart policy, or removed by a resize).
+    Stopped,
+}
+
+impl InstanceState {
+    const ALL: [InstanceState; 6] = [
+        InstanceState::Starting,
+        InstanceState::Ready,
+        InstanceState::Restarting,
+        InstanceState::Failed,
+        InstanceState::Stopping,
+        InstanceState::Stopped,
+    ];
+
+    pub(crate) fn from_u8(v: u8) -> InstanceState {
+        InstanceState::ALL
+            .get(v as usize)
+            .copied()
+            .unwrap_or(InstanceState::Stopped)
+    }
+
+    pub(crate) fn to_u8(self) -> u8 {
+        InstanceState::ALL
+            .iter()
+            .position(|s| *s == self)
+            .unwrap_or(5) as u8
+    }
+
+    /// The state as a lowercase word (`ready`, `failed`), as used in metrics labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            InstanceState::Starting => "starting",
+            InstanceState::Ready => "ready",
+            InstanceState::Restarting => "restarting",
+            InstanceState::Failed => "failed",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+        }
+    }
+
+    /// Every state, in a fixed order.
+    pub fn all() -> &'static [InstanceState] {
+        &Self::ALL
+    }
+}
+
+impl std::fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why one instance could not take a prompt, and when it may again: carried by
+/// [`Error::NoHealthyInstance`](crate::Error::NoHealthyInstance).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct InstanceOutlook {
+    /// The instance index.
+    pub index: usize,
+    /// Its state when the prompt gave up.
+    pub state: InstanceState,
+    /// Whether its circuit breaker was open.
+    pub circuit_open: bool,
+    /// The earliest it may take prompts again, from then: `Some(ZERO)` for "any moment"
+    /// (starting, or restarting now), `None` for never (stopped for good).
+    #[serde(with = "crate::spec::opt_duration_ms", rename = "returns_in_ms")]
+    pub returns_in: Option<Duration>,
+}
+
+impl std::fmt::Display for InstanceOutlook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "instance {} {}", self.index, self.state)?;
+        if self.circuit_open {
+            f.write_str(" (circuit open)")?;
+        }
+        match self.returns_in {
+            None => f.write_str(", not coming back"),
+            Some(d) if d.is_zero() => Ok(()),
+            Some(d) => write!(f, ", back in {:.1?}", d),
+        }
+    }
+}
