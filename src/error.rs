@@ -132,6 +132,17 @@ pub enum Error {
         /// The prompt, handed back.
         prompt: Option<String>,
     },
+    /// The tool answered, and its answer says it failed: a JSON-RPC error, a result marked
+    /// `is_error`, a model call that failed. The instance stays in service: the protocol is
+    /// still in step. Not retryable as such (the same prompt may fail the same way).
+    ToolReported {
+        /// The instance that answered.
+        instance: usize,
+        /// The tool's own message.
+        message: String,
+        /// The prompt, handed back.
+        prompt: Option<String>,
+    },
     /// Every queue is full (from `try_submit`, or from `submit` when the backlog is full).
     Busy {
         /// The prompt, handed back.
@@ -208,6 +219,7 @@ impl Error {
             | Error::NoHealthyInstance { prompt, .. }
             | Error::InstanceUnavailable { prompt, .. }
             | Error::ResponseTooLarge { prompt, .. }
+            | Error::ToolReported { prompt, .. }
             | Error::Shutdown { prompt } => prompt.as_deref(),
             _ => None,
         }
@@ -222,6 +234,7 @@ impl Error {
             | Error::NoHealthyInstance { prompt, .. }
             | Error::InstanceUnavailable { prompt, .. }
             | Error::ResponseTooLarge { prompt, .. }
+            | Error::ToolReported { prompt, .. }
             | Error::Shutdown { prompt } => prompt,
             _ => None,
         }
@@ -240,6 +253,7 @@ impl Error {
             Error::Timeout { .. } => "timeout",
             Error::InstanceDied { .. } => "died",
             Error::ResponseTooLarge { .. } => "too_large",
+            Error::ToolReported { .. } => "tool_error",
             Error::Busy { .. } => "busy",
             Error::NoHealthyInstance { .. } => "no_healthy_instance",
             Error::InstanceUnavailable { .. } => "unavailable",
@@ -257,6 +271,7 @@ impl Error {
             | Error::NoHealthyInstance { prompt, .. }
             | Error::InstanceUnavailable { prompt, .. }
             | Error::ResponseTooLarge { prompt, .. }
+            | Error::ToolReported { prompt, .. }
             | Error::Shutdown { prompt }
                 if prompt.is_none() =>
             {
@@ -423,6 +438,9 @@ impl fmt::Display for Error {
                 f,
                 "answer from instance {instance} exceeded {limit} bytes; the instance is being recycled"
             ),
+            Error::ToolReported {
+                instance, message, ..
+            } => write!(f, "instance {instance}: the tool reported an error: {message}"),
             Error::Busy { .. } => write!(f, "every queue is full"),
             Error::NoHealthyInstance {
                 waited, instances, ..

@@ -37,6 +37,7 @@ impl Rule {
                 marker,
                 stream,
                 settle,
+                ..
             } => Rule::EndsWith {
                 marker: marker.as_bytes().to_vec(),
                 stream: *stream,
@@ -260,6 +261,14 @@ impl Framer {
         if trailing > 0 {
             log::debug!("{trailing} bytes of output arrived after the end of an answer");
         }
+    }
+
+    /// Undoes a completion that turned out to be early (the marker was part of the answer):
+    /// collecting goes on.
+    pub(crate) fn reopen(&mut self) {
+        self.complete = false;
+        self.marker_tail = 0;
+        self.timer = None;
     }
 
     /// Takes the collected answer.

@@ -20,15 +20,25 @@ use crate::process::ExitInfo;
 pub use crate::state::InstanceState;
 
 /// A complete answer from one instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Response {
-    /// The answer as text (invalid UTF-8 replaced by U+FFFD; see `bytes` for the raw output).
+    /// The answer proper, as the protocol decodes it: what the model or REPL answered,
+    /// without echoes, prompt markers or bookkeeping lines (invalid UTF-8 replaced by U+FFFD).
+    /// For the framed protocol, the output minus its markers.
     pub text: String,
-    /// The answer's raw bytes, exactly as the tool wrote them (minus framing markers).
+    /// The raw transcript of the turn's stdout, exactly as the tool wrote it (for debugging;
+    /// the framed protocol leaves out its markers).
     pub bytes: Vec<u8>,
     /// What the tool wrote to stderr while answering (minus a prompt marker shown there).
     pub stderr: String,
+    /// The tool's session or thread id, where the protocol reports one (claude's
+    /// `session_id`, codex's thread id).
+    pub session_id: Option<String>,
+    /// Tokens used by the turn, where the tool reports them.
+    pub usage: Option<crate::protocol::Usage>,
+    /// The turn's cost in US dollars, where the tool reports it.
+    pub cost_usd: Option<f64>,
     /// The instance that answered.
     pub instance: usize,
     /// The generation (restart count) of the process that answered.
@@ -325,6 +335,8 @@ pub enum ExitCause {
     Manual,
     /// Shutdown or resize.
     Shutdown,
+    /// Its output broke the protocol (output where none was expected, a failed handshake).
+    Protocol,
 }
 
 impl ExitCause {
@@ -340,6 +352,7 @@ impl ExitCause {
             ExitCause::Retired => "retired",
             ExitCause::Manual => "manual",
             ExitCause::Shutdown => "shutdown",
+            ExitCause::Protocol => "protocol",
         }
     }
 

@@ -149,6 +149,7 @@ mod monitor;
 mod pool;
 mod process;
 mod prometheus;
+pub mod protocol;
 mod registry;
 mod reply;
 mod request;

@@ -24,7 +24,7 @@ pub const FAILURE_KINDS: [&str; 4] = ["timeout", "died", "rejected", "error"];
 
 /// The restart reasons counted per instance: every [`ExitCause`] after which the monitor
 /// starts a new process (a shutdown never does).
-pub const RESTART_REASONS: [ExitCause; 8] = [
+pub const RESTART_REASONS: [ExitCause; 9] = [
     ExitCause::Crashed,
     ExitCause::SpawnFailed,
     ExitCause::NotReady,
@@ -33,6 +33,7 @@ pub const RESTART_REASONS: [ExitCause; 8] = [
     ExitCause::ProbeFailed,
     ExitCause::Retired,
     ExitCause::Manual,
+    ExitCause::Protocol,
 ];
 
 pub(crate) fn failure_kind(error: &Error) -> usize {
@@ -108,6 +109,8 @@ pub(crate) struct InstanceStats {
     pub latency: AtomicHistogram,
     pub uptime_total_us: AtomicU64,
     pub busy: AtomicBool,
+    /// Bytes of output that arrived outside any answer.
+    pub stray_output: AtomicU64,
     minute: MinuteRing,
 }
 
@@ -122,8 +125,15 @@ impl InstanceStats {
             latency: AtomicHistogram::default(),
             uptime_total_us: AtomicU64::new(0),
             busy: AtomicBool::new(false),
+            stray_output: AtomicU64::new(0),
             minute: MinuteRing::default(),
         }
+    }
+
+    /// Counts output outside any answer (always, like `completed`: it signals a framing
+    /// problem).
+    pub(crate) fn on_stray_output(&self, bytes: usize) {
+        self.stray_output.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn on_sent(&self) {
@@ -238,6 +248,9 @@ pub struct InstanceMetrics {
     pub last_exit: Option<ExitInfo>,
     /// Resident memory of the process and its descendants, from `/proc`, when readable.
     pub rss_bytes: Option<u64>,
+    /// Bytes of output that arrived outside any answer (dropped, never attributed to one).
+    #[serde(default)]
+    pub stray_output_bytes: u64,
 }
 
 impl InstanceMetrics {
@@ -288,6 +301,7 @@ impl InstanceMetrics {
                 .ok()
                 .filter(|&pid| pid > 0)
                 .and_then(|pid| crate::process::resident_memory_bytes(pid, true)),
+            stray_output_bytes: load(&stats.stray_output),
         }
     }
 }
@@ -482,6 +496,7 @@ mod tests {
             total_uptime_s: 1.0,
             last_exit: None,
             rss_bytes: None,
+            stray_output_bytes: 0,
         }
     }
 

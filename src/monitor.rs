@@ -584,7 +584,7 @@ impl Monitor {
         if handle.shared.state() != InstanceState::Ready || handle.shared.pending() > 0 {
             return;
         }
-        let Ok(input) = self.core.spec.render(&probe.prompt) else {
+        let Ok(input) = self.core.protocol.prepare(&probe.prompt) else {
             return;
         };
         let job = Job {

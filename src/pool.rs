@@ -87,6 +87,8 @@ pub(crate) struct DispatchHooks {
 /// The pool's internals, shared by its handle, the monitor and (for a cluster) the dispatcher.
 pub(crate) struct PoolCore {
     pub spec: Arc<ToolSpec>,
+    /// How prompts are encoded and answers framed and decoded (built once from the spec).
+    pub protocol: Arc<dyn crate::protocol::Protocol>,
     pub supervision: SupervisionConfig,
     pub queue_capacity: usize,
     drain_timeout: Duration,
@@ -136,6 +138,7 @@ impl PoolCore {
         let (events_tx, events_rx) = unbounded();
         let (monitor_tx, monitor_rx) = unbounded();
         let core = Arc::new(PoolCore {
+            protocol: spec.build_protocol(),
             spec: Arc::new(spec),
             supervision: options.supervision,
             queue_capacity: options.queue_capacity,
@@ -226,6 +229,7 @@ impl PoolCore {
         let doorbell = Arc::new(Doorbell::new()?);
         let config = IoThreadConfig {
             spec: Arc::new(self.spec.for_instance(index)),
+            protocol: Arc::clone(&self.protocol),
             shared: Arc::clone(&shared),
             jobs: jobs_rx,
             control: control_rx,
@@ -314,7 +318,7 @@ impl PoolCore {
             });
         }
         // Rendered from a borrow: the prompt is kept (to hand back on failure), not copied.
-        let input = match self.spec.render(&prompt) {
+        let input = match self.protocol.prepare(&prompt) {
             Ok(input) => input,
             Err(reason) => return Err(Error::InvalidPrompt { reason, prompt }),
         };

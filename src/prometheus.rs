@@ -148,6 +148,13 @@ pub(crate) fn render(snap: &MetricsSnapshot) -> String {
         |m| counts(&m.restarts),
     );
     w.per_instance(
+        "aim_stray_output_bytes_total",
+        "counter",
+        "Bytes a tool instance wrote outside any answer (dropped, never attributed to one).",
+        instances,
+        |m| Some(m.stray_output_bytes as f64),
+    );
+    w.per_instance(
         "aim_in_flight",
         "gauge",
         "Prompts an instance is answering now.",
@@ -331,6 +338,7 @@ mod tests {
             total_uptime_s: 4.0,
             last_exit: None,
             rss_bytes: Some(1 << 20),
+            stray_output_bytes: 0,
         };
         MetricsSnapshot::build(
             "de\"mo",

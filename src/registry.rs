@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::spec::{Framing, InputFormat, Readiness, Stream, ToolSpec};
+use crate::protocol::ProtocolKind;
+use crate::spec::{Framing, InputFormat, Stream, ToolSpec};
 
 /// The environment variable naming a JSON tools file that [`ToolRegistry::from_env`] loads.
 pub const TOOLS_ENV: &str = "AIM_TOOLS";
@@ -259,6 +260,7 @@ fn demo_spec() -> ToolSpec {
             marker: "> ".into(),
             stream: Stream::Stdout,
             settle: Duration::ZERO,
+            await_read: false,
         })
         .input(InputFormat::Wrapped {
             open: "{".into(),
@@ -279,6 +281,7 @@ fn python_spec() -> ToolSpec {
             marker: ">>> ".into(),
             stream: Stream::Stderr,
             settle: Duration::ZERO,
+            await_read: false,
         })
         .quit_command("exit()")
 }
@@ -303,8 +306,13 @@ fn sqlite3_spec() -> ToolSpec {
 }
 
 fn aider_spec() -> ToolSpec {
+    // The model comes from the environment the way aider documents it (AIDER_MODEL, or
+    // OPENAI_API_KEY / ANTHROPIC_API_KEY and friends); --no-git keeps aider from running
+    // `git init` and writing .gitignore in the caller's directory, and /dev/null histories
+    // leave no .aider* files behind.
     ToolSpec::new("aider", "aider")
         .args([
+            "--no-git",
             "--no-pretty",
             "--no-fancy-input",
             "--yes-always",
@@ -316,19 +324,13 @@ fn aider_spec() -> ToolSpec {
             "--no-detect-urls",
             "--no-suggest-shell-commands",
             "--no-notifications",
+            "--input-history-file",
+            "/dev/null",
+            "--chat-history-file",
+            "/dev/null",
         ])
         .env("COLUMNS", "1000")
-        .framing(Framing::Prompt {
-            marker: "> ".into(),
-            stream: Stream::Stdout,
-            // An answer may contain "\n> " (a markdown quote): the marker only counts at the
-            // end of the output once aider has gone quiet.
-            settle: Duration::from_millis(500),
-        })
-        .input(InputFormat::Wrapped {
-            open: "{".into(),
-            close: "}".into(),
-        })
+        .protocol(ProtocolKind::Aider)
         .quit_command("/exit")
         .startup_timeout(Duration::from_secs(120))
         .request_timeout(Duration::from_secs(600))
@@ -345,32 +347,17 @@ fn claude_spec() -> ToolSpec {
             "stream-json",
             "--verbose",
         ])
-        .framing(Framing::JsonLines {
-            field: "type".into(),
-            value: "result".into(),
-        })
-        .input(InputFormat::JsonTemplate {
-            template: r#"{"type":"user","message":{"role":"user","content":{prompt}}}"#.into(),
-        })
-        .readiness(Readiness::Immediate)
+        .protocol(ProtocolKind::ClaudeStreamJson)
+        .startup_timeout(Duration::from_secs(60))
         .request_timeout(Duration::from_secs(600))
         .stop_grace(Duration::from_secs(5))
 }
 
 fn codex_spec() -> ToolSpec {
-    // `codex app-server` keeps one process and speaks JSON-RPC; a turn ends with a
-    // `turn/completed` notification. See docs/tools.md for the handshake it expects.
     ToolSpec::new("codex", "codex")
         .args(["app-server"])
-        .framing(Framing::JsonLines {
-            field: "method".into(),
-            value: "turn/completed".into(),
-        })
-        .input(InputFormat::JsonTemplate {
-            template: r#"{"jsonrpc":"2.0","method":"turn/start","params":{"input":[{"type":"text","text":{prompt}}]}}"#
-                .into(),
-        })
-        .readiness(Readiness::Immediate)
+        .protocol(ProtocolKind::CodexAppServer)
+        .startup_timeout(Duration::from_secs(60))
         .request_timeout(Duration::from_secs(600))
         .stop_grace(Duration::from_secs(5))
 }

@@ -2,9 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::protocol::{CustomProtocol, Protocol, ProtocolKind};
 
 use crate::error::{Error, Result};
 
@@ -94,6 +97,13 @@ pub enum Framing {
         /// (for tools whose answers may themselves end in the marker). Defaults to 0.
         #[serde(default, rename = "settle_ms", with = "duration_ms")]
         settle: Duration,
+        /// The marker only counts once the tool's main thread is blocked reading its stdin
+        /// (Linux, `/proc/PID/syscall`): an answer that merely contains the marker while the
+        /// tool is still working never ends early, and no quiet time is needed. Checked again
+        /// every few milliseconds while the tool is busy; where the check is unavailable,
+        /// `settle` decides. Defaults to false.
+        #[serde(default)]
+        await_read: bool,
     },
     /// One line of output per prompt.
     Line,
@@ -219,11 +229,19 @@ pub struct ToolSpec {
     pub cwd: Option<String>,
     /// Pipes or a PTY. Defaults to pipes.
     pub transport: Transport,
-    /// When an answer is complete. Defaults to [`Framing::Line`].
+    /// How prompts are encoded, answers framed and decoded (see [`crate::protocol`]).
+    /// Defaults to [`ProtocolKind::Framed`]: `framing`, `input` and `readiness` decide.
+    pub protocol: ProtocolKind,
+    /// A protocol of your own, used instead of `protocol` (never serialised). Set it with
+    /// [`ToolSpec::custom_protocol`]. Defaults to none.
+    #[serde(skip)]
+    pub(crate) custom_protocol: Option<CustomProtocol>,
+    /// When an answer is complete, for the framed protocol. Defaults to [`Framing::Line`].
     pub framing: Framing,
-    /// How prompts are written. Defaults to [`InputFormat::Line`].
+    /// How prompts are written, for the framed protocol. Defaults to [`InputFormat::Line`].
     pub input: InputFormat,
-    /// When a new instance is ready. Defaults to [`Readiness::Auto`].
+    /// When a new instance is ready, for the framed protocol. Defaults to
+    /// [`Readiness::Auto`].
     pub readiness: Readiness,
     /// Lines written once after start, before readiness is awaited (setup commands).
     /// Defaults to none.
@@ -262,6 +280,8 @@ impl Default for ToolSpec {
             env: EnvSpec::default(),
             cwd: None,
             transport: Transport::Pipes,
+            protocol: ProtocolKind::Framed,
+            custom_protocol: None,
             framing: Framing::Line,
             input: InputFormat::Line,
             readiness: Readiness::Auto,
@@ -286,6 +306,36 @@ impl ToolSpec {
             name: name.into(),
             program: program.into(),
             ..ToolSpec::default()
+        }
+    }
+
+    /// Uses a shipped protocol. Defaults to [`ProtocolKind::Framed`].
+    pub fn protocol(mut self, kind: ProtocolKind) -> Self {
+        self.protocol = kind;
+        self
+    }
+
+    /// Uses a protocol of your own (it wins over [`ToolSpec::protocol`]). Defaults to none.
+    ///
+    /// ```
+    /// use aim::protocol::{Framed, Protocol};
+    /// use aim::ToolSpec;
+    /// use std::sync::Arc;
+    /// let spec = ToolSpec::new("cat", "cat");
+    /// let mine: Arc<dyn Protocol> = Arc::new(Framed::new(&spec));
+    /// let spec = spec.custom_protocol(Arc::clone(&mine));
+    /// assert!(Arc::ptr_eq(&spec.build_protocol(), &mine));
+    /// ```
+    pub fn custom_protocol(mut self, protocol: Arc<dyn Protocol>) -> Self {
+        self.custom_protocol = Some(CustomProtocol(protocol));
+        self
+    }
+
+    /// The protocol this spec uses: the custom one, or the shipped `protocol` built for it.
+    pub fn build_protocol(&self) -> Arc<dyn Protocol> {
+        match &self.custom_protocol {
+            Some(custom) => Arc::clone(&custom.0),
+            None => self.protocol.build(self),
         }
     }
 

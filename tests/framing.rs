@@ -30,6 +30,7 @@ fn prompt_marker_with_a_settle_period_waits_for_quiet() {
         marker: "> ".into(),
         stream: Stream::Stdout,
         settle: Duration::from_millis(50),
+        await_read: false,
     };
     let pool = ToolProcessPool::new(spec, 1).unwrap();
     let r = pool.send_to(0, "/quote").unwrap();

@@ -40,38 +40,9 @@ impl IoThread {
         });
         let now = Instant::now();
         let mut out = Vec::new();
-        for line in &spec.init {
-            out.extend_from_slice(line.as_bytes());
-            out.push(b'\n');
-        }
-        let limit = spec.max_response_bytes.max(STARTUP_WINDOW);
-        let framer = match spec.effective_readiness() {
-            Readiness::Immediate => None,
-            Readiness::Text { text, stream } => {
-                let rule = match &spec.framing {
-                    Framing::Prompt { marker, settle, .. } if *marker == text => Rule::EndsWith {
-                        marker: text.into_bytes(),
-                        stream,
-                        settle: *settle,
-                    },
-                    _ => Rule::Contains {
-                        text: text.into_bytes(),
-                        stream,
-                    },
-                };
-                Some(Framer::new(rule, limit, now))
-            }
-            Readiness::Auto => {
-                // Sentinel framing: a sentinel round trip proves the tool reads and answers.
-                let nonce = fresh_nonce();
-                push_sentinel(&spec.framing, &nonce, &mut out);
-                Some(Framer::new(
-                    Rule::for_answer(&spec.framing, &nonce),
-                    limit,
-                    now,
-                ))
-            }
-        };
+        let context = Context::new(process.pid(), shared.index, spec.max_response_bytes);
+        let mut conversation = self.cfg.protocol.conversation(&context);
+        let opened = conversation.open(now, &mut out);
         let strip = spec
             .strip_ansi
             .then(|| (AnsiStripper::default(), AnsiStripper::default()));
@@ -80,10 +51,11 @@ impl IoThread {
             io,
             generation,
             phase: Phase::Starting {
-                framer,
                 deadline: now + spec.startup_timeout,
                 began: now,
             },
+            conversation,
+            turn_stderr: Vec::new(),
             out,
             out_pos: 0,
             stderr_line: Vec::new(),
@@ -93,13 +65,38 @@ impl IoThread {
             starting_since: Some(now),
         });
         self.write_pending();
-        let ready_now = matches!(
-            self.child.as_ref().map(|c| &c.phase),
-            Some(Phase::Starting { framer: None, .. })
-        );
-        if ready_now {
-            self.become_ready(now);
+        self.on_startup_step(opened, now);
+    }
+
+    /// Acts on what the conversation says while starting.
+    pub(super) fn on_startup_step(&mut self, step: Step, now: Instant) {
+        match step {
+            Step::Done => self.become_ready(now),
+            Step::Failed(reason) => self.fail_startup(reason, now),
+            Step::Pending | Step::TooLarge => {}
         }
+    }
+
+    /// The process cannot become ready (its handshake failed): report and recycle it.
+    pub(super) fn fail_startup(&mut self, reason: String, now: Instant) {
+        let began = match self.child.as_ref().map(|c| &c.phase) {
+            Some(Phase::Starting { began, .. }) => *began,
+            _ => return,
+        };
+        let mut stderr = self.cfg.shared.last_stderr();
+        stderr.push(reason);
+        let err = Error::NotReady {
+            tool: self.cfg.spec.name.clone(),
+            instance: self.cfg.shared.index,
+            waited: now.saturating_duration_since(began),
+            exit: None,
+            stderr,
+        };
+        log::warn!("{err}");
+        if let Some(n) = self.child.as_mut().and_then(|c| c.notify.take()) {
+            let _ = n.send(Err(err));
+        }
+        self.begin_stop(ExitCause::Protocol, StopStep::Term);
     }
 
     pub(super) fn become_ready(&mut self, now: Instant) {
@@ -136,69 +133,121 @@ impl IoThread {
     // ----- requests ----------------------------------------------------------------------
 
     pub(super) fn start_next_job(&mut self, now: Instant) {
-        let Some(child) = &mut self.child else { return };
-        if !matches!(child.phase, Phase::Idle) || child.io.stdin.is_none() {
+        let Some(child) = &self.child else { return };
+        if !matches!(child.phase, Phase::Idle) || child.io.stdin.is_none() || self.queue.is_empty()
+        {
             return;
         }
+        // Output already waiting in the pipes is never attributed to the next answer (they
+        // were just drained if an answer completed in this round).
+        if !self.drained_after_answer && !self.drain_between(false) {
+            return;
+        }
+        let Some(child) = &mut self.child else { return };
         let Some(job) = self.queue.pop_front() else {
             return;
         };
-        let spec = &self.cfg.spec;
-        let nonce = match spec.framing {
-            Framing::Sentinel { .. } => fresh_nonce(),
-            _ => String::new(),
-        };
         child.out.clear();
         child.out_pos = 0;
-        child.out.extend_from_slice(&job.input);
-        push_sentinel(&spec.framing, &nonce, &mut child.out);
-        let framer = Framer::new(
-            Rule::for_answer(&spec.framing, &nonce),
-            spec.max_response_bytes,
-            now,
-        );
+        child.turn_stderr.clear();
+        child
+            .conversation
+            .begin(&job.prompt, &job.input, now, &mut child.out);
         self.cfg.shared.stats.on_sent();
-        child.phase = Phase::Busy {
-            job,
-            framer,
-            began: now,
-        };
+        child.phase = Phase::Busy { job, began: now };
         // Write at once: most prompts fit in the pipe and need no extra poll round.
         self.write_pending();
     }
 
+    /// Reads what the tool has already written outside an answer and asks the protocol what
+    /// it is (`just_finished`: right after an answer was complete). Returns false when it was
+    /// unexpected: the process is being recycled.
+    pub(super) fn drain_between(&mut self, just_finished: bool) -> bool {
+        let mut late = false;
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let bytes = self.read_available(stream);
+            if bytes.is_empty() {
+                continue;
+            }
+            let Some(child) = &mut self.child else {
+                return false;
+            };
+            match child.conversation.between(stream, &bytes, just_finished) {
+                Between::Absorbed => {}
+                Between::Stray => self.on_stray(stream, bytes.len(), false),
+                Between::Late => {
+                    self.on_stray(stream, bytes.len(), true);
+                    late = true;
+                }
+            }
+        }
+        if late {
+            self.begin_stop(ExitCause::Protocol, StopStep::Term);
+        }
+        !late
+    }
+
+    /// Counts and logs output outside any answer.
+    pub(super) fn on_stray(&self, stream: Stream, len: usize, late: bool) {
+        let shared = &self.cfg.shared;
+        shared.stats.on_stray_output(len);
+        if late {
+            log::warn!(
+                "{}[{}]: {len} bytes on {stream:?} after the answer was complete; the last \
+                 answer may have been cut short, recycling the process",
+                shared.tool,
+                shared.index
+            );
+        } else {
+            log::debug!(
+                "{}[{}]: {len} bytes on {stream:?} outside any answer, dropped",
+                shared.tool,
+                shared.index
+            );
+        }
+    }
+
     pub(super) fn finish_busy(&mut self, now: Instant) {
-        let marker_stream = match &self.cfg.spec.framing {
-            Framing::Prompt { stream, .. } => *stream,
-            _ => Stream::Stdout,
-        };
-        let other = match marker_stream {
-            Stream::Stdout => Stream::Stderr,
-            Stream::Stderr => Stream::Stdout,
-        };
-        // The tool wrote to the other stream before it ended the answer, so that output is
-        // already in its pipe: take it now so it lands in this answer, not the next.
-        let late = self.read_available(other);
         let Some(child) = &mut self.child else { return };
-        let Phase::Busy { job, framer, began } = std::mem::replace(&mut child.phase, Phase::Idle)
-        else {
+        let Phase::Busy { job, began } = std::mem::replace(&mut child.phase, Phase::Idle) else {
             return;
         };
-        let mut collected = framer.into_collected();
-        match other {
-            Stream::Stdout => collected.stdout.extend_from_slice(&late),
-            Stream::Stderr => collected.stderr.extend_from_slice(&late),
-        }
-        let response = Response {
-            text: String::from_utf8_lossy(&collected.stdout).into_owned(),
-            bytes: collected.stdout,
-            stderr: String::from_utf8_lossy(&collected.stderr).into_owned(),
-            instance: self.cfg.shared.index,
-            generation: child.generation,
-            pid: child.process.pid(),
-            elapsed: now.saturating_duration_since(job.submitted),
-            service_time: now.saturating_duration_since(began),
-            context_lost: false,
+        // What the tool wrote before it ended the answer is already in the pipes: the
+        // protocol decides whether it belongs to this answer.
+        let in_step = self.drain_between(true);
+        self.drained_after_answer = true;
+        let Some(child) = &mut self.child else {
+            self.complete(job, Err(Error::Shutdown { prompt: None }));
+            return;
+        };
+        let index = self.cfg.shared.index;
+        let result = match child.conversation.finish() {
+            Ok(answer) => {
+                let stderr = if answer.stderr.is_empty() {
+                    std::mem::take(&mut child.turn_stderr)
+                } else {
+                    answer.stderr
+                };
+                Ok(Response {
+                    text: answer.text,
+                    bytes: answer.transcript,
+                    stderr: String::from_utf8_lossy(&stderr).into_owned(),
+                    session_id: answer.session_id,
+                    usage: answer.usage,
+                    cost_usd: answer.cost_usd,
+                    instance: index,
+                    generation: child.generation,
+                    pid: child.process.pid(),
+                    elapsed: now.saturating_duration_since(job.submitted),
+                    service_time: now.saturating_duration_since(began),
+                    context_lost: false,
+                })
+            }
+            Err(message) => Err(Error::ToolReported {
+                instance: index,
+                message,
+                prompt: None,
+            }),
         };
         let retire = child.retire_after_job.take().or_else(|| {
             let served = self.cfg.shared.served.load(Ordering::Acquire) + 1;
@@ -207,7 +256,11 @@ impl IoThread {
                 .filter(|max| served >= *max)
                 .map(|_| ExitCause::Retired)
         });
-        self.complete(job, Ok(response));
+        self.complete(job, result);
+        if !in_step {
+            // drain_between already began stopping the process.
+            return;
+        }
         if let Some(cause) = retire {
             self.begin_stop(cause, StopStep::Quit);
         }
@@ -227,13 +280,5 @@ impl IoThread {
             StopStep::Term
         };
         self.begin_stop(cause, first);
-    }
-}
-
-/// Appends the sentinel command for `nonce` when the framing uses one.
-pub(super) fn push_sentinel(framing: &Framing, nonce: &str, out: &mut Vec<u8>) {
-    if let Framing::Sentinel { command } = framing {
-        out.extend_from_slice(command.replace("{nonce}", nonce).as_bytes());
-        out.push(b'\n');
     }
 }

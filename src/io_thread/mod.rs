@@ -26,14 +26,14 @@ use nix::sys::signal::Signal;
 use crate::ansi::AnsiStripper;
 use crate::breaker::CircuitState;
 use crate::error::{Error, Result};
-use crate::framing::{fresh_nonce, Framer, Progress, Rule};
 use crate::instance::{
     Control, Doorbell, ExitCause, InstanceShared, InstanceState, IoEvent, Job, Response,
     StopMethod, StopOutcome,
 };
 use crate::pool::DispatchHooks;
 use crate::process::{self, poll_timeout, ChildIo, ChildProcess, ExitInfo};
-use crate::spec::{Framing, Readiness, Stream, ToolSpec};
+use crate::protocol::{Between, Context, Conversation, Protocol, Step};
+use crate::spec::{Stream, ToolSpec};
 
 /// The longest stderr line kept; longer lines are cut.
 const MAX_STDERR_LINE: usize = 1024;
@@ -45,12 +45,14 @@ const EOF_GRACE: Duration = Duration::from_millis(500);
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// Bytes per read(2); each I/O thread keeps one buffer of this size.
 const READ_CHUNK: usize = 16 * 1024;
-/// Readiness output kept while waiting for the ready marker.
-const STARTUP_WINDOW: usize = 1 << 20;
+/// Stderr kept per answer when the protocol does not collect it.
+const TURN_STDERR_CAP: usize = 64 * 1024;
 
 /// What an I/O thread needs.
 pub(crate) struct IoThreadConfig {
     pub spec: Arc<ToolSpec>,
+    /// How prompts are encoded and answers framed and decoded.
+    pub protocol: Arc<dyn Protocol>,
     pub shared: Arc<InstanceShared>,
     pub jobs: Receiver<Job>,
     pub control: Receiver<Control>,
@@ -82,14 +84,12 @@ enum StopStep {
 
 enum Phase {
     Starting {
-        framer: Option<Framer>,
         deadline: Instant,
         began: Instant,
     },
     Idle,
     Busy {
         job: Job,
-        framer: Framer,
         began: Instant,
     },
     Stopping {
@@ -106,6 +106,10 @@ struct Running {
     io: ChildIo,
     generation: u64,
     phase: Phase,
+    /// The protocol's state for this process.
+    conversation: Box<dyn Conversation>,
+    /// Stderr of the answer in flight (capped).
+    turn_stderr: Vec<u8>,
     out: Vec<u8>,
     out_pos: usize,
     stderr_line: Vec<u8>,
@@ -131,6 +135,9 @@ pub(crate) struct IoThread {
     answered: Vec<(Job, Result<Response>)>,
     /// When the answer that made this instance stuck began (see `stuck_after`).
     stuck_began: Option<Instant>,
+    /// The pipes were drained when the last answer completed, in this loop round: the next
+    /// prompt need not drain them again.
+    drained_after_answer: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -156,6 +163,7 @@ impl IoThread {
             scratch: vec![0; READ_CHUNK],
             answered: Vec::new(),
             stuck_began: None,
+            drained_after_answer: false,
         }
     }
 
@@ -174,6 +182,7 @@ impl IoThread {
             let now = Instant::now();
             self.expire_queued(now);
             self.start_next_job(now);
+            self.drained_after_answer = false;
             self.publish_busy();
             // Waking a caller may hand it this CPU: give the tool its next prompt first, so
             // it works while the caller runs.

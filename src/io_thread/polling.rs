@@ -13,15 +13,13 @@ impl IoThread {
         };
         if let Some(child) = &self.child {
             match &child.phase {
-                Phase::Starting {
-                    framer, deadline, ..
-                } => {
+                Phase::Starting { deadline, .. } => {
                     consider(Some(*deadline));
-                    consider(framer.as_ref().and_then(|f| f.deadline()));
+                    consider(child.conversation.deadline());
                 }
-                Phase::Busy { job, framer, began } => {
+                Phase::Busy { job, began } => {
                     consider(Some(job.deadline));
-                    consider(framer.deadline());
+                    consider(child.conversation.deadline());
                     if self.may_mark_stuck() {
                         consider(Some(crate::clock::after(*began, self.cfg.stuck_after)));
                     }
@@ -143,34 +141,30 @@ impl IoThread {
         }
         enum Due {
             Nothing,
-            Ready,
+            Startup(Step),
             NotReady(Duration),
-            Answered,
+            Answer(Step),
             TimedOut(Duration),
             Stuck(Instant),
             Escalate,
         }
         let Some(child) = &mut self.child else { return };
+        let conversation = &mut child.conversation;
         let due = match &mut child.phase {
-            Phase::Starting {
-                framer,
-                deadline,
-                began,
-            } => {
-                if framer
-                    .as_mut()
-                    .is_some_and(|f| f.tick(now) == Progress::Complete)
-                {
-                    Due::Ready
+            Phase::Starting { deadline, began } => {
+                let step = conversation.tick(now);
+                if step != Step::Pending {
+                    Due::Startup(step)
                 } else if now >= *deadline {
                     Due::NotReady(now.saturating_duration_since(*began))
                 } else {
                     Due::Nothing
                 }
             }
-            Phase::Busy { job, framer, began } => {
-                if framer.tick(now) == Progress::Complete {
-                    Due::Answered
+            Phase::Busy { job, began } => {
+                let step = conversation.tick(now);
+                if step != Step::Pending {
+                    Due::Answer(step)
                 } else if now >= job.deadline {
                     Due::TimedOut(now.saturating_duration_since(job.submitted))
                 } else if self.cfg.hooks.is_some()
@@ -187,7 +181,7 @@ impl IoThread {
         };
         match due {
             Due::Nothing => {}
-            Due::Ready => self.become_ready(now),
+            Due::Startup(step) => self.on_startup_step(step, now),
             Due::NotReady(waited) => {
                 let err = Error::NotReady {
                     tool: self.cfg.spec.name.clone(),
@@ -202,7 +196,7 @@ impl IoThread {
                 }
                 self.begin_stop(ExitCause::NotReady, StopStep::Term);
             }
-            Due::Answered => self.finish_busy(now),
+            Due::Answer(step) => self.on_answer_step(step, now),
             Due::Stuck(began) => self.mark_stuck(began),
             Due::TimedOut(waited) => {
                 let err = Error::Timeout {

@@ -1,4 +1,4 @@
-//! Reading the child's output into the framer and the stderr ring, and writing prompts
+//! Reading the child's output into the protocol's conversation and the stderr ring, and writing prompts
 //! without blocking.
 
 use super::*;
@@ -141,34 +141,55 @@ impl IoThread {
             child.stderr_line = line;
         }
         let Some(child) = &mut self.child else { return };
-        let progress = match &mut child.phase {
-            Phase::Starting {
-                framer: Some(f), ..
-            } => {
-                let p = f.feed(stream, bytes, now);
-                if p == Progress::TooLarge {
-                    // Keep only recent startup output; the marker is still ahead.
-                    *f = Framer::new(f.rule().clone(), STARTUP_WINDOW, now);
+        let Running {
+            phase,
+            conversation,
+            out,
+            turn_stderr,
+            ..
+        } = child;
+        let pending_input = out.len();
+        let (step, starting) = match phase {
+            Phase::Starting { .. } => (conversation.starting(stream, bytes, now, out), true),
+            Phase::Busy { .. } => {
+                if stream == Stream::Stderr && turn_stderr.len() < TURN_STDERR_CAP {
+                    let take = bytes.len().min(TURN_STDERR_CAP - turn_stderr.len());
+                    turn_stderr.extend_from_slice(&bytes[..take]);
                 }
-                p
+                (conversation.answering(stream, bytes, now, out), false)
             }
-            Phase::Busy { framer, .. } => framer.feed(stream, bytes, now),
             Phase::Idle => {
-                log::trace!(
-                    "{}[{}]: {} bytes of output outside any answer, discarded",
-                    self.cfg.spec.name,
-                    self.cfg.shared.index,
-                    bytes.len()
-                );
+                let verdict = conversation.between(stream, bytes, false);
+                let len = bytes.len();
+                match verdict {
+                    Between::Absorbed | Between::Stray => self.on_stray(stream, len, false),
+                    Between::Late => {
+                        self.on_stray(stream, len, true);
+                        self.begin_stop(ExitCause::Protocol, StopStep::Term);
+                    }
+                }
                 return;
             }
-            Phase::Starting { framer: None, .. } | Phase::Stopping { .. } => return,
+            Phase::Stopping { .. } => return,
         };
-        let starting = matches!(child.phase, Phase::Starting { .. });
-        match (progress, starting) {
-            (Progress::Complete, true) => self.become_ready(now),
-            (Progress::Complete, false) => self.finish_busy(now),
-            (Progress::TooLarge, false) => {
+        let wrote = out.len() > pending_input;
+        if wrote {
+            // The protocol answered the tool (a handshake step, a declined request).
+            self.write_pending();
+        }
+        if starting {
+            self.on_startup_step(step, now);
+            return;
+        }
+        self.on_answer_step(step, now);
+    }
+
+    /// Acts on what the conversation says during an answer.
+    pub(super) fn on_answer_step(&mut self, step: Step, now: Instant) {
+        match step {
+            Step::Pending => {}
+            Step::Done => self.finish_busy(now),
+            Step::TooLarge => {
                 let err = Error::ResponseTooLarge {
                     instance: self.cfg.shared.index,
                     limit: self.cfg.spec.max_response_bytes,
@@ -176,7 +197,14 @@ impl IoThread {
                 };
                 self.abort_busy(err, ExitCause::TooLarge);
             }
-            _ => {}
+            Step::Failed(reason) => {
+                let err = Error::ToolReported {
+                    instance: self.cfg.shared.index,
+                    message: reason,
+                    prompt: None,
+                };
+                self.abort_busy(err, ExitCause::Protocol);
+            }
         }
     }
 

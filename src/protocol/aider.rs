@@ -1,0 +1,388 @@
+//! [`Aider`]: aider over plain pipes (`--no-pretty --no-fancy-input`).
+
+use std::time::{Duration, Instant};
+
+use super::{
+    check_prompt, stdin_wait, Answer, Between, Context, Conversation, Protocol, Step, Usage,
+};
+use crate::spec::{Stream, ToolSpec};
+
+/// The tag of multi-line blocks: `{aim` ... `aim}`.
+const BLOCK_TAG: &str = "aim";
+/// Pauses between checks that aider is blocked reading its stdin.
+const READ_CHECK_FIRST: Duration = Duration::from_millis(1);
+const READ_CHECK_MAX: Duration = Duration::from_millis(50);
+/// Where `/proc/PID/syscall` cannot be read: how long the prompt must stand unchanged.
+const FALLBACK_SETTLE: Duration = Duration::from_millis(500);
+
+/// aider's chat over pipes. After every answer aider prints a blank line, one line per file in
+/// the chat, and its prompt (`> `, or `ask> ` and the like in other modes), then reads stdin.
+/// An answer is complete when the output ends that way **and** aider's main thread is blocked
+/// reading its stdin (`/proc/PID/syscall`): a reply that merely contains `\n\n> ` while the
+/// model is still streaming never ends early, and no quiet time is needed. (Where the check
+/// is unavailable, the prompt must stand unchanged for 500 ms.)
+///
+/// Prompts: one line as it is; several lines, or one starting with `{` (which aider would read
+/// as the start of a block), as a `{aim` ... `aim}` block; a line equal to `aim}` is rejected.
+/// `text` is the model's reply (or the command's output) without the continuation prompts,
+/// the leading newline, the `Tokens:` line and the prompt; `usage` and `cost_usd` come from the
+/// `Tokens: N sent, M received. Cost: $x message, ...` line. A model call that failed
+/// (litellm's error, no `Tokens:` line) becomes
+/// [`Error::ToolReported`](crate::Error::ToolReported). Output while aider waits for a prompt
+/// is unexpected: the process is recycled (see [`Between::Late`]).
+#[derive(Debug, Clone)]
+pub struct Aider {
+    max_prompt_bytes: usize,
+}
+
+impl Aider {
+    /// The protocol, with `spec`'s prompt cap.
+    pub fn new(spec: &ToolSpec) -> Self {
+        Aider {
+            max_prompt_bytes: spec.max_prompt_bytes,
+        }
+    }
+}
+
+impl Protocol for Aider {
+    fn name(&self) -> &str {
+        "aider"
+    }
+
+    fn prepare(&self, prompt: &str) -> Result<Vec<u8>, String> {
+        check_prompt(prompt, self.max_prompt_bytes)?;
+        let body = prompt.replace("\r\n", "\n").replace('\r', "\n");
+        let mut out = Vec::with_capacity(body.len() + 16);
+        if !body.contains('\n') && !body.starts_with('{') {
+            out.extend_from_slice(body.as_bytes());
+            out.push(b'\n');
+            return Ok(out);
+        }
+        let close = format!("{BLOCK_TAG}}}");
+        if body.lines().any(|l| l == close) {
+            return Err(format!(
+                "a line of the prompt is {close:?}, which ends aider's block"
+            ));
+        }
+        out.extend_from_slice(format!("{{{BLOCK_TAG}\n{body}\n{close}\n").as_bytes());
+        Ok(out)
+    }
+
+    fn conversation(&self, context: &Context) -> Box<dyn Conversation> {
+        Box::new(AiderConversation {
+            pid: context.pid,
+            limit: context.max_response_bytes,
+            out: Vec::new(),
+            timer: None,
+        })
+    }
+}
+
+/// Why the conversation wants to be ticked.
+#[derive(Debug, Clone, Copy)]
+enum Timer {
+    /// Check again whether aider reads stdin; then wait `next` before the one after.
+    Recheck { at: Instant, next: Duration },
+    /// No `/proc` check: done if the prompt still stands at `at`.
+    Settle { at: Instant },
+}
+
+#[derive(Debug)]
+struct AiderConversation {
+    pid: i32,
+    limit: usize,
+    /// Stdout since the prompt was written (or since start).
+    out: Vec<u8>,
+    timer: Option<Timer>,
+}
+
+impl AiderConversation {
+    /// Done when the output ends with aider's prompt and aider waits for input.
+    fn judge(&mut self, now: Instant, pause: Duration) -> Step {
+        if prompt_tail(&self.out).is_none() {
+            self.timer = None;
+            return Step::Pending;
+        }
+        match stdin_wait::blocked_reading_stdin(self.pid) {
+            Some(true) => {
+                self.timer = None;
+                Step::Done
+            }
+            Some(false) => {
+                self.timer = Some(Timer::Recheck {
+                    at: now + pause,
+                    next: (pause * 2).min(READ_CHECK_MAX),
+                });
+                Step::Pending
+            }
+            None => {
+                if !matches!(self.timer, Some(Timer::Settle { .. })) {
+                    self.timer = Some(Timer::Settle {
+                        at: now + FALLBACK_SETTLE,
+                    });
+                }
+                Step::Pending
+            }
+        }
+    }
+
+    fn output(&mut self, stream: Stream, bytes: &[u8], now: Instant) -> Step {
+        if stream != Stream::Stdout || bytes.is_empty() {
+            return Step::Pending;
+        }
+        if self.out.len() + bytes.len() > self.limit {
+            return Step::TooLarge;
+        }
+        self.out.extend_from_slice(bytes);
+        // New output restarts any wait for the prompt to stand.
+        self.timer = None;
+        self.judge(now, READ_CHECK_FIRST)
+    }
+}
+
+impl Conversation for AiderConversation {
+    fn open(&mut self, _now: Instant, _input: &mut Vec<u8>) -> Step {
+        Step::Pending
+    }
+
+    fn starting(&mut self, stream: Stream, bytes: &[u8], now: Instant, _: &mut Vec<u8>) -> Step {
+        let step = self.output(stream, bytes, now);
+        if step == Step::TooLarge {
+            // Startup output is not an answer: keep only the recent part.
+            let keep = self.out.len().saturating_sub(4096);
+            self.out.drain(..keep);
+            return Step::Pending;
+        }
+        if step == Step::Done {
+            self.out.clear();
+        }
+        step
+    }
+
+    fn begin(&mut self, _prompt: &str, prepared: &[u8], _: Instant, input: &mut Vec<u8>) {
+        self.out.clear();
+        self.timer = None;
+        input.extend_from_slice(prepared);
+    }
+
+    fn answering(&mut self, stream: Stream, bytes: &[u8], now: Instant, _: &mut Vec<u8>) -> Step {
+        self.output(stream, bytes, now)
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.timer.map(|t| match t {
+            Timer::Recheck { at, .. } | Timer::Settle { at } => at,
+        })
+    }
+
+    fn tick(&mut self, now: Instant) -> Step {
+        match self.timer {
+            Some(Timer::Recheck { at, next }) if now >= at => self.judge(now, next),
+            Some(Timer::Settle { at }) if now >= at => {
+                self.timer = None;
+                if prompt_tail(&self.out).is_some() {
+                    Step::Done
+                } else {
+                    Step::Pending
+                }
+            }
+            _ => Step::Pending,
+        }
+    }
+
+    fn finish(&mut self) -> Result<Answer, String> {
+        let transcript = std::mem::take(&mut self.out);
+        let decoded = decode(&transcript);
+        match decoded {
+            Decoded::Reply { text, usage, cost } => Ok(Answer {
+                text,
+                transcript,
+                usage,
+                cost_usd: cost,
+                ..Answer::default()
+            }),
+            Decoded::ModelError(message) => Err(message),
+        }
+    }
+
+    fn between(&mut self, stream: Stream, _bytes: &[u8], _just_finished: bool) -> Between {
+        match stream {
+            Stream::Stdout => Between::Late,
+            Stream::Stderr => Between::Stray,
+        }
+    }
+}
+
+/// Where the answer's body ends, when `out` ends with aider's prompt: a blank line, one line
+/// per file in the chat, and the prompt line (`[mode ]> `).
+fn prompt_tail(out: &[u8]) -> Option<usize> {
+    if !out.ends_with(b"> ") {
+        return None;
+    }
+    let prompt_start = out.iter().rposition(|&b| b == b'\n')? + 1;
+    let mode = &out[prompt_start..out.len() - 2];
+    if !mode
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b == b' ' || b == b'-' || b == b'_')
+    {
+        return None;
+    }
+    // Walk back over the file lines to the blank line.
+    let mut line_end = prompt_start - 1; // the '\n' ending the line before the prompt
+    loop {
+        let line_start = out[..line_end]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1);
+        if line_start == line_end {
+            // An empty line: the body ends just before it.
+            return Some(line_start.saturating_sub(1));
+        }
+        if line_start == 0 {
+            return None;
+        }
+        line_end = line_start - 1;
+    }
+}
+
+enum Decoded {
+    Reply {
+        text: String,
+        usage: Option<Usage>,
+        cost: Option<f64>,
+    },
+    ModelError(String),
+}
+
+fn decode(transcript: &[u8]) -> Decoded {
+    let end = prompt_tail(transcript).unwrap_or(transcript.len());
+    let body = String::from_utf8_lossy(&transcript[..end]);
+    let mut lines: Vec<&str> = body.split('\n').collect();
+    // Continuation prompts aider printed while reading a `{aim` block, then the newline
+    // aider prints before every answer.
+    if let Some(first) = lines.first_mut() {
+        while let Some(rest) = first.strip_prefix("> ") {
+            *first = rest;
+        }
+        if *first == ">" {
+            *first = "";
+        }
+    }
+    if lines.first() == Some(&"") {
+        lines.remove(0);
+    }
+    let mut usage = None;
+    let mut cost = None;
+    if let Some(last) = lines.last() {
+        if let Some((u, c)) = parse_tokens_line(last) {
+            usage = Some(u);
+            cost = c;
+            lines.pop();
+        }
+    }
+    let text = lines.join("\n");
+    if usage.is_none()
+        && lines
+            .iter()
+            .any(|l| l.starts_with("litellm.") && l.contains("Error"))
+    {
+        return Decoded::ModelError(text.trim().to_string());
+    }
+    Decoded::Reply { text, usage, cost }
+}
+
+/// `Tokens: 1.2k sent, 21 received. Cost: $0.0012 message, $0.0034 session.`
+fn parse_tokens_line(line: &str) -> Option<(Usage, Option<f64>)> {
+    let rest = line.strip_prefix("Tokens: ")?;
+    let (sent, rest) = rest.split_once(" sent, ")?;
+    let (received, rest) = rest.split_once(" received.")?;
+    let usage = Usage::new(count(sent)?, count(received)?);
+    let cost = rest
+        .split_once("Cost: $")
+        .and_then(|(_, c)| c.split_once(" message"))
+        .and_then(|(c, _)| c.trim().parse::<f64>().ok());
+    Some((usage, cost))
+}
+
+/// `21`, `1.2k`, `3M`, `1,234`.
+fn count(text: &str) -> Option<u64> {
+    let text = text.trim().replace(',', "");
+    let (number, scale) = match text.chars().last()? {
+        'k' | 'K' => (&text[..text.len() - 1], 1e3),
+        'M' => (&text[..text.len() - 1], 1e6),
+        _ => (&text[..], 1.0),
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .map(|n| (n * scale).round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(transcript: &str) -> String {
+        match decode(transcript.as_bytes()) {
+            Decoded::Reply { text, .. } => text,
+            Decoded::ModelError(e) => panic!("model error {e}"),
+        }
+    }
+
+    #[test]
+    fn the_prompt_ends_an_answer_only_after_a_blank_line() {
+        assert!(prompt_tail(b"\nhello\nTokens: 8 sent, 2 received.\n\n> ").is_some());
+        assert!(
+            prompt_tail(b"\nAdded a.txt to the chat\n\na.txt\nb.txt (read only)\n> ").is_some()
+        );
+        assert!(prompt_tail(b"\nanswer\n\nask> ").is_some());
+        // A quote mid-stream without a blank line before it is no prompt...
+        assert!(prompt_tail(b"abcde\n> ").is_none());
+        // ...but one after the answer's leading newline looks exactly like one: only the
+        // stdin-read check tells them apart (see `judge`).
+        assert!(prompt_tail(b"\nabcde\n> ").is_some());
+        assert!(prompt_tail(b"> > > ").is_none());
+        assert!(prompt_tail(b"\nsome text: > ").is_none());
+    }
+
+    #[test]
+    fn decodes_replies_without_echoes_prompt_or_tokens_line() {
+        assert_eq!(
+            text("\nFAKE-REPLY: hi\nTokens: 83 sent, 8 received.\n\n> "),
+            "FAKE-REPLY: hi"
+        );
+        assert_eq!(
+            text("> > > \nline one\n> quoted\nline three\nTokens: 1.2k sent, 9 received.\n\n> "),
+            "line one\n> quoted\nline three"
+        );
+        assert_eq!(
+            text("\nAdded notes.txt to the chat\n\nnotes.txt\n> "),
+            "Added notes.txt to the chat"
+        );
+        let Decoded::Reply { usage, cost, .. } = decode(
+            b"\nok\nTokens: 1.2k sent, 21 received. Cost: $0.0012 message, $0.0034 session.\n\n> ",
+        ) else {
+            panic!()
+        };
+        assert_eq!(usage, Some(Usage::new(1200, 21)));
+        assert_eq!(cost, Some(0.0012));
+    }
+
+    #[test]
+    fn a_failed_model_call_is_an_error() {
+        let out = "\nlitellm.BadRequestError: OpenAIException - nope\n\n> ";
+        assert!(matches!(decode(out.as_bytes()), Decoded::ModelError(m) if m.contains("nope")));
+    }
+
+    #[test]
+    fn prompts_that_would_switch_input_mode_go_in_a_block() {
+        let aider = Aider {
+            max_prompt_bytes: 1 << 20,
+        };
+        assert_eq!(aider.prepare("hello").unwrap(), b"hello\n");
+        assert_eq!(aider.prepare("{python").unwrap(), b"{aim\n{python\naim}\n");
+        assert_eq!(aider.prepare("a\r\nb").unwrap(), b"{aim\na\nb\naim}\n");
+        assert!(aider.prepare("x\naim}\ny").is_err());
+        assert!(aider.prepare("").is_err());
+    }
+}

@@ -1,0 +1,280 @@
+//! Protocols: for each kind of tool, how a prompt is encoded, when an answer is complete, and
+//! how the answer is decoded into a structured [`Response`](crate::Response).
+//!
+//! A [`Protocol`] is shared by every instance of a tool; each process gets its own
+//! [`Conversation`] (its state: a JSON-RPC thread id, the bytes of the turn so far). The
+//! instance's I/O thread drives the conversation: it writes what the conversation asks for,
+//! feeds it the tool's output, fires its timers, and turns its [`Answer`] into a `Response`.
+//!
+//! Shipped protocols, chosen with [`ProtocolKind`] in a [`ToolSpec`](crate::ToolSpec):
+//!
+//! | kind | tools | answer complete at | `text` |
+//! |---|---|---|---|
+//! | `framed` (default) | REPLs, the demo agent | the spec's [`Framing`](crate::Framing) | the output minus markers |
+//! | `aider` | aider | a blank line and the prompt, with aider blocked reading stdin | the model's reply (no echoes, prompt or `Tokens:` line) |
+//! | `claude_stream_json` | Claude Code | the `{"type":"result"}` event | its `result` |
+//! | `codex_app_server` | Codex | the `turn/completed` notification | the last agent message |
+//!
+//! Write your own by implementing both traits and setting it with
+//! [`ToolSpec::custom_protocol`](crate::ToolSpec::custom_protocol).
+
+mod aider;
+mod claude;
+mod codex;
+mod framed;
+mod jsonl;
+mod stdin_wait;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{Stream, ToolSpec};
+
+pub use aider::Aider;
+pub use claude::ClaudeStreamJson;
+pub use codex::CodexAppServer;
+pub use framed::Framed;
+pub use stdin_wait::blocked_reading_stdin;
+
+/// Which shipped protocol a spec uses. JSON: `"protocol": {"kind": "aider"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum ProtocolKind {
+    /// The spec's `framing`, `input` and `readiness` fields decide everything ([`Framed`]).
+    #[default]
+    Framed,
+    /// aider over pipes ([`Aider`]).
+    Aider,
+    /// `claude -p --input-format stream-json --output-format stream-json --verbose`
+    /// ([`ClaudeStreamJson`]).
+    ClaudeStreamJson,
+    /// `codex app-server`, JSON-RPC over stdio ([`CodexAppServer`]).
+    CodexAppServer,
+}
+
+impl ProtocolKind {
+    /// The protocol for `spec`.
+    pub fn build(self, spec: &ToolSpec) -> Arc<dyn Protocol> {
+        match self {
+            ProtocolKind::Framed => Arc::new(Framed::new(spec)),
+            ProtocolKind::Aider => Arc::new(Aider::new(spec)),
+            ProtocolKind::ClaudeStreamJson => Arc::new(ClaudeStreamJson::new(spec)),
+            ProtocolKind::CodexAppServer => Arc::new(CodexAppServer::new(spec)),
+        }
+    }
+}
+
+/// How to talk to one kind of tool. Shared by all instances; object safe.
+///
+/// ```
+/// use aim::protocol::{Protocol, ProtocolKind};
+/// use aim::ToolSpec;
+/// let spec = ToolSpec::new("cat", "cat");
+/// let protocol = ProtocolKind::Framed.build(&spec);
+/// assert_eq!(protocol.name(), "framed");
+/// assert!(protocol.prepare("hello").is_ok());
+/// assert!(protocol.prepare("").is_err());
+/// ```
+pub trait Protocol: Send + Sync + fmt::Debug {
+    /// A short name for logs.
+    fn name(&self) -> &str;
+
+    /// Checks a prompt when it is submitted and encodes what does not depend on the process
+    /// (the bytes are handed to [`Conversation::begin`]). `Err` is the reason the prompt is
+    /// rejected with [`Error::InvalidPrompt`](crate::Error::InvalidPrompt).
+    ///
+    /// # Errors
+    /// The reason, in words.
+    fn prepare(&self, prompt: &str) -> Result<Vec<u8>, String>;
+
+    /// A conversation with one new process.
+    fn conversation(&self, context: &Context) -> Box<dyn Conversation>;
+}
+
+/// What a conversation knows about its process.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Context {
+    /// The process id (for checks such as [`blocked_reading_stdin`]).
+    pub pid: i32,
+    /// The instance index.
+    pub instance: usize,
+    /// The most output one answer may have.
+    pub max_response_bytes: usize,
+}
+
+impl Context {
+    /// A context for `pid`, with a response cap of `max_response_bytes`.
+    pub fn new(pid: i32, instance: usize, max_response_bytes: usize) -> Self {
+        Context {
+            pid,
+            instance,
+            max_response_bytes,
+        }
+    }
+}
+
+/// Where a conversation is, after output or a timer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Step {
+    /// Not done yet.
+    Pending,
+    /// Startup: the tool is ready. A turn: the answer is complete; call
+    /// [`Conversation::finish`].
+    Done,
+    /// More output than the response cap allows.
+    TooLarge,
+    /// The tool cannot go on (a failed handshake, output that breaks the protocol); the
+    /// process is recycled.
+    Failed(String),
+}
+
+/// What output between turns is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Between {
+    /// Part of the turn that just ended (read right after it was complete); kept in it.
+    Absorbed,
+    /// Harmless output outside any answer: counted and logged, then dropped.
+    Stray,
+    /// Output the protocol did not expect outside an answer: the last answer may have been
+    /// cut short. Counted, logged as a warning, and the process is recycled so the next
+    /// answer cannot contain it.
+    Late,
+}
+
+/// One process's side of the protocol. Every method is called on the instance's I/O
+/// thread; none may block.
+pub trait Conversation: Send + fmt::Debug {
+    /// The process has started: append any handshake to `input`.
+    fn open(&mut self, now: Instant, input: &mut Vec<u8>) -> Step;
+
+    /// Output while starting; [`Step::Done`] when the tool is ready.
+    fn starting(&mut self, stream: Stream, bytes: &[u8], now: Instant, input: &mut Vec<u8>)
+        -> Step;
+
+    /// Starts a turn: append what to write for `prompt` (`prepared` is what
+    /// [`Protocol::prepare`] made of it) to `input`.
+    fn begin(&mut self, prompt: &str, prepared: &[u8], now: Instant, input: &mut Vec<u8>);
+
+    /// Output during a turn; [`Step::Done`] when the answer is complete. May append replies
+    /// (to a tool's own requests) to `input`.
+    fn answering(
+        &mut self,
+        stream: Stream,
+        bytes: &[u8],
+        now: Instant,
+        input: &mut Vec<u8>,
+    ) -> Step;
+
+    /// When [`Conversation::tick`] should next be called, if ever.
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// A timer fired (or input was fully written): check again.
+    fn tick(&mut self, _now: Instant) -> Step {
+        Step::Pending
+    }
+
+    /// Ends the turn after [`Step::Done`]: the decoded answer, or the error the tool itself
+    /// reported (it becomes [`Error::ToolReported`](crate::Error::ToolReported)).
+    ///
+    /// # Errors
+    /// The tool's own error message.
+    fn finish(&mut self) -> Result<Answer, String>;
+
+    /// Output read outside a turn: `just_finished` when it was already waiting in the pipe
+    /// as the last turn completed.
+    fn between(&mut self, _stream: Stream, _bytes: &[u8], _just_finished: bool) -> Between {
+        Between::Stray
+    }
+}
+
+/// A decoded answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Answer {
+    /// What the model or REPL answered, without echoes, markers or bookkeeping lines.
+    pub text: String,
+    /// The raw stdout of the turn (for debugging).
+    pub transcript: Vec<u8>,
+    /// What the tool wrote to stderr during the turn.
+    pub stderr: Vec<u8>,
+    /// The tool's session or thread id, where it reports one.
+    pub session_id: Option<String>,
+    /// Tokens, where the tool reports them.
+    pub usage: Option<Usage>,
+    /// Cost of the turn in US dollars, where the tool reports it.
+    pub cost_usd: Option<f64>,
+}
+
+impl Answer {
+    /// An answer whose text is `text`.
+    pub fn new(text: impl Into<String>) -> Self {
+        Answer {
+            text: text.into(),
+            ..Answer::default()
+        }
+    }
+}
+
+/// Tokens used by one turn, as the tool reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Usage {
+    /// Tokens sent to the model.
+    pub input_tokens: u64,
+    /// Tokens received from the model.
+    pub output_tokens: u64,
+}
+
+impl Usage {
+    /// Usage of `input_tokens` in and `output_tokens` out.
+    pub fn new(input_tokens: u64, output_tokens: u64) -> Self {
+        Usage {
+            input_tokens,
+            output_tokens,
+        }
+    }
+}
+
+/// Checks what every protocol rejects: empty prompts, NUL bytes, prompts over the cap.
+pub(crate) fn check_prompt(prompt: &str, max_bytes: usize) -> Result<(), String> {
+    if prompt.trim().is_empty() {
+        return Err("the prompt is empty".into());
+    }
+    if prompt.len() > max_bytes {
+        return Err(format!(
+            "the prompt is {} bytes, over the limit of {max_bytes}",
+            prompt.len()
+        ));
+    }
+    if prompt.contains('\0') {
+        return Err("the prompt contains a NUL byte".into());
+    }
+    Ok(())
+}
+
+/// A user protocol in a [`ToolSpec`]: compared by identity, never serialised.
+#[derive(Clone)]
+pub(crate) struct CustomProtocol(pub Arc<dyn Protocol>);
+
+impl fmt::Debug for CustomProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl PartialEq for CustomProtocol {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for CustomProtocol {}
