@@ -193,3 +193,4 @@ pub fn watchdog(what: &str, limit: Duration) -> Watchdog {
     });
     Watchdog { _disarm: tx }
 }
+pub mod agents;
