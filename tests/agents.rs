@@ -101,7 +101,9 @@ fn aider_answers_three_instances_by_twelve_prompts_exactly() {
     let llm = FakeLlm::start(&dir);
     let answers = answers_exactly(agents::aider(&program, &llm, &dir));
     // The Tokens line is decoded, not left in the text.
-    assert!(answers.iter().all(|a| a.usage.is_some_and(|u| u.output_tokens > 0)));
+    assert!(answers
+        .iter()
+        .all(|a| a.usage.is_some_and(|u| u.output_tokens > 0)));
     assert!(answers.iter().all(|a| !a.text.contains("Tokens:")));
     // --no-git and /dev/null histories: nothing written into the working directories.
     let left: Vec<_> = std::fs::read_dir(dir.join("work-0"))
@@ -165,10 +167,7 @@ fn aider_takes_a_prompt_that_would_open_a_block_as_a_message() {
         .launch()
         .unwrap();
     assert_eq!(cluster.send("{python").unwrap().text, "FAKE-REPLY: {python");
-    assert_eq!(
-        cluster.send("two\nlines").unwrap().text,
-        "FAKE-REPLY: two"
-    );
+    assert_eq!(cluster.send("two\nlines").unwrap().text, "FAKE-REPLY: two");
     // The instance is still in plain message mode.
     assert_eq!(cluster.send("after").unwrap().text, "FAKE-REPLY: after");
     let err = cluster.send("x\naim}\ny").unwrap_err();

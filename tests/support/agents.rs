@@ -142,7 +142,10 @@ pub fn claude(program: &Path, llm: &FakeLlm, dir: &Path) -> ToolSpec {
     spec.args
         .extend(["--model".to_string(), "claude-fake".to_string()]);
     spec.env("HOME", dir.join("claude-home").display().to_string())
-        .env("ANTHROPIC_BASE_URL", format!("http://127.0.0.1:{}", llm.port))
+        .env(
+            "ANTHROPIC_BASE_URL",
+            format!("http://127.0.0.1:{}", llm.port),
+        )
         .env("ANTHROPIC_API_KEY", "sk-ant-fake")
         .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
         .env("DISABLE_AUTOUPDATER", "1")
