@@ -409,7 +409,7 @@ impl ClusterManager {
         }
         let now = core.len();
         if count > now {
-            core.add_instances(count - now)?;
+            core.add_instances(count - now, count - now)?;
         } else if count < now {
             let outcomes = core.remove_from(count);
             log::info!("{}: removed {} instances", core.spec.name, outcomes.len());

@@ -20,6 +20,7 @@
 //! | `/grandchild` | start a process that sleeps forever, answer its pid |
 //! | `/ignore-sigterm` | ignore SIGTERM from now on |
 //! | `/quote` | an answer with a line starting `> ` inside it |
+//! | `/stall MS` | print a line and the prompt, pause MS milliseconds (300), then the rest |
 //! | `/pid`, `/env NAME`, `/cwd`, `/echo TEXT`, `/lines N` | what they say |
 //!
 //! Flags: `--latency-ms N`, `--jitter-ms N`, `--startup-ms N`, `--crash-after N`,
@@ -356,6 +357,14 @@ impl Agent {
                 b"ignoring SIGTERM\n".to_vec()
             }
             "quote" => b"Here is a quote:\n> quoted line\nend of answer\n".to_vec(),
+            "stall" => {
+                // Like a model stream that pauses right after a markdown quote marker: the
+                // output ends with the prompt text while the answer is still being written.
+                let prompt = self.o.prompt.clone();
+                self.write(format!("before the stall\n{prompt}").as_bytes());
+                std::thread::sleep(Duration::from_millis(number(300)));
+                b"after the stall\n".to_vec()
+            }
             "pid" => format!("{}\n", std::process::id()).into_bytes(),
             "env" => format!("{}\n", std::env::var(&arg).unwrap_or_default()).into_bytes(),
             "cwd" => format!(
@@ -370,7 +379,7 @@ impl Agent {
                 .map(|i| format!("line {i}\n"))
                 .collect::<String>()
                 .into_bytes(),
-            "help" => b"commands: /exit /crash /abort /hang /deaf /sleep /flood /flood-stderr /garbage /grandchild /ignore-sigterm /quote /pid /env /cwd /echo /lines\n".to_vec(),
+            "help" => b"commands: /exit /crash /abort /hang /deaf /sleep /flood /flood-stderr /garbage /grandchild /ignore-sigterm /quote /stall /pid /env /cwd /echo /lines\n".to_vec(),
             _ => {
                 self.delay();
                 let words = message.split_whitespace().count();

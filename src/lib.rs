@@ -6,7 +6,7 @@
 //!
 //! [`launch_cluster`] starts N instances of a tool from the registry and waits until each is
 //! ready; [`ClusterManager::send`] routes a prompt, writes it to the chosen instance's stdin,
-//! and blocks until the framing says the answer is complete.
+//! and blocks until the tool's protocol says the answer is complete.
 //!
 //! ```
 //! # aim::demo::serve_if_requested();
@@ -45,8 +45,14 @@
 //! ```
 //!
 //! The [`ToolRegistry`] knows `demo`, `python`, `bc`, `sqlite3`, `aider`, `claude` and `codex`,
-//! and loads more from JSON (`AIM_TOOLS`). [`ToolProcessPool`] is the layer underneath the
-//! cluster: N instances addressed by index.
+//! and loads more from JSON (`AIM_TOOLS`).
+//!
+//! AI agents have [`protocol`]s of their own: aider, Claude Code's stream-json mode and
+//! Codex's app-server answer with the model's text in [`Response::text`] and, where the tool
+//! reports them, [`Response::session_id`], [`Response::usage`] and [`Response::cost_usd`]; a
+//! turn the tool itself reports as failed is an [`Error::ToolReported`].
+//!
+//! [`ToolProcessPool`] is the layer underneath the cluster: N instances addressed by index.
 //!
 //! # Routing and sessions
 //!

@@ -57,6 +57,10 @@ pub(crate) struct PoolOptions {
     pub record_metrics: bool,
     /// When an answer in flight marks its instance stuck (clusters only).
     pub stuck_after: Duration,
+    /// How many instances start at once (0: all).
+    pub start_at_once: usize,
+    /// How many instances must be ready before launch returns (`None`: all).
+    pub min_ready: Option<usize>,
 }
 
 impl Default for PoolOptions {
@@ -68,6 +72,8 @@ impl Default for PoolOptions {
             sink: None,
             record_metrics: true,
             stuck_after: Duration::from_secs(1),
+            start_at_once: 0,
+            min_ready: None,
         }
     }
 }
@@ -92,6 +98,7 @@ pub(crate) struct PoolCore {
     pub supervision: SupervisionConfig,
     pub queue_capacity: usize,
     drain_timeout: Duration,
+    start_at_once: usize,
     pub sink: Option<Arc<dyn EventSink>>,
     record_metrics: bool,
     stuck_after: Duration,
@@ -135,6 +142,13 @@ impl PoolCore {
         }
         crate::spec::check_duration("drain_timeout", options.drain_timeout, false)?;
         crate::spec::check_duration("stuck_after", options.stuck_after, false)?;
+        let min_ready = options.min_ready.unwrap_or(count);
+        if min_ready == 0 || min_ready > count {
+            return Err(Error::config(
+                "min_ready",
+                format!("must be between 1 and the instance count ({count})"),
+            ));
+        }
         let (events_tx, events_rx) = unbounded();
         let (monitor_tx, monitor_rx) = unbounded();
         let core = Arc::new(PoolCore {
@@ -143,6 +157,7 @@ impl PoolCore {
             supervision: options.supervision,
             queue_capacity: options.queue_capacity,
             drain_timeout: options.drain_timeout,
+            start_at_once: options.start_at_once,
             sink: options.sink,
             record_metrics: options.record_metrics,
             stuck_after: options.stuck_after,
@@ -161,18 +176,20 @@ impl PoolCore {
             .spawn(move || monitor.run())
             .map_err(|e| Error::io("cannot start the monitor thread", e))?;
         *core.monitor.lock() = Some(thread);
-        if let Err(err) = core.add_instances(count) {
+        if let Err(err) = core.add_instances(count, min_ready) {
             core.shutdown();
             return Err(err);
         }
         Ok(core)
     }
 
-    /// Adds `count` instances and waits until they are ready. On failure the instances from
-    /// the first that failed on are stopped and removed (indices stay contiguous), so the pool
-    /// keeps only instances that started.
-    pub(crate) fn add_instances(&self, count: usize) -> Result<()> {
-        let mut waits = Vec::with_capacity(count);
+    /// Adds `count` instances, starts them (at most `start_at_once` at a time, each with its
+    /// own startup deadline) and waits until `min_ready` of them are ready; the rest keep
+    /// starting in the background and are supervised as usual. When `min_ready` can no longer
+    /// be reached, the instances from the first that failed on are stopped and removed
+    /// (indices stay contiguous), so the pool keeps only instances that started or may still.
+    pub(crate) fn add_instances(&self, count: usize, min_ready: usize) -> Result<()> {
+        let mut handles = Vec::with_capacity(count);
         for _ in 0..count {
             let handle = {
                 let mut instances = self.instances.write();
@@ -181,41 +198,92 @@ impl PoolCore {
                 instances.push(Arc::clone(&handle));
                 handle
             };
-            let index = handle.shared.index;
-            let _ = self.monitor_tx.send(MonitorCommand::Added(index));
-            let (tx, rx) = bounded(1);
-            handle.control(Control::Spawn { notify: Some(tx) });
-            waits.push((index, rx));
+            let _ = self
+                .monitor_tx
+                .send(MonitorCommand::Added(handle.shared.index));
+            handles.push(handle);
         }
-        // Instances start in parallel; the deadline covers the slowest.
-        let deadline = Instant::now() + self.spec.startup_timeout + Duration::from_secs(1);
-        let mut first_error = None;
-        for (index, rx) in waits {
-            let result = rx.recv_deadline(deadline).unwrap_or_else(|_| {
-                Err(Error::NotReady {
-                    tool: self.spec.name.clone(),
-                    instance: index,
-                    waited: self.spec.startup_timeout,
-                    exit: None,
-                    stderr: Vec::new(),
-                })
-            });
-            if let Err(e) = result {
-                first_error.get_or_insert((index, e));
+        let at_once = match self.start_at_once {
+            0 => count,
+            k => k.min(count),
+        };
+        // The slowest case: every batch takes the whole startup timeout.
+        let batches = count.div_ceil(at_once) as u32;
+        let deadline = crate::clock::after(
+            Instant::now(),
+            (self.spec.startup_timeout + Duration::from_secs(1)) * batches,
+        );
+        let first_index = handles.first().map_or(0, |h| h.shared.index);
+        let (progress_tx, progress_rx) = unbounded();
+        let starter = Starter {
+            waiting: handles.into_iter().collect(),
+            at_once,
+            progress: progress_tx,
+        };
+        if at_once == count && min_ready == count {
+            starter.run(deadline);
+        } else {
+            std::thread::Builder::new()
+                .name(format!("aim-start-{}", self.spec.name))
+                .spawn(move || starter.run(deadline))
+                .map_err(|e| Error::io("cannot start the starter thread", e))?;
+        }
+        let (mut ready, mut failed) = (0, Vec::new());
+        let mut is_ready = vec![false; count];
+        while ready < min_ready && failed.len() <= count - min_ready {
+            match progress_rx.recv_deadline(deadline) {
+                Ok((index, Ok(()))) => {
+                    ready += 1;
+                    if let Some(flag) = is_ready.get_mut(index - first_index) {
+                        *flag = true;
+                    }
+                }
+                Ok((index, Err(e))) => failed.push((index, e)),
+                Err(_) => {
+                    // Unanswered by the deadline (or the starter ended): not ready in time.
+                    let index = first_index + ready + failed.len();
+                    failed.push((
+                        index,
+                        Error::NotReady {
+                            tool: self.spec.name.clone(),
+                            instance: index,
+                            waited: deadline.saturating_duration_since(self.launched),
+                            exit: None,
+                            stderr: Vec::new(),
+                        },
+                    ));
+                    break;
+                }
             }
         }
-        match first_error {
-            Some((index, e)) => {
-                let removed = self.remove_from(index);
+        if ready >= min_ready {
+            for (index, e) in failed {
                 log::warn!(
-                    "{}: instance {index} did not start; removed {} instances: {e}",
-                    self.spec.name,
-                    removed.len()
+                    "{}[{index}]: did not start ({e}); {ready} of {count} ready, serving",
+                    self.spec.name
                 );
-                Err(e)
             }
-            None => Ok(()),
+            return Ok(());
         }
+        let (index, e) = failed
+            .into_iter()
+            .min_by_key(|(index, _)| *index)
+            .expect("a failure ended the wait");
+        // Results already in: an instance may have become ready after another failed.
+        while let Ok((index, result)) = progress_rx.try_recv() {
+            if let (Ok(()), Some(flag)) = (result, is_ready.get_mut(index - first_index)) {
+                *flag = true;
+            }
+        }
+        // Keep the instances up to the first that is not ready (failed or still starting).
+        let cut = first_index + is_ready.iter().position(|r| !r).unwrap_or(count);
+        let removed = self.remove_from(cut);
+        log::warn!(
+            "{}: instance {index} did not start; removed {} instances: {e}",
+            self.spec.name,
+            removed.len()
+        );
+        Err(e)
     }
 
     fn start_instance(&self, index: usize) -> Result<Arc<InstanceHandle>> {
@@ -715,9 +783,78 @@ macro_rules! shared_setters {
             self.options.record_metrics = record;
             self
         }
+
+        /// Starts at most this many instances at once (the next starts when one is ready or
+        /// failed; each has its own startup timeout), for heavy tools on few cores: aider
+        /// takes 2 s of CPU to start. 0 starts all at once. Defaults to 0.
+        pub fn start_at_once(mut self, count: usize) -> Self {
+            self.options.start_at_once = count;
+            self
+        }
+
+        /// Launch returns once this many instances are ready; the rest keep starting in the
+        /// background (and are restarted under supervision if they fail), and the cluster
+        /// serves with the ready ones meanwhile. Defaults to all of them: launch fails if any
+        /// instance does not start.
+        pub fn min_ready(mut self, count: usize) -> Self {
+            self.options.min_ready = Some(count);
+            self
+        }
     };
 }
 pub(crate) use shared_setters;
+
+/// Starts instances at most `at_once` at a time and reports each one's outcome.
+struct Starter {
+    waiting: std::collections::VecDeque<Arc<InstanceHandle>>,
+    at_once: usize,
+    progress: Sender<(usize, Result<()>)>,
+}
+
+impl Starter {
+    fn run(mut self, deadline: Instant) {
+        let mut starting: Vec<(usize, crossbeam_channel::Receiver<Result<()>>)> = Vec::new();
+        loop {
+            while starting.len() < self.at_once {
+                let Some(handle) = self.waiting.pop_front() else {
+                    break;
+                };
+                let (tx, rx) = bounded(1);
+                handle.control(Control::Spawn { notify: Some(tx) });
+                starting.push((handle.shared.index, rx));
+            }
+            if starting.is_empty() {
+                return;
+            }
+            if self.waiting.is_empty() {
+                // Nothing left to start: take the outcomes in order (a Select over hundreds
+                // of receivers, rebuilt per outcome, would be quadratic).
+                for (index, rx) in starting.drain(..) {
+                    let result = rx
+                        .recv_deadline(deadline)
+                        .unwrap_or(Err(Error::Shutdown { prompt: None }));
+                    let _ = self.progress.send((index, result));
+                }
+                return;
+            }
+            let mut select = crossbeam_channel::Select::new();
+            for (_, rx) in &starting {
+                select.recv(rx);
+            }
+            let Ok(op) = select.select_deadline(deadline) else {
+                return;
+            };
+            let slot = op.index();
+            let result = op
+                .recv(&starting[slot].1)
+                .unwrap_or(Err(Error::Shutdown { prompt: None }));
+            drop(select);
+            let (index, _) = starting.swap_remove(slot);
+            // Nobody may be listening any more (launch returned at min_ready): keep starting.
+            let _ = self.progress.send((index, result));
+        }
+    }
+}
 
 /// Builds a [`ToolProcessPool`].
 #[derive(Debug)]

@@ -162,6 +162,18 @@ pub(crate) fn spawn(spec: &ToolSpec, instance: usize) -> Result<(ChildProcess, C
     }
     cmd.envs(&spec.env.set);
     if let Some(dir) = spec.cwd_path() {
+        if spec.create_cwd && !dir.is_dir() {
+            std::fs::create_dir_all(&dir).map_err(|source| Error::Spawn {
+                tool: spec.name.clone(),
+                instance,
+                program: spec.program.clone(),
+                reason: format!(
+                    "cannot create working directory {}: {source}",
+                    dir.display()
+                ),
+                source,
+            })?;
+        }
         cmd.current_dir(dir);
     }
     let parent = std::process::id();

@@ -227,6 +227,10 @@ pub struct ToolSpec {
     pub env: EnvSpec,
     /// The working directory. Defaults to ours.
     pub cwd: Option<String>,
+    /// Create `cwd` (and its parents) when it is missing, before each start: with `{index}`
+    /// in `cwd`, every instance gets a directory of its own. Defaults to false (a missing
+    /// directory is a spawn error naming it).
+    pub create_cwd: bool,
     /// Pipes or a PTY. Defaults to pipes.
     pub transport: Transport,
     /// How prompts are encoded, answers framed and decoded (see [`crate::protocol`]).
@@ -279,6 +283,7 @@ impl Default for ToolSpec {
             args: Vec::new(),
             env: EnvSpec::default(),
             cwd: None,
+            create_cwd: false,
             transport: Transport::Pipes,
             protocol: ProtocolKind::Framed,
             custom_protocol: None,
@@ -337,6 +342,12 @@ impl ToolSpec {
             Some(custom) => Arc::clone(&custom.0),
             None => self.protocol.build(self),
         }
+    }
+
+    /// Whether to create a missing `cwd` before each start. Defaults to false.
+    pub fn create_cwd(mut self, create: bool) -> Self {
+        self.create_cwd = create;
+        self
     }
 
     /// Replaces the arguments.

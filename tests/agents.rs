@@ -52,7 +52,11 @@ fn answers_exactly(spec: ToolSpec) -> Vec<aim::Response> {
 }
 
 /// The same through `aim run` with a tools file holding the spec.
-fn aim_run_answers_exactly(name: &str, mut spec: ToolSpec, dir: &std::path::Path) {
+fn aim_run_answers_exactly(
+    name: &str,
+    mut spec: ToolSpec,
+    dir: &std::path::Path,
+) -> Vec<serde_json::Value> {
     spec.name = name.to_string();
     let tools = dir.join("tools.json");
     let file = serde_json::json!({ name: spec });
@@ -86,7 +90,9 @@ fn aim_run_answers_exactly(name: &str, mut spec: ToolSpec, dir: &std::path::Path
     assert_eq!(lines.len(), PROMPTS, "{stdout}");
     for (i, line) in lines.iter().enumerate() {
         assert_eq!(line["text"], format!("FAKE-REPLY: run-{i} asks"), "{line}");
+        assert!(line["usage"]["output_tokens"].as_u64() > Some(0), "{line}");
     }
+    lines
 }
 
 // ----- aider -------------------------------------------------------------------------------
@@ -225,7 +231,10 @@ fn claude_answers_through_aim_run() {
     };
     let dir = agents::scratch("claude-run");
     let llm = FakeLlm::start(&dir);
-    aim_run_answers_exactly("claude-fake", agents::claude(&program, &llm, &dir), &dir);
+    let lines = aim_run_answers_exactly("claude-fake", agents::claude(&program, &llm, &dir), &dir);
+    assert!(lines
+        .iter()
+        .all(|l| l["session_id"].is_string() && l["cost_usd"].is_number()));
 }
 
 #[test]
@@ -290,7 +299,8 @@ fn codex_answers_through_aim_run() {
     };
     let dir = agents::scratch("codex-run");
     let llm = FakeLlm::start(&dir);
-    aim_run_answers_exactly("codex-fake", agents::codex(&program, &llm, &dir), &dir);
+    let lines = aim_run_answers_exactly("codex-fake", agents::codex(&program, &llm, &dir), &dir);
+    assert!(lines.iter().all(|l| l["session_id"].is_string()));
 }
 
 #[test]

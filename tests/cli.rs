@@ -171,3 +171,35 @@ fn a_tools_file_adds_a_tool_that_run_can_use() {
     );
     std::fs::remove_file(&path).ok();
 }
+
+#[test]
+fn tools_prints_an_entry_as_a_tools_file_that_loads_back() {
+    let (code, stdout, stderr) = run_with_input(&["tools", "aider"], "");
+    assert_eq!(code, 0, "{stderr}");
+    let file: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let aider = &file["aider"];
+    assert_eq!(aider["protocol"]["kind"], "aider");
+    assert!(aider["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == "--no-git"));
+    // Copied under another name, it is a valid tools file.
+    let copy = serde_json::json!({ "my-aider": aider });
+    let mut copy = copy;
+    copy["my-aider"]["name"] = "my-aider".into();
+    let path = std::env::temp_dir().join(format!("aim-tools-{}.json", std::process::id()));
+    std::fs::write(&path, copy.to_string()).unwrap();
+    let (code, stdout, stderr) = run_with_input(&["tools", "--tools", path.to_str().unwrap()], "");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("my-aider") && l.contains(" aider ")),
+        "{stdout}"
+    );
+    let (code, _, stderr) = run_with_input(&["tools", "nope"], "");
+    assert_ne!(code, 0);
+    assert!(stderr.contains("unknown tool"), "{stderr}");
+    std::fs::remove_file(path).ok();
+}

@@ -188,3 +188,48 @@ fn pty_instances_started_together_never_inherit_each_others_terminals() {
     }
     stop_pool(&pool);
 }
+
+fn demo_awaiting_read(await_read: bool) -> aim::ToolSpec {
+    let mut spec = demo(&[]);
+    spec.framing = Framing::Prompt {
+        marker: "> ".into(),
+        stream: Stream::Stdout,
+        settle: Duration::ZERO,
+        await_read,
+    };
+    spec
+}
+
+#[test]
+fn await_read_keeps_an_answer_whole_when_the_tool_pauses_after_printing_its_prompt() {
+    init_logs();
+    let pool = ToolProcessPool::new(demo_awaiting_read(true), 1).unwrap();
+    for _ in 0..3 {
+        let answer = pool.send_to(0, "/stall 300").unwrap();
+        assert_eq!(answer.text, "before the stall\n> after the stall\n");
+        assert!(pool
+            .send_to(0, "next")
+            .unwrap()
+            .text
+            .starts_with("You said: next"));
+    }
+    assert_eq!(pool.metrics().instances[0].stray_output_bytes, 0);
+    stop_pool(&pool);
+}
+
+#[test]
+fn without_await_read_the_rest_of_a_cut_answer_is_dropped_never_given_to_the_next() {
+    init_logs();
+    let pool = ToolProcessPool::new(demo_awaiting_read(false), 1).unwrap();
+    // The marker ends the answer early...
+    let cut = pool.send_to(0, "/stall 300").unwrap();
+    assert_eq!(cut.text, "before the stall\n");
+    // ...and what follows arrives between answers: counted and dropped.
+    wait_until(Duration::from_secs(5), "the rest to arrive", || {
+        pool.metrics().instances[0].stray_output_bytes > 0
+    });
+    let next = pool.send_to(0, "next").unwrap();
+    assert!(next.text.starts_with("You said: next"), "{:?}", next.text);
+    assert!(!next.text.contains("after the stall"));
+    stop_pool(&pool);
+}

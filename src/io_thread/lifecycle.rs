@@ -109,9 +109,6 @@ impl IoThread {
         child.phase = Phase::Idle;
         child.starting_since = None;
         shared.set_state(InstanceState::Ready);
-        if let Some(n) = child.notify.take() {
-            let _ = n.send(Ok(()));
-        }
         log::debug!(
             "{}[{}]: ready in {took:?} (pid {})",
             shared.tool,
@@ -120,11 +117,17 @@ impl IoThread {
         );
         let generation = child.generation;
         let retire = child.retire_after_job.take();
+        let notify = child.notify.take();
+        // The event first: whoever the notice wakes (a launch starting the next instance)
+        // acts after the monitor has heard this one is ready.
         self.send_event(IoEvent::Ready {
             index: shared.index,
             generation,
             took,
         });
+        if let Some(n) = notify {
+            let _ = n.send(Ok(()));
+        }
         if let Some(cause) = retire {
             self.begin_stop(cause, StopStep::Quit);
         }

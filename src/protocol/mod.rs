@@ -6,7 +6,7 @@
 //! instance's I/O thread drives the conversation: it writes what the conversation asks for,
 //! feeds it the tool's output, fires its timers, and turns its [`Answer`] into a `Response`.
 //!
-//! Shipped protocols, chosen with [`ProtocolKind`] in a [`ToolSpec`](crate::ToolSpec):
+//! Shipped protocols, chosen with [`ProtocolKind`] in a [`ToolSpec`]:
 //!
 //! | kind | tools | answer complete at | `text` |
 //! |---|---|---|---|

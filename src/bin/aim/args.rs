@@ -13,6 +13,10 @@ pub struct ClusterArgs {
     pub strategy: Strategy,
     pub tools_file: Option<String>,
     pub metrics_addr: Option<String>,
+    /// Instances started at once (0: all).
+    pub start_at_once: usize,
+    /// Instances ready before prompts flow (`None`: all).
+    pub min_ready: Option<usize>,
 }
 
 impl ClusterArgs {
@@ -23,7 +27,21 @@ impl ClusterArgs {
             strategy,
             tools_file: None,
             metrics_addr: None,
+            start_at_once: 0,
+            min_ready: None,
         }
+    }
+
+    /// A cluster builder with these settings (tool, count, strategy, startup).
+    pub fn builder(&self) -> Result<aim::ClusterBuilder, String> {
+        let mut builder = aim::ClusterManager::builder(self.spec()?)
+            .count(self.count)
+            .strategy(self.strategy)
+            .start_at_once(self.start_at_once);
+        if let Some(n) = self.min_ready {
+            builder = builder.min_ready(n);
+        }
+        Ok(builder)
     }
 
     /// The registry: built-ins plus `--tools FILE`, or plus `AIM_TOOLS`.
@@ -91,6 +109,8 @@ impl<'a> Parser<'a> {
                     .map_err(|e: aim::Error| e.to_string())?
             }
             "--tools" => c.tools_file = Some(self.value(arg)?.to_string()),
+            "--start-at-once" => c.start_at_once = self.number(arg)?,
+            "--min-ready" => c.min_ready = Some(self.number(arg)?),
             "--metrics-addr" => {
                 let value = self.value(arg)?;
                 // A bare port means loopback: metrics are not exposed unless asked for.

@@ -14,16 +14,19 @@ aim: supervise a cluster of interactive command-line tools
 USAGE:
     aim run [TOOL] [OPTIONS]    prompts from stdin, one JSON answer per line on stdout
     aim soak [TOOL] [OPTIONS]   soak test with chaos: nothing may be lost
-    aim tools [--tools FILE]    list the known tools
+    aim tools [ID] [--tools FILE]  list the known tools, or print one as a tools file
     aim help [COMMAND]          this text, or a command's
 
 TOOL defaults to `demo`, the built-in demo agent, so every command works with nothing
 installed. Logs go to stderr; set RUST_LOG=aim=debug for more.";
 
 const TOOLS_USAGE: &str = "\
-aim tools [--tools FILE]
+aim tools [ID] [--tools FILE]
 
-Lists the known tools: the built-ins plus those in FILE (default: $AIM_TOOLS, if set).";
+Without ID, lists the known tools (the built-ins plus those in FILE, default: $AIM_TOOLS if
+set): id, protocol, command. With ID, prints that tool's full spec as a tools file (JSON)
+to copy and change, e.g.:
+  aim tools aider > my-tools.json   # edit, then: aim run aider --tools my-tools.json";
 
 fn main() -> ExitCode {
     aim::demo::serve_if_requested();
@@ -71,6 +74,7 @@ fn dispatch(args: &[String]) -> Result<ExitCode, String> {
 fn tools(args: &[String]) -> Result<ExitCode, String> {
     let mut cluster_args = args::ClusterArgs::new(1, aim::Strategy::RoundRobin);
     let mut p = args::Parser::new(args, TOOLS_USAGE);
+    let mut id = None;
     while let Some(arg) = p.next() {
         match arg {
             "-h" | "--help" => {
@@ -78,21 +82,41 @@ fn tools(args: &[String]) -> Result<ExitCode, String> {
                 return Ok(ExitCode::SUCCESS);
             }
             "--tools" => cluster_args.tools_file = Some(p.value(arg)?.to_string()),
+            other if !other.starts_with('-') && id.is_none() => id = Some(other.to_string()),
             _ => return Err(p.unknown(arg)),
         }
     }
-    for spec in cluster_args.registry()?.iter() {
-        let framing = serde_json::to_value(&spec.framing)
-            .ok()
-            .and_then(|v| v["kind"].as_str().map(str::to_string))
-            .unwrap_or_default();
+    let registry = cluster_args.registry()?;
+    if let Some(id) = id {
+        let spec = registry.get(&id).map_err(|e| e.to_string())?;
+        let file = serde_json::json!({ id: spec });
+        let text = serde_json::to_string_pretty(&file).map_err(|e| e.to_string())?;
+        println!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for spec in registry.iter() {
         println!(
-            "{:10} {:8} {} {}",
+            "{:10} {:18} {} {}",
             spec.name,
-            framing,
+            protocol_label(spec),
             spec.program,
             spec.args.join(" ")
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `aider`, or for the framed protocol `framed:` and the framing (`framed:prompt`).
+fn protocol_label(spec: &aim::ToolSpec) -> String {
+    let kind = |v: serde_json::Result<serde_json::Value>| {
+        v.ok()
+            .and_then(|v| v["kind"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    match spec.protocol {
+        aim::protocol::ProtocolKind::Framed => {
+            format!("framed:{}", kind(serde_json::to_value(&spec.framing)))
+        }
+        other => kind(serde_json::to_value(other)),
+    }
 }

@@ -16,12 +16,17 @@ Launches COUNT instances of TOOL (default: the built-in demo agent, 2 instances)
 prompts from stdin, one per line (or JSON lines with \"prompt\" and optional \"session\"),
 and writes one JSON line per answer to stdout, in input order:
   {\"id\":0,\"instance\":1,\"generation\":1,\"elapsed_ms\":0.4,\"context_lost\":false,\"text\":\"...\"}
+  (plus \"session_id\", \"usage\" and \"cost_usd\" when the tool reports them)
   {\"id\":1,\"error\":\"...\",\"kind\":\"timeout\"}
 A metrics summary goes to stderr at the end. Exit code 1 if any prompt failed.
 
   -n, --count N         instances (default 2)
   -s, --strategy S      round-robin (default), least-busy or sticky
       --tools FILE      a JSON tools file (default: $AIM_TOOLS, if set)
+      --start-at-once K start at most K instances at a time (default: all at once;
+                        heavy agents such as aider on few cores: 1 or 2)
+      --min-ready N     start answering once N instances are ready; the rest keep
+                        starting (default: all must start, or the run fails)
       --metrics-addr A  serve Prometheus metrics at http://A/metrics while running
                         (a bare port means 127.0.0.1:PORT)";
 
@@ -37,9 +42,8 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
             return Err(p.unknown(arg));
         }
     }
-    let cluster = ClusterManager::builder(cluster_args.spec()?)
-        .count(cluster_args.count)
-        .strategy(cluster_args.strategy)
+    let cluster = cluster_args
+        .builder()?
         .launch()
         .map_err(|e| e.to_string())?;
     let _server = match &cluster_args.metrics_addr {
@@ -83,9 +87,7 @@ fn pump(cluster: &ClusterManager) -> Result<usize, String> {
         let mut failures = 0usize;
         for (id, submitted) in rx {
             let record = match submitted.and_then(Ticket::wait) {
-                Ok(r) => serde_json::json!({"id": id, "instance": r.instance,
-                    "generation": r.generation, "elapsed_ms": r.elapsed.as_secs_f64() * 1000.0,
-                    "context_lost": r.context_lost, "text": r.text}),
+                Ok(r) => answer_record(id, &r),
                 Err(e) => {
                     failures += 1;
                     serde_json::json!({"id": id, "error": e.to_string(), "kind": e.kind()})
@@ -128,6 +130,24 @@ fn pump(cluster: &ClusterManager) -> Result<usize, String> {
         Some(e) => Err(e),
         None => Ok(failures),
     }
+}
+
+/// One answer's output line: what every answer has, plus what the protocol reports
+/// (`session_id`, `usage`, `cost_usd`) when it does.
+fn answer_record(id: usize, r: &aim::Response) -> serde_json::Value {
+    let mut record = serde_json::json!({"id": id, "instance": r.instance,
+        "generation": r.generation, "elapsed_ms": r.elapsed.as_secs_f64() * 1000.0,
+        "context_lost": r.context_lost, "text": r.text});
+    if let Some(session) = &r.session_id {
+        record["session_id"] = session.as_str().into();
+    }
+    if let Some(usage) = r.usage {
+        record["usage"] = serde_json::json!(usage);
+    }
+    if let Some(cost) = r.cost_usd {
+        record["cost_usd"] = cost.into();
+    }
+    record
 }
 
 #[cfg(test)]

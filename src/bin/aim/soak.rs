@@ -37,6 +37,8 @@ check fails.
       --expect TEMPLATE      text each answer must contain (default \"{id}\" for the demo
                              agent, nothing for other tools)
       --tools FILE           a JSON tools file (default: $AIM_TOOLS, if set)
+      --start-at-once K      start at most K instances at a time (default: all)
+      --min-ready N          begin once N instances are ready (default: all)
       --metrics-addr A       serve Prometheus metrics at http://A/metrics while running
                              (a bare port means 127.0.0.1:PORT)
 
@@ -264,9 +266,9 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     };
     let fds_before = open_fds();
-    let cluster = ClusterManager::builder(a.cluster.spec()?)
-        .count(a.cluster.count)
-        .strategy(a.cluster.strategy)
+    let cluster = a
+        .cluster
+        .builder()?
         .supervision(supervision())
         .launch()
         .map_err(|e| e.to_string())?;
