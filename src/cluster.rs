@@ -20,9 +20,10 @@ use crate::metrics::MetricsSnapshot;
 use crate::metrics_server::MetricsServer;
 use crate::monitor::{LivenessProbe, SupervisionConfig};
 use crate::pool::{DispatchHooks, PoolCore, PoolOptions, ShutdownReport, ToolProcessPool};
+use crate::protocol::ProtocolKind;
 use crate::registry::ToolRegistry;
 use crate::request::Request;
-use crate::routing::{Router, Strategy};
+use crate::routing::{Router, SessionMode, Sticky, Strategy};
 use crate::session::{Session, SessionLink};
 use crate::spec::ToolSpec;
 use crate::ticket::Ticket;
@@ -63,6 +64,14 @@ pub fn launch_cluster(tool_id: &str, count: usize, strategy: Strategy) -> Result
         .count(count)
         .strategy(strategy)
         .launch()
+}
+
+/// Agents keep one conversation per process: sessions own theirs. REPL state is shared.
+fn default_session_mode(protocol: ProtocolKind) -> SessionMode {
+    match protocol {
+        ProtocolKind::Framed => SessionMode::Shared,
+        _ => SessionMode::Exclusive,
+    }
 }
 
 /// The cluster's health at a glance.
@@ -259,6 +268,7 @@ impl ClusterManager {
             .inspect_err(|e| inner.dispatch.stats.on_refused(e))?;
         job.wait_deadline = job.submitted + inner.submit_timeout;
         job.session = key;
+        job.session_from = session.and_then(SessionLink::last_instance);
         job.retries_left = match inner.retry {
             RetryPolicy::Never => 0,
             RetryPolicy::Idempotent => u8::from(idempotent),
@@ -433,6 +443,7 @@ pub struct ClusterBuilder {
     count: usize,
     router: Option<Box<dyn Router>>,
     strategy: Strategy,
+    session_mode: Option<SessionMode>,
     options: PoolOptions,
     backlog_capacity: usize,
     submit_timeout: Duration,
@@ -447,6 +458,7 @@ impl ClusterBuilder {
             count: 1,
             router: None,
             strategy: Strategy::RoundRobin,
+            session_mode: None,
             options: PoolOptions::default(),
             backlog_capacity: 1024,
             submit_timeout: Duration::from_secs(30),
@@ -465,6 +477,14 @@ impl ClusterBuilder {
     pub fn strategy(mut self, strategy: Strategy) -> Self {
         self.strategy = strategy;
         self.router = None;
+        self
+    }
+
+    /// Whether sessions own their instance ([`SessionMode::Exclusive`]) or may share one
+    /// ([`SessionMode::Shared`]), with [`Strategy::Sticky`]. Defaults to exclusive for the AI
+    /// agent protocols (aider, claude, codex) and shared for framed tools (REPLs).
+    pub fn session_mode(mut self, mode: SessionMode) -> Self {
+        self.session_mode = Some(mode);
         self
     }
 
@@ -567,6 +587,9 @@ impl ClusterBuilder {
             crate::spec::check_duration("request_timeout", timeout, true)?;
         }
         let request_timeout = self.request_timeout.unwrap_or(self.spec.request_timeout);
+        let session_mode = self
+            .session_mode
+            .unwrap_or_else(|| default_session_mode(self.spec.protocol));
         let (rehome_tx, rehome_rx) = unbounded();
         let (changes_tx, changes_rx) = bounded(1);
         let (wake_tx, wake_rx) = bounded(1);
@@ -578,7 +601,10 @@ impl ClusterBuilder {
             backlog: Arc::clone(&backlog),
         };
         let core = PoolCore::launch(self.spec, self.count, self.options, Some(hooks))?;
-        let router = self.router.unwrap_or_else(|| self.strategy.router());
+        let router = self.router.unwrap_or_else(|| match self.strategy {
+            Strategy::Sticky => Box::new(Sticky::with_mode(session_mode)),
+            other => other.router(),
+        });
         let dispatch = Arc::new(Dispatch::new(
             Arc::clone(&core),
             router,
@@ -608,5 +634,25 @@ impl ClusterBuilder {
         Ok(ClusterManager {
             handle: Arc::new(ClusterHandle { inner }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_protocols_default_to_exclusive_sessions() {
+        for kind in [
+            ProtocolKind::Aider,
+            ProtocolKind::ClaudeStreamJson,
+            ProtocolKind::CodexAppServer,
+        ] {
+            assert_eq!(default_session_mode(kind), SessionMode::Exclusive);
+        }
+        assert_eq!(
+            default_session_mode(ProtocolKind::Framed),
+            SessionMode::Shared
+        );
     }
 }

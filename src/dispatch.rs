@@ -121,6 +121,10 @@ impl Dispatch {
 
     pub(crate) fn end_session(&self, key: &str) {
         self.routing.lock().router.end_session(key);
+        // Its instance may be free now for a session waiting in the backlog.
+        if self.backlog_len() > 0 {
+            let _ = self.wake.try_send(());
+        }
     }
 
     pub(crate) fn backlog_len(&self) -> usize {
@@ -165,6 +169,13 @@ impl Dispatch {
         match chosen {
             Ok(handle) => {
                 let index = handle.shared.index;
+                let mut job = job;
+                if job.session_from.is_some_and(|from| from != index) {
+                    // A session with a conversation elsewhere moves in: the sessions already
+                    // here now share their process with it.
+                    handle.shared.moved_in.fetch_add(1, Ordering::AcqRel);
+                }
+                job.mixing = handle.shared.moved_in.load(Ordering::Acquire);
                 handle.enqueue(job).map(|()| index).map_err(|job| Unplaced {
                     job,
                     any_available: false,

@@ -52,8 +52,24 @@ pub struct Response {
     #[serde(with = "crate::spec::duration_ms", rename = "service_ms")]
     pub service_time: Duration,
     /// True when this prompt's session had been answered by another process before (its
-    /// instance died or was recycled), so the tool has lost the conversation's context.
+    /// instance died or was recycled) and the conversation could not be restored: the tool
+    /// has lost the conversation's context. [`Response::context_note`] says why.
     pub context_lost: bool,
+    /// True when this prompt's session was answered by a restarted process that restored the
+    /// conversation (claude `--resume`, codex `thread/resume`, aider's chat history, or a
+    /// replay of a REPL's prompts).
+    pub context_restored: bool,
+    /// True when, since this session's last answer, another session's conversation moved into
+    /// the same process (shared sessions only): the tool's context now holds both.
+    pub context_mixed: bool,
+    /// Why the context was lost, restored or mixed, in words.
+    pub context_note: Option<String>,
+    /// The instance's moved-in count when the prompt was placed (for `context_mixed`).
+    #[serde(skip)]
+    pub(crate) mixing: u64,
+    /// Whether this process restored its predecessor's conversation.
+    #[serde(skip)]
+    pub(crate) restore: crate::state::Restore,
 }
 
 /// A point-in-time view of one instance, from `status()` and `check_health()`.
@@ -116,6 +132,9 @@ pub(crate) struct InstanceShared {
     pub pending: AtomicUsize,
     /// Answers completed by the current process (for `max_requests`).
     pub served: AtomicU64,
+    /// Sessions that moved into this instance from another (shared mode): sessions already
+    /// here learn that their process now holds another conversation too.
+    pub moved_in: AtomicU64,
     /// Set by the I/O thread while its current answer has run past the stuck threshold:
     /// routers then place nothing new on it. Cleared when the answer ends.
     pub stuck: std::sync::atomic::AtomicBool,
@@ -148,6 +167,7 @@ impl InstanceShared {
             pid: AtomicI32::new(0),
             pending: AtomicUsize::new(0),
             served: AtomicU64::new(0),
+            moved_in: AtomicU64::new(0),
             stuck: std::sync::atomic::AtomicBool::new(false),
             returns_at: AtomicU64::new(crate::clock::ATOMIC_NOW),
             info: Mutex::new(InstanceInfo::default()),
@@ -298,6 +318,10 @@ pub(crate) struct Job {
     pub wait_deadline: Instant,
     /// Where the job is now (`usize::MAX` while waiting for an instance), for `Ticket`.
     pub placed: Arc<AtomicUsize>,
+    /// The instance that answered the job's session last, if any (to see it move).
+    pub session_from: Option<usize>,
+    /// The instance's count of sessions moved in, when the job was placed on it.
+    pub mixing: u64,
 }
 
 impl Job {

@@ -184,7 +184,9 @@ pub use pool::{PoolBuilder, ShutdownReport, ToolProcessPool};
 pub use process::{resident_memory_bytes, ExitInfo};
 pub use registry::{ToolRegistry, DEMO_PROGRAM_PLACEHOLDER, TOOLS_ENV};
 pub use request::Request;
-pub use routing::{Candidate, LeastBusy, RoundRobin, RouteContext, Router, Sticky, Strategy};
+pub use routing::{
+    Candidate, LeastBusy, RoundRobin, RouteContext, Router, SessionMode, Sticky, Strategy,
+};
 pub use session::Session;
 pub use spec::{
     EnvSpec, Framing, InputFormat, Readiness, RestartPolicy, Stream, ToolSpec, Transport,

@@ -598,6 +598,8 @@ impl Monitor {
             session: None,
             wait_deadline: now,
             placed: Arc::new(AtomicUsize::new(usize::MAX)),
+            session_from: None,
+            mixing: 0,
         };
         handle.shared.pending.fetch_add(1, Ordering::AcqRel);
         if handle.enqueue(job).is_ok() {

@@ -404,6 +404,8 @@ impl PoolCore {
             session: None,
             wait_deadline: deadline,
             placed: Arc::new(AtomicUsize::new(usize::MAX)),
+            session_from: None,
+            mixing: 0,
         };
         Ok((job, slot))
     }

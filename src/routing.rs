@@ -236,25 +236,46 @@ impl LeastBusy {
         splitmix64(self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed))
     }
 
-    fn exact(&self, candidates: &[Candidate]) -> Option<usize> {
+    /// The least-busy eligible candidate that also passes `allowed`.
+    fn select_where(
+        &self,
+        candidates: &[Candidate],
+        allowed: impl Fn(&Candidate) -> bool,
+    ) -> Option<usize> {
+        match candidates.len() {
+            0 => None,
+            n if n <= EXACT_SCAN_LIMIT => self.exact(candidates, allowed),
+            _ => self.sampled(candidates, allowed),
+        }
+    }
+
+    fn exact(
+        &self,
+        candidates: &[Candidate],
+        allowed: impl Fn(&Candidate) -> bool,
+    ) -> Option<usize> {
         let n = candidates.len();
         let start = self.turn.fetch_add(1, Ordering::Relaxed) % n;
         let mut best: Option<&Candidate> = None;
         for k in 0..n {
             let c = &candidates[(start + k) % n];
-            if c.is_eligible() && best.is_none_or(|b| c.pending < b.pending) {
+            if c.is_eligible() && allowed(c) && best.is_none_or(|b| c.pending < b.pending) {
                 best = Some(c);
             }
         }
         best.map(|c| c.index)
     }
 
-    fn sampled(&self, candidates: &[Candidate]) -> Option<usize> {
+    fn sampled(
+        &self,
+        candidates: &[Candidate],
+        allowed: impl Fn(&Candidate) -> bool,
+    ) -> Option<usize> {
         let n = candidates.len();
         let probe = |from: usize| {
             (0..n)
                 .map(|k| &candidates[(from + k) % n])
-                .find(|c| c.is_eligible())
+                .find(|c| c.is_eligible() && allowed(c))
         };
         let a = probe(self.random() as usize % n)?;
         let b = probe(self.random() as usize % n).unwrap_or(a);
@@ -268,11 +289,7 @@ impl LeastBusy {
 
 impl Router for LeastBusy {
     fn select(&self, candidates: &[Candidate], _: &RouteContext<'_>) -> Option<usize> {
-        match candidates.len() {
-            0 => None,
-            n if n <= EXACT_SCAN_LIMIT => self.exact(candidates),
-            _ => self.sampled(candidates),
-        }
+        self.select_where(candidates, |_| true)
     }
 
     fn name(&self) -> &str {
@@ -280,55 +297,162 @@ impl Router for LeastBusy {
     }
 }
 
+/// Whether sessions may share a tool process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionMode {
+    /// A session owns its instance: no other session, and no prompt without a session, is
+    /// ever placed on it, so conversations never mix. A session whose instance is restarting
+    /// waits for it (its conversation may be restored); one whose instance failed for good or
+    /// was removed moves to a free instance, never to another session's. With more sessions
+    /// than instances, new sessions wait for one to end (up to their deadline). The default
+    /// for AI agents (the aider, claude and codex protocols).
+    Exclusive,
+    /// Several sessions may share an instance (today's REPL behaviour: cheap, and their
+    /// state is shared anyway). A session moves only when its instance is not available,
+    /// and every session already on the instance it moves to is told
+    /// ([`Response::context_mixed`](crate::Response::context_mixed)). The default for framed
+    /// tools.
+    #[default]
+    Shared,
+}
+
 /// Keeps each session on one instance with an explicit session -> instance map (hashing alone
-/// would move sessions whenever instances come and go). New sessions, and prompts without a
-/// session, go to the least-busy instance. A session moves only when its instance is not
-/// available (dead, restarting, failed, circuit open, removed), and then once: the map is
-/// updated, so it never silently moves back. When its instance is merely full, the prompt
-/// waits for room instead of moving.
+/// would move sessions whenever instances come and go). New sessions go to the least-busy
+/// instance allowed by the [`SessionMode`]. In shared mode a session moves only when its
+/// instance is not available (dead, restarting, failed, circuit open, removed), and then
+/// once: the map is updated, so it never silently moves back. When its instance is merely
+/// full (or stuck), the prompt waits for room instead of moving.
 #[derive(Debug, Default)]
 pub struct Sticky {
-    sessions: Mutex<HashMap<String, usize>>,
+    bindings: Mutex<Bindings>,
     placement: LeastBusy,
+    mode: SessionMode,
+}
+
+#[derive(Debug, Default)]
+struct Bindings {
+    by_session: HashMap<String, usize>,
+    /// Exclusive mode: the session that owns each instance.
+    owner: HashMap<usize, String>,
+}
+
+impl Bindings {
+    fn bind(&mut self, key: &str, index: usize, exclusive: bool) {
+        if let Some(old) = self.by_session.insert(key.to_string(), index) {
+            if self.owner.get(&old).is_some_and(|k| k == key) {
+                self.owner.remove(&old);
+            }
+        }
+        if exclusive {
+            self.owner.insert(index, key.to_string());
+        }
+    }
 }
 
 impl Sticky {
-    /// A sticky router with least-busy placement.
+    /// A sticky router in [`SessionMode::Shared`] with least-busy placement.
     pub fn new() -> Self {
         Sticky::default()
     }
 
+    /// A sticky router in `mode`.
+    pub fn with_mode(mode: SessionMode) -> Self {
+        Sticky {
+            mode,
+            ..Sticky::default()
+        }
+    }
+
+    /// Its session mode.
+    pub fn mode(&self) -> SessionMode {
+        self.mode
+    }
+
     /// How many sessions are mapped.
     pub fn sessions(&self) -> usize {
-        self.sessions.lock().len()
+        self.bindings.lock().by_session.len()
     }
-}
 
-impl Router for Sticky {
-    fn select(&self, candidates: &[Candidate], context: &RouteContext<'_>) -> Option<usize> {
-        let Some(key) = context.session else {
-            return self.placement.select(candidates, context);
-        };
-        let mut sessions = self.sessions.lock();
-        if let Some(&bound) = sessions.get(key) {
-            // Snapshots list instances in index order; search only if this one is not.
-            let found = candidates
-                .get(bound)
-                .filter(|c| c.index == bound)
-                .or_else(|| candidates.iter().find(|c| c.index == bound));
-            if let Some(c) = found {
+    fn select_shared(
+        &self,
+        bindings: &mut Bindings,
+        candidates: &[Candidate],
+        key: &str,
+    ) -> Option<usize> {
+        if let Some(&bound) = bindings.by_session.get(key) {
+            if let Some(c) = find(candidates, bound) {
                 if c.is_available() {
                     return c.is_eligible().then_some(bound);
                 }
             }
         }
-        let chosen = self.placement.select(candidates, context)?;
-        sessions.insert(key.to_string(), chosen);
+        let chosen = self.placement.select_where(candidates, |_| true)?;
+        bindings.bind(key, chosen, false);
         Some(chosen)
     }
 
+    fn select_exclusive(
+        &self,
+        bindings: &mut Bindings,
+        candidates: &[Candidate],
+        key: &str,
+    ) -> Option<usize> {
+        if let Some(&bound) = bindings.by_session.get(key) {
+            match find(candidates, bound) {
+                // Coming back (or merely busy): wait for it, its conversation lives there.
+                Some(c) if !matches!(c.state, InstanceState::Failed | InstanceState::Stopped) => {
+                    return c.is_eligible().then_some(bound);
+                }
+                // Failed for good or removed: give it up, take a free instance below.
+                _ => {
+                    bindings.by_session.remove(key);
+                    bindings.owner.remove(&bound);
+                }
+            }
+        }
+        let owner = &bindings.owner;
+        let chosen = self
+            .placement
+            .select_where(candidates, |c| !owner.contains_key(&c.index))?;
+        bindings.bind(key, chosen, true);
+        Some(chosen)
+    }
+}
+
+/// The candidate for instance `index`: snapshots list instances in index order, so look
+/// there first.
+fn find(candidates: &[Candidate], index: usize) -> Option<&Candidate> {
+    candidates
+        .get(index)
+        .filter(|c| c.index == index)
+        .or_else(|| candidates.iter().find(|c| c.index == index))
+}
+
+impl Router for Sticky {
+    fn select(&self, candidates: &[Candidate], context: &RouteContext<'_>) -> Option<usize> {
+        let mut bindings = self.bindings.lock();
+        let exclusive = self.mode == SessionMode::Exclusive;
+        match (context.session, exclusive) {
+            (None, false) => self.placement.select_where(candidates, |_| true),
+            // Never into a session's process: it would join that conversation.
+            (None, true) => {
+                let owner = &bindings.owner;
+                self.placement
+                    .select_where(candidates, |c| !owner.contains_key(&c.index))
+            }
+            (Some(key), false) => self.select_shared(&mut bindings, candidates, key),
+            (Some(key), true) => self.select_exclusive(&mut bindings, candidates, key),
+        }
+    }
+
     fn end_session(&self, key: &str) {
-        self.sessions.lock().remove(key);
+        let mut bindings = self.bindings.lock();
+        if let Some(index) = bindings.by_session.remove(key) {
+            if bindings.owner.get(&index).is_some_and(|k| k == key) {
+                bindings.owner.remove(&index);
+            }
+        }
     }
 
     fn name(&self) -> &str {
@@ -485,6 +609,36 @@ mod tests {
         assert_eq!(r.select(&c, &ctx), None);
         r.end_session("alice");
         assert_eq!(r.sessions(), 0);
+    }
+
+    #[test]
+    fn exclusive_sessions_never_share_an_instance() {
+        let mut c = [ready(0, 0), ready(1, 0)];
+        let r = Sticky::with_mode(SessionMode::Exclusive);
+        let ctx = |k| RouteContext { session: Some(k) };
+        let alice = r.select(&c, &ctx("alice")).unwrap();
+        let bob = r.select(&c, &ctx("bob")).unwrap();
+        assert_ne!(alice, bob);
+        // A third session and sessionless prompts have nowhere to go: they wait.
+        assert_eq!(r.select(&c, &ctx("carol")), None);
+        assert_eq!(r.select(&c, &RouteContext::default()), None);
+        // Alice's instance restarts: she waits for it, and nobody takes it meanwhile.
+        c[alice].state = InstanceState::Restarting;
+        assert_eq!(r.select(&c, &ctx("alice")), None);
+        assert_eq!(r.select(&c, &ctx("carol")), None);
+        c[alice].state = InstanceState::Ready;
+        assert_eq!(r.select(&c, &ctx("alice")), Some(alice));
+        // Alice's instance fails for good: she never moves onto Bob's.
+        c[alice].state = InstanceState::Failed;
+        assert_eq!(r.select(&c, &ctx("alice")), None);
+        assert_eq!(r.select(&c, &ctx("bob")), Some(bob));
+        // Bob ends: his instance is free, and Alice (or anyone) may take it.
+        r.end_session("bob");
+        assert_eq!(r.select(&c, &ctx("alice")), Some(bob));
+        assert_eq!(r.select(&c, &ctx("carol")), None);
+        r.end_session("alice");
+        assert_eq!(r.sessions(), 0);
+        assert_eq!(r.select(&c, &RouteContext::default()), Some(bob));
     }
 
     #[test]

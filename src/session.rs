@@ -10,24 +10,64 @@ use crate::instance::Response;
 use crate::request::Request;
 use crate::ticket::Ticket;
 
-/// Tracks which process answered a session last, to flag lost context.
+/// Tracks which process answered a session last (instance, generation, and the instance's
+/// moved-in count then), to say whether its context was kept, restored, lost or mixed.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SessionLink {
-    last: Arc<Mutex<Option<(usize, u64)>>>,
+    last: Arc<Mutex<Option<(usize, u64, u64)>>>,
 }
 
 impl SessionLink {
-    /// Records who answered; sets `context_lost` when it is not the process that answered
-    /// the session before.
+    /// The instance that answered the session last.
+    pub(crate) fn last_instance(&self) -> Option<usize> {
+        self.last.lock().map(|(instance, _, _)| instance)
+    }
+
+    /// Records who answered, and sets the response's context flags against the process that
+    /// answered the session before.
     pub(crate) fn observe(&self, mut response: Response) -> Response {
-        let here = (response.instance, response.generation);
         let mut last = self.last.lock();
-        if let Some(before) = *last {
-            if before != here {
-                response.context_lost = true;
+        match *last {
+            Some((instance, generation, mixing))
+                if (instance, generation) == (response.instance, response.generation) =>
+            {
+                if response.mixing > mixing {
+                    response.context_mixed = true;
+                    response.context_note =
+                        Some("another session's conversation moved into this process".into());
+                }
             }
+            Some((instance, _, _)) if instance == response.instance => match &response.restore {
+                crate::state::Restore::Restored => {
+                    response.context_restored = true;
+                    response.context_note = Some(format!(
+                        "instance {instance} was restarted and restored the conversation"
+                    ));
+                }
+                crate::state::Restore::Failed(reason) => {
+                    response.context_lost = true;
+                    response.context_note = Some(format!(
+                        "instance {instance} was restarted; restoring failed: {reason}"
+                    ));
+                }
+                crate::state::Restore::None => {
+                    response.context_lost = true;
+                    response.context_note = Some(format!(
+                        "instance {instance} was restarted and this tool's conversation \
+                             is not restored (see ToolSpec::replay and the agent protocols)"
+                    ));
+                }
+            },
+            Some((instance, _, _)) => {
+                response.context_lost = true;
+                response.context_note = Some(format!(
+                    "the session moved from instance {instance} to instance {}",
+                    response.instance
+                ));
+            }
+            None => {}
         }
-        *last = Some(here);
+        *last = Some((response.instance, response.generation, response.mixing));
         response
     }
 }

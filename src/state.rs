@@ -72,6 +72,18 @@ impl std::fmt::Display for InstanceState {
     }
 }
 
+/// Whether a process restored the conversation of the process it replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) enum Restore {
+    /// Nothing to restore (a first process), or no way to.
+    #[default]
+    None,
+    /// Restored.
+    Restored,
+    /// Tried and failed, with the reason.
+    Failed(String),
+}
+
 /// Why one instance could not take a prompt, and when it may again: carried by
 /// [`Error::NoHealthyInstance`](crate::Error::NoHealthyInstance).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

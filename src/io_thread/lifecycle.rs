@@ -56,6 +56,7 @@ impl IoThread {
             },
             conversation,
             turn_stderr: Vec::new(),
+            restore: crate::state::Restore::None,
             out,
             out_pos: 0,
             stderr_line: Vec::new(),
@@ -244,6 +245,11 @@ impl IoThread {
                     elapsed: now.saturating_duration_since(job.submitted),
                     service_time: now.saturating_duration_since(began),
                     context_lost: false,
+                    context_restored: false,
+                    context_mixed: false,
+                    context_note: None,
+                    mixing: job.mixing,
+                    restore: child.restore.clone(),
                 })
             }
             Err(message) => Err(Error::ToolReported {

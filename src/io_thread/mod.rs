@@ -110,6 +110,8 @@ struct Running {
     conversation: Box<dyn Conversation>,
     /// Stderr of the answer in flight (capped).
     turn_stderr: Vec<u8>,
+    /// Whether this process restored its predecessor's conversation.
+    restore: crate::state::Restore,
     out: Vec<u8>,
     out_pos: usize,
     stderr_line: Vec<u8>,
