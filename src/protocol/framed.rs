@@ -65,7 +65,8 @@ struct FramedConversation {
     absorbed: Vec<(Stream, Vec<u8>)>,
     await_read: bool,
     /// While the marker is seen but the tool is not yet reading stdin: when to look again,
-    /// and the pause after that.
+    /// and the pause after that. The framer stays complete meanwhile (it knows the marker
+    /// to strip); new output reopens it.
     recheck: Option<(Instant, Duration)>,
 }
 
@@ -86,9 +87,6 @@ impl FramedConversation {
             Progress::Complete if !self.await_read => Step::Done,
             Progress::Complete => match stdin_wait::blocked_reading_stdin(self.pid) {
                 Some(false) => {
-                    if let Some(f) = &mut self.framer {
-                        f.reopen();
-                    }
                     let pause = self.recheck.map_or(READ_CHECK_FIRST, |(_, p)| p);
                     self.recheck = Some((now + pause, (pause * 2).min(READ_CHECK_MAX)));
                     Step::Pending
@@ -179,11 +177,11 @@ impl Conversation for FramedConversation {
         let Some(f) = &mut self.framer else {
             return Step::Pending;
         };
-        let progress = f.feed(stream, bytes, now);
-        if progress == Progress::Pending {
-            // New output: whatever a recheck was waiting for has changed.
-            self.recheck = None;
+        if self.recheck.take().is_some() {
+            // The marker was not the end after all: the answer goes on.
+            f.reopen();
         }
+        let progress = f.feed(stream, bytes, now);
         self.confirm(progress, now)
     }
 
