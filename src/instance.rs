@@ -322,6 +322,8 @@ pub(crate) struct Job {
     pub session_from: Option<usize>,
     /// The instance's count of sessions moved in, when the job was placed on it.
     pub mixing: u64,
+    /// Written again into a restarted process by its I/O thread: no caller, not counted.
+    pub replay: bool,
 }
 
 impl Job {

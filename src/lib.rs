@@ -189,7 +189,7 @@ pub use routing::{
 };
 pub use session::Session;
 pub use spec::{
-    EnvSpec, Framing, InputFormat, Readiness, RestartPolicy, Stream, ToolSpec, Transport,
+    EnvSpec, Framing, InputFormat, Readiness, Replay, RestartPolicy, Stream, ToolSpec, Transport,
     MAX_DURATION,
 };
 pub use state::{InstanceOutlook, InstanceState};

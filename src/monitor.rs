@@ -600,6 +600,7 @@ impl Monitor {
             placed: Arc::new(AtomicUsize::new(usize::MAX)),
             session_from: None,
             mixing: 0,
+            replay: false,
         };
         handle.shared.pending.fetch_add(1, Ordering::AcqRel);
         if handle.enqueue(job).is_ok() {

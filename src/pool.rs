@@ -406,6 +406,7 @@ impl PoolCore {
             placed: Arc::new(AtomicUsize::new(usize::MAX)),
             session_from: None,
             mixing: 0,
+            replay: false,
         };
         Ok((job, slot))
     }

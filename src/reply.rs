@@ -72,6 +72,11 @@ impl Reply {
         (Reply(Some(ReplyTo::Ticket(Arc::clone(&slot)))), slot)
     }
 
+    /// A reply nobody waits for (a replayed prompt).
+    pub(crate) fn none() -> Reply {
+        Reply(None)
+    }
+
     /// A reply into `channel`.
     pub(crate) fn channel(channel: Sender<Result<Response>>) -> Reply {
         Reply(Some(ReplyTo::Channel(channel)))

@@ -31,8 +31,8 @@ impl SessionLink {
             Some((instance, generation, mixing))
                 if (instance, generation) == (response.instance, response.generation) =>
             {
-                if response.mixing > mixing {
-                    response.context_mixed = true;
+                response.context_mixed = response.mixing > mixing;
+                if response.context_mixed {
                     response.context_note =
                         Some("another session's conversation moved into this process".into());
                 }

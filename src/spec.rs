@@ -173,6 +173,29 @@ pub enum Readiness {
     },
 }
 
+/// Replaying a REPL's prompts into a restarted process, so its state (variables, tables)
+/// survives the restart: the prompts that succeeded are kept per instance, up to these
+/// limits, and written again (their output dropped) before the next prompt. A history that
+/// outgrew a limit cannot be replayed faithfully: answers then say `context_lost`. Only for
+/// tools whose prompts are safe to run twice (no side effects outside the process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Replay {
+    /// The most prompts kept. Defaults to 1000.
+    pub max_prompts: usize,
+    /// The most bytes of prompts kept. Defaults to 1 MiB.
+    pub max_bytes: usize,
+}
+
+impl Default for Replay {
+    fn default() -> Self {
+        Replay {
+            max_prompts: 1000,
+            max_bytes: 1 << 20,
+        }
+    }
+}
+
 /// Which restarts the monitor performs when an instance's process ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -273,6 +296,8 @@ pub struct ToolSpec {
     pub strip_ansi: bool,
     /// When the monitor restarts a process that ended. Defaults to on failure.
     pub restart: RestartPolicy,
+    /// Replay the prompts that succeeded into a restarted process (REPLs). Defaults to none.
+    pub replay: Option<Replay>,
 }
 
 impl Default for ToolSpec {
@@ -300,6 +325,7 @@ impl Default for ToolSpec {
             stderr_lines: 20,
             strip_ansi: false,
             restart: RestartPolicy::OnFailure,
+            replay: None,
         }
     }
 }
@@ -342,6 +368,18 @@ impl ToolSpec {
             Some(custom) => Arc::clone(&custom.0),
             None => self.protocol.build(self),
         }
+    }
+
+    /// Replays the prompts that succeeded into a restarted process. Defaults to none.
+    ///
+    /// ```
+    /// use aim::{Replay, ToolSpec};
+    /// let spec = ToolSpec::new("python", "python3").replay(Replay::default());
+    /// assert_eq!(spec.replay.unwrap().max_prompts, 1000);
+    /// ```
+    pub fn replay(mut self, replay: Replay) -> Self {
+        self.replay = Some(replay);
+        self
     }
 
     /// Whether to create a missing `cwd` before each start. Defaults to false.

@@ -327,3 +327,130 @@ fn codex_errors_are_tool_errors_never_timeouts() {
     );
     stop_cluster(&cluster);
 }
+
+// ----- sessions across restarts ------------------------------------------------------------
+
+/// The user texts of each conversation the backend received.
+fn user_texts(llm: &FakeLlm) -> Vec<Vec<String>> {
+    llm.conversations()
+        .iter()
+        .map(|c| {
+            c["messages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|m| m["role"] == "user")
+                .map(|m| m["text"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// Two sessions on two instances; both processes are killed between rounds. Every answer
+/// after a restart says the conversation was restored, the two conversations never meet in
+/// any request the model received, and each restored conversation still holds its first
+/// message.
+fn sessions_survive_restarts_and_never_mix(spec: ToolSpec, llm: &FakeLlm) {
+    let _w = watchdog("sessions across restarts", Duration::from_secs(300));
+    let cluster = ClusterManager::builder(spec)
+        .count(2)
+        .strategy(Strategy::Sticky)
+        .request_timeout(Duration::from_secs(120))
+        .submit_timeout(Duration::from_secs(120))
+        .stuck_after(Duration::from_secs(60))
+        .supervision(fast_supervision())
+        .launch()
+        .unwrap();
+    let alice = cluster.session("alice");
+    let bob = cluster.session("bob");
+    let rounds = 3;
+    for round in 0..rounds {
+        let a = alice.submit(format!("alice-{round} speaks")).unwrap();
+        let b = bob.submit(format!("bob-{round} speaks")).unwrap();
+        let (a, b) = (a.wait().unwrap(), b.wait().unwrap());
+        assert_eq!(a.text, format!("FAKE-REPLY: alice-{round} speaks"));
+        assert_eq!(b.text, format!("FAKE-REPLY: bob-{round} speaks"));
+        assert_ne!(a.instance, b.instance);
+        if round > 0 {
+            for answer in [&a, &b] {
+                assert!(
+                    answer.context_restored && !answer.context_lost,
+                    "round {round}: {answer:?}"
+                );
+            }
+        }
+        if round + 1 < rounds {
+            for status in cluster.status() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(status.pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            wait_until(Duration::from_secs(10), "both instances down", || {
+                cluster
+                    .status()
+                    .iter()
+                    .all(|s| s.state != aim::InstanceState::Ready)
+            });
+        }
+    }
+    for texts in user_texts(llm) {
+        let has = |who: &str| texts.iter().any(|t| t.contains(who));
+        assert!(
+            !(has("alice-") && has("bob-")),
+            "mixed conversation: {texts:?}"
+        );
+    }
+    let last = |who: &str| {
+        user_texts(llm)
+            .into_iter()
+            .rfind(|texts| {
+                texts
+                    .iter()
+                    .any(|t| t.contains(&format!("{who}-{}", rounds - 1)))
+            })
+            .unwrap_or_default()
+    };
+    for who in ["alice", "bob"] {
+        let texts = last(who);
+        assert!(
+            texts.iter().any(|t| t.contains(&format!("{who}-0"))),
+            "{who}'s last request lost the start of the conversation: {texts:?}"
+        );
+    }
+    stop_cluster(&cluster);
+}
+
+#[test]
+fn claude_sessions_survive_restarts_and_never_mix() {
+    init_logs();
+    let Some(program) = agents::client("claude") else {
+        return;
+    };
+    let dir = agents::scratch("claude-sessions");
+    let llm = FakeLlm::start(&dir);
+    sessions_survive_restarts_and_never_mix(agents::claude(&program, &llm, &dir), &llm);
+}
+
+#[test]
+fn codex_sessions_survive_restarts_and_never_mix() {
+    init_logs();
+    let Some(program) = agents::client("codex") else {
+        return;
+    };
+    let dir = agents::scratch("codex-sessions");
+    let llm = FakeLlm::start(&dir);
+    sessions_survive_restarts_and_never_mix(agents::codex(&program, &llm, &dir), &llm);
+}
+
+#[test]
+fn aider_sessions_survive_restarts_and_never_mix() {
+    init_logs();
+    let Some(program) = agents::client("aider") else {
+        return;
+    };
+    let dir = agents::scratch("aider-sessions");
+    let llm = FakeLlm::start(&dir);
+    let spec = agents::aider_restoring(&program, &llm, &dir);
+    sessions_survive_restarts_and_never_mix(spec, &llm);
+}

@@ -138,3 +138,84 @@ fn framed_tools_default_to_shared_sessions() {
     assert_eq!(a.instance, b.instance);
     stop_cluster(&cluster);
 }
+
+fn python_with_replay(replay: aim::Replay) -> ClusterManager {
+    let spec = aim::ToolRegistry::builtin()
+        .get("python")
+        .unwrap()
+        .replay(replay);
+    ClusterManager::builder(spec)
+        .strategy(Strategy::Sticky)
+        .supervision(fast_supervision())
+        .launch()
+        .unwrap()
+}
+
+fn kill_and_wait_down(cluster: &ClusterManager, instance: usize) {
+    sigkill(cluster.status()[instance].pid);
+    wait_until(Duration::from_secs(5), "the instance down", || {
+        cluster.status()[instance].state != aim::InstanceState::Ready
+    });
+}
+
+#[test]
+fn a_python_session_survives_a_kill_by_replaying_its_prompts() {
+    init_logs();
+    if !have("python3") {
+        eprintln!("SKIPPED: python3 not installed");
+        return;
+    }
+    let _w = watchdog("python replay", Duration::from_secs(60));
+    let cluster = python_with_replay(aim::Replay::default());
+    let session = cluster.session("calc");
+    session.send("x = 41").unwrap();
+    session.send("y = x + 1").unwrap();
+    for round in 0..2 {
+        kill_and_wait_down(&cluster, 0);
+        let answer = session.send("print(y)").unwrap();
+        assert_eq!(answer.text, "42\n", "round {round}");
+        assert!(
+            answer.context_restored && !answer.context_lost,
+            "{answer:?}"
+        );
+        // Replayed output is not returned, and replays are not counted as answers.
+        let again = session.send("print(x)").unwrap();
+        assert_eq!(again.text, "41\n");
+        assert!(!again.context_restored);
+    }
+    let metrics = cluster.metrics();
+    assert_eq!(metrics.cluster.responses, 2 + 2 * 2);
+    stop_cluster(&cluster);
+}
+
+#[test]
+fn a_history_over_the_replay_limit_says_the_context_is_lost() {
+    init_logs();
+    if !have("python3") {
+        eprintln!("SKIPPED: python3 not installed");
+        return;
+    }
+    let _w = watchdog("python replay limit", Duration::from_secs(60));
+    let cluster = python_with_replay(aim::Replay {
+        max_prompts: 1,
+        max_bytes: 1 << 20,
+    });
+    let session = cluster.session("calc");
+    session.send("x = 41").unwrap();
+    session.send("y = 1").unwrap();
+    kill_and_wait_down(&cluster, 0);
+    let answer = session.send("print(1)").unwrap();
+    assert!(
+        answer.context_lost && !answer.context_restored,
+        "{answer:?}"
+    );
+    assert!(
+        answer
+            .context_note
+            .as_deref()
+            .unwrap_or("")
+            .contains("replay limits"),
+        "{answer:?}"
+    );
+    stop_cluster(&cluster);
+}

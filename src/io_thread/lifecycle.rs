@@ -7,7 +7,20 @@ impl IoThread {
         let shared = Arc::clone(&self.cfg.shared);
         shared.set_state(InstanceState::Starting);
         let spec = Arc::clone(&self.cfg.spec);
-        let (process, io) = match process::spawn(&spec, shared.index) {
+        // A replacement process resumes its predecessor's conversation where it can.
+        let resume = self.resume_token.clone();
+        let extra = resume
+            .as_deref()
+            .map(|token| self.cfg.protocol.resume_args(token))
+            .unwrap_or_default();
+        let spawn_spec = if extra.is_empty() {
+            Arc::clone(&spec)
+        } else {
+            let mut with_resume = (*spec).clone();
+            with_resume.args.extend(extra);
+            Arc::new(with_resume)
+        };
+        let (process, io) = match process::spawn(&spawn_spec, shared.index) {
             Ok(pair) => pair,
             Err(err) => {
                 log::warn!("{}[{}]: {err}", spec.name, shared.index);
@@ -40,7 +53,9 @@ impl IoThread {
         });
         let now = Instant::now();
         let mut out = Vec::new();
-        let context = Context::new(process.pid(), shared.index, spec.max_response_bytes);
+        let mut context = Context::new(process.pid(), shared.index, spec.max_response_bytes);
+        context.generation = generation;
+        context.resume = resume.clone();
         let mut conversation = self.cfg.protocol.conversation(&context);
         let opened = conversation.open(now, &mut out);
         let strip = spec
@@ -57,6 +72,9 @@ impl IoThread {
             conversation,
             turn_stderr: Vec::new(),
             restore: crate::state::Restore::None,
+            resumed: resume.is_some(),
+            replay_left: 0,
+            replay_failure: None,
             out,
             out_pos: 0,
             stderr_line: Vec::new(),
@@ -129,6 +147,7 @@ impl IoThread {
         if let Some(n) = notify {
             let _ = n.send(Ok(()));
         }
+        self.queue_replay(now);
         if let Some(cause) = retire {
             self.begin_stop(cause, StopStep::Quit);
         }
@@ -225,7 +244,13 @@ impl IoThread {
             return;
         };
         let index = self.cfg.shared.index;
-        let result = match child.conversation.finish() {
+        let finished = child.conversation.finish();
+        self.note_restore();
+        let Some(child) = &mut self.child else {
+            self.complete(job, Err(Error::Shutdown { prompt: None }));
+            return;
+        };
+        let result = match finished {
             Ok(answer) => {
                 let stderr = if answer.stderr.is_empty() {
                     std::mem::take(&mut child.turn_stderr)
@@ -257,6 +282,13 @@ impl IoThread {
                 message,
                 prompt: None,
             }),
+        };
+        if result.is_ok() && !job.replay {
+            self.remember_success(&job);
+        }
+        let Some(child) = &mut self.child else {
+            self.complete(job, result);
+            return;
         };
         let retire = child.retire_after_job.take().or_else(|| {
             let served = self.cfg.shared.served.load(Ordering::Acquire) + 1;

@@ -9,6 +9,7 @@
 
 mod lifecycle;
 mod polling;
+mod restore;
 mod stopping;
 mod streams;
 
@@ -112,6 +113,11 @@ struct Running {
     turn_stderr: Vec<u8>,
     /// Whether this process restored its predecessor's conversation.
     restore: crate::state::Restore,
+    /// It was started to resume a conversation (the protocol's resume token).
+    resumed: bool,
+    /// Replayed prompts still to answer, and the first replay failure.
+    replay_left: usize,
+    replay_failure: Option<String>,
     out: Vec<u8>,
     out_pos: usize,
     stderr_line: Vec<u8>,
@@ -140,6 +146,12 @@ pub(crate) struct IoThread {
     /// The pipes were drained when the last answer completed, in this loop round: the next
     /// prompt need not drain them again.
     drained_after_answer: bool,
+    /// Prompts that succeeded, for replay into a restarted process.
+    history: restore::History,
+    /// The last process's conversation, for its replacement to resume.
+    resume_token: Option<String>,
+    /// Why the last attempt to resume failed, for the next answer to say.
+    resume_failure: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -166,6 +178,9 @@ impl IoThread {
             answered: Vec::new(),
             stuck_began: None,
             drained_after_answer: false,
+            history: restore::History::default(),
+            resume_token: None,
+            resume_failure: None,
         }
     }
 
@@ -297,6 +312,10 @@ impl IoThread {
 
     /// Moves a job to another instance when it may move; otherwise fails it with `error`.
     fn hand_back(&mut self, job: Job, error: impl FnOnce() -> Error) {
+        if job.replay {
+            // Its process is gone; the next one replays the history again.
+            return;
+        }
         self.cfg.shared.pending.fetch_sub(1, Ordering::AcqRel);
         if !job.pinned {
             if let Some(rehome) = self.cfg.hooks.as_ref().map(|h| &h.rehome) {
@@ -394,6 +413,10 @@ impl IoThread {
 
     /// Sends a job's result, keeping `pending`, statistics and the breaker's input right.
     fn complete(&mut self, job: Job, result: Result<Response>) {
+        if job.replay {
+            self.replay_done(&result);
+            return;
+        }
         let shared = &self.cfg.shared;
         shared.pending.fetch_sub(1, Ordering::AcqRel);
         self.wake_dispatcher();

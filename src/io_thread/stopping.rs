@@ -113,6 +113,9 @@ impl IoThread {
             if cause == ExitCause::Crashed {
                 cause = ExitCause::NotReady;
             }
+            if child.resumed {
+                self.resume_failed(exit, &stderr);
+            }
             if let Some(n) = child.notify.take() {
                 let _ = n.send(Err(Error::NotReady {
                     tool: self.cfg.spec.name.clone(),

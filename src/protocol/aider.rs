@@ -30,17 +30,50 @@ const FALLBACK_SETTLE: Duration = Duration::from_millis(500);
 /// (litellm's error, no `Tokens:` line) becomes
 /// [`Error::ToolReported`](crate::Error::ToolReported). Output while aider waits for a prompt
 /// is unexpected: the process is recycled (see [`Between::Late`]).
+///
+/// Restoring: with `--restore-chat-history` and a `--chat-history-file` (use `{index}` in the
+/// path: one file per instance) in the spec's arguments, a restarted aider reloads the
+/// conversation from that file; its answers then say `context_restored`.
 #[derive(Debug, Clone)]
 pub struct Aider {
     max_prompt_bytes: usize,
+    /// The chat history file (with `{index}`), when aider is told to restore from it.
+    restore_from: Option<String>,
+    cwd: Option<String>,
 }
 
 impl Aider {
-    /// The protocol, with `spec`'s prompt cap.
+    /// The protocol, with `spec`'s prompt cap and restore settings.
     pub fn new(spec: &ToolSpec) -> Self {
+        let restores = spec.args.iter().any(|a| a == "--restore-chat-history");
+        let history = spec
+            .args
+            .iter()
+            .position(|a| a == "--chat-history-file")
+            .and_then(|i| spec.args.get(i + 1))
+            .filter(|path| *path != "/dev/null")
+            .cloned();
         Aider {
             max_prompt_bytes: spec.max_prompt_bytes,
+            restore_from: history.filter(|_| restores),
+            cwd: spec.cwd.clone(),
         }
+    }
+
+    /// Whether a restarted process of instance `index` has a conversation to restore.
+    fn restore_outcome(&self, index: usize) -> Option<Result<(), String>> {
+        let template = self.restore_from.as_ref()?;
+        let expand = |s: &str| s.replace("{index}", &index.to_string());
+        let mut path = std::path::PathBuf::from(expand(template));
+        if path.is_relative() {
+            if let Some(cwd) = &self.cwd {
+                path = std::path::Path::new(&expand(cwd)).join(path);
+            }
+        }
+        Some(match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() > 0 => Ok(()),
+            _ => Err(format!("no chat history to restore at {}", path.display())),
+        })
     }
 }
 
@@ -69,11 +102,15 @@ impl Protocol for Aider {
     }
 
     fn conversation(&self, context: &Context) -> Box<dyn Conversation> {
+        let restored = (context.generation > 1)
+            .then(|| self.restore_outcome(context.instance))
+            .flatten();
         Box::new(AiderConversation {
             pid: context.pid,
             limit: context.max_response_bytes,
             out: Vec::new(),
             timer: None,
+            restored,
         })
     }
 }
@@ -94,6 +131,7 @@ struct AiderConversation {
     /// Stdout since the prompt was written (or since start).
     out: Vec<u8>,
     timer: Option<Timer>,
+    restored: Option<Result<(), String>>,
 }
 
 impl AiderConversation {
@@ -210,6 +248,10 @@ impl Conversation for AiderConversation {
             Stream::Stdout => Between::Late,
             Stream::Stderr => Between::Stray,
         }
+    }
+
+    fn restored(&self) -> Option<Result<(), String>> {
+        self.restored.clone()
     }
 }
 
@@ -376,9 +418,7 @@ mod tests {
 
     #[test]
     fn prompts_that_would_switch_input_mode_go_in_a_block() {
-        let aider = Aider {
-            max_prompt_bytes: 1 << 20,
-        };
+        let aider = Aider::new(&ToolSpec::new("aider", "aider"));
         assert_eq!(aider.prepare("hello").unwrap(), b"hello\n");
         assert_eq!(aider.prepare("{python").unwrap(), b"{aim\n{python\naim}\n");
         assert_eq!(aider.prepare("a\r\nb").unwrap(), b"{aim\na\nb\naim}\n");

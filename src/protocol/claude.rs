@@ -56,7 +56,13 @@ impl Protocol for ClaudeStreamJson {
             result: None,
             session_id: None,
             total_cost: 0.0,
+            resumed: context.resume.clone(),
+            restored: None,
         })
+    }
+
+    fn resume_args(&self, token: &str) -> Vec<String> {
+        vec!["--resume".into(), token.into()]
     }
 }
 
@@ -68,6 +74,10 @@ struct ClaudeConversation {
     session_id: Option<String>,
     /// `total_cost_usd` after the previous turn (claude reports the session's total).
     total_cost: f64,
+    /// The session this process was started to resume (`--resume`).
+    resumed: Option<String>,
+    /// Known at the first answer: whether it came in the resumed session.
+    restored: Option<Result<(), String>>,
 }
 
 impl Conversation for ClaudeConversation {
@@ -140,6 +150,15 @@ impl Conversation for ClaudeConversation {
     }
 
     fn finish(&mut self) -> Result<Answer, String> {
+        if let (Some(wanted), None) = (&self.resumed, &self.restored) {
+            self.restored = Some(match &self.session_id {
+                Some(id) if id == wanted => Ok(()),
+                other => Err(format!(
+                    "claude answered in session {} instead of resuming {wanted}",
+                    other.as_deref().unwrap_or("(none)")
+                )),
+            });
+        }
         let result = self.result.take().unwrap_or_default();
         let text = str_at(&result, &["result"]).unwrap_or_default().to_string();
         let total = result
@@ -178,5 +197,13 @@ impl Conversation for ClaudeConversation {
             Stream::Stdout => Between::Late,
             Stream::Stderr => Between::Stray,
         }
+    }
+
+    fn resume_token(&self) -> Option<String> {
+        self.session_id.clone()
+    }
+
+    fn restored(&self) -> Option<Result<(), String>> {
+        self.restored.clone()
     }
 }

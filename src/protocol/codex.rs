@@ -9,9 +9,11 @@ use super::jsonl::{str_at, u64_at, JsonLines};
 use super::{check_prompt, Answer, Between, Context, Conversation, Protocol, Step, Usage};
 use crate::spec::{Stream, ToolSpec};
 
-/// Request ids of the handshake; turns count up from 3.
+/// Request ids of the handshake; turns count up from 4.
 const INITIALIZE: u64 = 1;
 const THREAD_START: u64 = 2;
+/// A fresh thread after `thread/resume` failed.
+const THREAD_START_AFTER_RESUME: u64 = 3;
 
 /// Codex's app-server protocol. At start: `initialize`, `initialized`, then `thread/start`
 /// (with `approvalPolicy: never`, so a turn never waits for an approval nobody gives); the
@@ -51,9 +53,11 @@ impl Protocol for CodexAppServer {
             limit: context.max_response_bytes,
             lines: JsonLines::default(),
             thread_id: None,
-            next_id: THREAD_START + 1,
+            next_id: THREAD_START_AFTER_RESUME + 1,
             turn_request: None,
             turn: Turn::default(),
+            resume: context.resume.clone(),
+            restored: None,
         })
     }
 }
@@ -74,6 +78,9 @@ struct CodexConversation {
     next_id: u64,
     turn_request: Option<u64>,
     turn: Turn,
+    /// The thread this process was started to resume.
+    resume: Option<String>,
+    restored: Option<Result<(), String>>,
 }
 
 fn line(value: &Value, input: &mut Vec<u8>) {
@@ -109,11 +116,18 @@ impl Conversation for CodexConversation {
             input,
         );
         line(&json!({"method": "initialized"}), input);
-        line(
-            &json!({"id": THREAD_START, "method": "thread/start",
-                    "params": {"approvalPolicy": "never"}}),
-            input,
-        );
+        match &self.resume {
+            Some(thread) => line(
+                &json!({"id": THREAD_START, "method": "thread/resume",
+                        "params": {"threadId": thread, "approvalPolicy": "never"}}),
+                input,
+            ),
+            None => line(
+                &json!({"id": THREAD_START, "method": "thread/start",
+                        "params": {"approvalPolicy": "never"}}),
+                input,
+            ),
+        }
         Step::Pending
     }
 
@@ -122,7 +136,7 @@ impl Conversation for CodexConversation {
             return Step::Pending;
         }
         let mut step = Step::Pending;
-        let thread_id = &mut self.thread_id;
+        let (thread_id, resume, restored) = (&mut self.thread_id, &self.resume, &mut self.restored);
         self.lines.push(bytes, |message| {
             let id = message.get("id").and_then(Value::as_u64);
             if message.get("method").is_some() {
@@ -130,10 +144,27 @@ impl Conversation for CodexConversation {
                 return false;
             }
             if let Some(error) = message.get("error") {
+                if id == Some(THREAD_START) && resume.is_some() {
+                    // The thread cannot be resumed: start a fresh one, and say so.
+                    *restored = Some(Err(format!(
+                        "codex could not resume thread {}: {}",
+                        resume.as_deref().unwrap_or_default(),
+                        error_message(error)
+                    )));
+                    line(
+                        &json!({"id": THREAD_START_AFTER_RESUME, "method": "thread/start",
+                                "params": {"approvalPolicy": "never"}}),
+                        input,
+                    );
+                    return false;
+                }
                 step = Step::Failed(format!("codex handshake: {}", error_message(error)));
                 return true;
             }
-            if id == Some(THREAD_START) {
+            if id == Some(THREAD_START) || id == Some(THREAD_START_AFTER_RESUME) {
+                if id == Some(THREAD_START) && resume.is_some() {
+                    *restored = Some(Ok(()));
+                }
                 match str_at(&message, &["result", "thread", "id"]) {
                     Some(thread) => {
                         *thread_id = Some(thread.to_string());
@@ -254,5 +285,13 @@ impl Conversation for CodexConversation {
     fn between(&mut self, _stream: Stream, _bytes: &[u8], _just_finished: bool) -> Between {
         // Notifications arrive between turns too (status changes, rate limits): harmless.
         Between::Stray
+    }
+
+    fn resume_token(&self) -> Option<String> {
+        self.thread_id.clone()
+    }
+
+    fn restored(&self) -> Option<Result<(), String>> {
+        self.restored.clone()
     }
 }

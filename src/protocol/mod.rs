@@ -93,6 +93,14 @@ pub trait Protocol: Send + Sync + fmt::Debug {
 
     /// A conversation with one new process.
     fn conversation(&self, context: &Context) -> Box<dyn Conversation>;
+
+    /// Extra arguments for a process that is to restore the conversation identified by
+    /// `token` (what [`Conversation::resume_token`] gave): claude's `--resume ID`. Defaults
+    /// to none (the conversation restores itself from [`Context::resume`], or nothing is
+    /// restored).
+    fn resume_args(&self, _token: &str) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// What a conversation knows about its process.
@@ -105,15 +113,22 @@ pub struct Context {
     pub instance: usize,
     /// The most output one answer may have.
     pub max_response_bytes: usize,
+    /// The process's generation: 1 for the first, higher for a restarted instance.
+    pub generation: u64,
+    /// The conversation to restore (the previous process's [`Conversation::resume_token`]),
+    /// for a restarted instance whose predecessor had one.
+    pub resume: Option<String>,
 }
 
 impl Context {
-    /// A context for `pid`, with a response cap of `max_response_bytes`.
+    /// A context for the first process of an instance.
     pub fn new(pid: i32, instance: usize, max_response_bytes: usize) -> Self {
         Context {
             pid,
             instance,
             max_response_bytes,
+            generation: 1,
+            resume: None,
         }
     }
 }
@@ -193,6 +208,21 @@ pub trait Conversation: Send + fmt::Debug {
     /// as the last turn completed.
     fn between(&mut self, _stream: Stream, _bytes: &[u8], _just_finished: bool) -> Between {
         Between::Stray
+    }
+
+    /// What a replacement process needs to restore this conversation (claude's session id,
+    /// codex's thread id), once known. Defaults to none.
+    fn resume_token(&self) -> Option<String> {
+        None
+    }
+
+    /// Whether this process restored the conversation it was asked to: `None` while unknown
+    /// or when there was nothing to restore. Defaults to none.
+    ///
+    /// # Errors
+    /// Why restoring failed.
+    fn restored(&self) -> Option<Result<(), String>> {
+        None
     }
 }
 

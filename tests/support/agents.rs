@@ -135,6 +135,21 @@ pub fn aider(program: &Path, llm: &FakeLlm, dir: &Path) -> ToolSpec {
         .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 }
 
+/// [`aider`] with a chat history file per instance and `--restore-chat-history`, so a
+/// restarted aider reloads its conversation.
+pub fn aider_restoring(program: &Path, llm: &FakeLlm, dir: &Path) -> ToolSpec {
+    let mut spec = aider(program, llm, dir);
+    let history = spec
+        .args
+        .iter()
+        .position(|a| a == "--chat-history-file")
+        .expect("the built-in aider names a chat history file");
+    spec.args[history + 1] = format!("{}/chat-{{index}}.md", dir.display());
+    // The aider protocol reads these to know the conversation can be restored.
+    spec.args.push("--restore-chat-history".into());
+    spec
+}
+
 /// The built-in `claude` entry, pointed at `program` and the fake backend.
 pub fn claude(program: &Path, llm: &FakeLlm, dir: &Path) -> ToolSpec {
     let mut spec = ToolRegistry::builtin().get("claude").unwrap();
