@@ -276,8 +276,17 @@ impl ClusterManager {
         };
         let placed = Arc::clone(&job.placed);
         let submitted = job.submitted;
+        let canceller = inner
+            .core
+            .canceller(&job, Some(inner.dispatch.wake_sender()));
         inner.dispatch.submit(job, wait)?;
-        Ok(Ticket::new(rx, placed, submitted, session.cloned()))
+        Ok(Ticket::new(
+            rx,
+            placed,
+            submitted,
+            session.cloned(),
+            canceller,
+        ))
     }
 
     /// Sends a prompt to instance `index`, bypassing the router, and blocks for the answer.

@@ -127,6 +127,11 @@ impl Dispatch {
         }
     }
 
+    /// What pokes the dispatcher to look at its backlog again.
+    pub(crate) fn wake_sender(&self) -> Sender<()> {
+        self.wake.clone()
+    }
+
     pub(crate) fn backlog_len(&self) -> usize {
         self.backlog_len.load(Ordering::Acquire)
     }
@@ -267,6 +272,12 @@ impl Dispatch {
         // Looked up once per round, and only when a prompt is expired or unplaceable.
         let mut outlook: Option<Outlook> = None;
         for job in pending {
+            if job.cancel.load(Ordering::Acquire) {
+                let error = Error::Cancelled { prompt: None };
+                self.stats.on_refused(&error);
+                job.fail(error);
+                continue;
+            }
             let expired = now >= job.wait_deadline.min(job.deadline);
             // Once a sessionless prompt finds nothing, later sessionless ones will not either.
             let job = if expired || (!placeable && job.session.is_none()) {

@@ -143,6 +143,13 @@ pub enum Error {
         /// The prompt, handed back.
         prompt: Option<String>,
     },
+    /// The caller cancelled the request ([`crate::Ticket::cancel`], [`crate::Session::cancel`])
+    /// before it was answered. A prompt the tool was answering was interrupted the tool's way
+    /// (SIGINT, an interrupt message) or its process recycled.
+    Cancelled {
+        /// The prompt, handed back.
+        prompt: Option<String>,
+    },
     /// Every queue is full (from `try_submit`, or from `submit` when the backlog is full).
     Busy {
         /// The prompt, handed back.
@@ -220,6 +227,7 @@ impl Error {
             | Error::InstanceUnavailable { prompt, .. }
             | Error::ResponseTooLarge { prompt, .. }
             | Error::ToolReported { prompt, .. }
+            | Error::Cancelled { prompt }
             | Error::Shutdown { prompt } => prompt.as_deref(),
             _ => None,
         }
@@ -235,6 +243,7 @@ impl Error {
             | Error::InstanceUnavailable { prompt, .. }
             | Error::ResponseTooLarge { prompt, .. }
             | Error::ToolReported { prompt, .. }
+            | Error::Cancelled { prompt }
             | Error::Shutdown { prompt } => prompt,
             _ => None,
         }
@@ -254,6 +263,7 @@ impl Error {
             Error::InstanceDied { .. } => "died",
             Error::ResponseTooLarge { .. } => "too_large",
             Error::ToolReported { .. } => "tool_error",
+            Error::Cancelled { .. } => "cancelled",
             Error::Busy { .. } => "busy",
             Error::NoHealthyInstance { .. } => "no_healthy_instance",
             Error::InstanceUnavailable { .. } => "unavailable",
@@ -272,6 +282,7 @@ impl Error {
             | Error::InstanceUnavailable { prompt, .. }
             | Error::ResponseTooLarge { prompt, .. }
             | Error::ToolReported { prompt, .. }
+            | Error::Cancelled { prompt }
             | Error::Shutdown { prompt }
                 if prompt.is_none() =>
             {
@@ -441,6 +452,7 @@ impl fmt::Display for Error {
             Error::ToolReported {
                 instance, message, ..
             } => write!(f, "instance {instance}: the tool reported an error: {message}"),
+            Error::Cancelled { .. } => write!(f, "cancelled"),
             Error::Busy { .. } => write!(f, "every queue is full"),
             Error::NoHealthyInstance {
                 waited, instances, ..

@@ -324,6 +324,8 @@ pub(crate) struct Job {
     pub mixing: u64,
     /// Written again into a restarted process by its I/O thread: no caller, not counted.
     pub replay: bool,
+    /// Set by the caller to cancel the job (see `Canceller`).
+    pub cancel: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Job {
@@ -398,6 +400,8 @@ pub(crate) enum Control {
     Spawn { notify: Option<Sender<Result<()>>> },
     /// Stop the current process (after the answer in flight, if `drain`), without exiting.
     Recycle { cause: ExitCause, drain: bool },
+    /// Some job's cancel flag was set: fail flagged queued jobs, interrupt a flagged answer.
+    Cancel,
     /// Stop the process and end the thread; reply once the process is reaped.
     Stop {
         deadline: Instant,

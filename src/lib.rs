@@ -139,6 +139,7 @@ mod ansi;
 mod backoff;
 mod breaker;
 mod budget;
+mod cancel;
 mod clock;
 mod cluster;
 pub mod demo;

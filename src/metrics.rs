@@ -150,8 +150,9 @@ impl InstanceStats {
         }
     }
 
+    /// Counts a failed prompt (a cancellation is the caller's choice, not a failure).
     pub(crate) fn on_failure(&self, error: &Error) {
-        if self.enabled {
+        if self.enabled && !matches!(error, Error::Cancelled { .. }) {
             self.failed[failure_kind(error)].fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -350,6 +351,9 @@ pub(crate) struct DispatchStats {
 
 impl DispatchStats {
     pub(crate) fn on_refused(&self, error: &Error) {
+        if matches!(error, Error::Cancelled { .. }) {
+            return;
+        }
         let counter = if error.is_timeout() {
             &self.timed_out
         } else {

@@ -601,6 +601,7 @@ impl Monitor {
             session_from: None,
             mixing: 0,
             replay: false,
+            cancel: Arc::default(),
         };
         handle.shared.pending.fetch_add(1, Ordering::AcqRel);
         if handle.enqueue(job).is_ok() {

@@ -407,6 +407,7 @@ impl PoolCore {
             session_from: None,
             mixing: 0,
             replay: false,
+            cancel: Arc::default(),
         };
         Ok((job, slot))
     }
@@ -414,17 +415,32 @@ impl PoolCore {
     /// Builds a pinned job for `prompt` and queues it on instance `index`: manual addressing
     /// for both the pool and the cluster.
     pub(crate) fn submit_to(
-        &self,
+        self: &Arc<Self>,
         index: usize,
         prompt: String,
         limit: TimeLimit,
         default_timeout: Duration,
     ) -> Result<Ticket> {
         let (job, slot) = self.make_job(prompt, limit, default_timeout, true)?;
+        let canceller = self.canceller(&job, None);
         let placed = Arc::clone(&job.placed);
         let submitted = job.submitted;
         self.submit_pinned(index, job)?;
-        Ok(Ticket::new(slot, placed, submitted, None))
+        Ok(Ticket::new(slot, placed, submitted, None, canceller))
+    }
+
+    /// What cancels `job` (with the dispatcher to poke, in a cluster).
+    pub(crate) fn canceller(
+        self: &Arc<Self>,
+        job: &Job,
+        dispatcher: Option<Sender<()>>,
+    ) -> crate::cancel::Canceller {
+        crate::cancel::Canceller::new(
+            Arc::clone(&job.cancel),
+            Arc::clone(&job.placed),
+            Arc::downgrade(self),
+            dispatcher,
+        )
     }
 
     /// Queues `job` on instance `index` if it can take it.

@@ -77,6 +77,8 @@ struct SessionState {
     cluster: ClusterManager,
     key: Arc<str>,
     link: SessionLink,
+    /// The session's prompts that may still be running, for `cancel`.
+    outstanding: Mutex<Vec<crate::cancel::Canceller>>,
 }
 
 impl Drop for SessionState {
@@ -117,6 +119,7 @@ impl Session {
                 cluster,
                 key: key.into(),
                 link: SessionLink::default(),
+                outstanding: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -135,8 +138,36 @@ impl Session {
     pub fn submit(&self, request: impl Into<Request>) -> Result<Ticket> {
         let mut request = request.into();
         request.session = Some(Arc::clone(&self.state.key));
-        self.state
+        let ticket = self
+            .state
             .cluster
-            .submit_inner(request, true, Some(&self.state.link))
+            .submit_inner(request, true, Some(&self.state.link))?;
+        let mut outstanding = self.state.outstanding.lock();
+        outstanding.retain(|c| !c.is_done());
+        outstanding.push(ticket.canceller().clone());
+        Ok(ticket)
+    }
+
+    /// Cancels every prompt of this session that is still waiting or being answered (see
+    /// [`Ticket::cancel`]); returns at once. The session stays usable.
+    ///
+    /// ```
+    /// # aim::demo::serve_if_requested();
+    /// use aim::{launch_cluster, Error, Strategy};
+    /// let cluster = launch_cluster("demo", 1, Strategy::Sticky)?;
+    /// let session = cluster.session("alice");
+    /// let slow = session.submit("/sleep 5000")?;
+    /// let queued = session.submit("then this")?;
+    /// session.cancel();
+    /// assert!(matches!(slow.wait(), Err(Error::Cancelled { .. })));
+    /// assert!(matches!(queued.wait(), Err(Error::Cancelled { .. })));
+    /// assert!(session.send("still here")?.text.contains("still here"));
+    /// # Ok::<(), aim::Error>(())
+    /// ```
+    pub fn cancel(&self) {
+        let outstanding = std::mem::take(&mut *self.state.outstanding.lock());
+        for canceller in outstanding {
+            canceller.cancel();
+        }
     }
 }

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::cancel::Canceller;
 use crate::error::{Error, Result};
 use crate::instance::Response;
 use crate::reply::Slot;
@@ -19,6 +20,7 @@ pub struct Ticket {
     placed: Arc<AtomicUsize>,
     submitted: Instant,
     session: Option<SessionLink>,
+    canceller: Canceller,
 }
 
 impl Ticket {
@@ -27,13 +29,39 @@ impl Ticket {
         placed: Arc<AtomicUsize>,
         submitted: Instant,
         session: Option<SessionLink>,
+        canceller: Canceller,
     ) -> Self {
         Ticket {
             slot,
             placed,
             submitted,
             session,
+            canceller,
         }
+    }
+
+    /// Cancels the prompt and returns at once; the ticket then ends with
+    /// [`Error::Cancelled`] (or with the answer, if it was already complete). A prompt still
+    /// waiting is dropped; one being answered is interrupted the tool's way (SIGINT for REPLs
+    /// and aider, an interrupt message for claude and codex) and the instance stays in
+    /// service, or its process is recycled when the tool has no way to stop or does not stop
+    /// within its stop grace. Cancelling twice does nothing.
+    ///
+    /// ```
+    /// # aim::demo::serve_if_requested();
+    /// use aim::{launch_cluster, Error, Strategy};
+    /// let cluster = launch_cluster("demo", 1, Strategy::RoundRobin)?;
+    /// let ticket = cluster.submit("/sleep 5000")?;
+    /// ticket.cancel();
+    /// assert!(matches!(ticket.wait(), Err(Error::Cancelled { .. })));
+    /// # Ok::<(), aim::Error>(())
+    /// ```
+    pub fn cancel(&self) {
+        self.canceller.cancel();
+    }
+
+    pub(crate) fn canceller(&self) -> &Canceller {
+        &self.canceller
     }
 
     /// The instance the prompt is queued on or being answered by, or `None` while it waits for

@@ -454,3 +454,76 @@ fn aider_sessions_survive_restarts_and_never_mix() {
     let spec = agents::aider_restoring(&program, &llm, &dir);
     sessions_survive_restarts_and_never_mix(spec, &llm);
 }
+
+// ----- cancel ------------------------------------------------------------------------------
+
+/// Cancels a slowly streamed answer twice in a row; the instance keeps its process and
+/// answers the next prompt exactly.
+fn cancel_keeps_the_instance(spec: ToolSpec, slow: &str) {
+    let _w = watchdog("agent cancel", Duration::from_secs(120));
+    let cluster = ClusterManager::builder(spec)
+        .request_timeout(Duration::from_secs(60))
+        .supervision(fast_supervision())
+        .launch()
+        .unwrap();
+    let first = cluster.send("warm up").unwrap();
+    for round in 0..2 {
+        let ticket = cluster.submit(slow).unwrap();
+        wait_until(Duration::from_secs(10), "the slow answer in flight", || {
+            cluster.metrics().cluster.in_flight == 1
+        });
+        std::thread::sleep(Duration::from_millis(300)); // let the stream begin
+        ticket.cancel();
+        let result = ticket.wait();
+        assert!(
+            matches!(result, Err(Error::Cancelled { .. })),
+            "round {round}: {result:?}"
+        );
+    }
+    let next = cluster.send("after cancel").unwrap();
+    assert_eq!(next.text, "FAKE-REPLY: after cancel");
+    assert_eq!(next.pid, first.pid, "the process survived the cancels");
+    stop_cluster(&cluster);
+}
+
+#[test]
+fn aider_cancel_stops_the_answer_and_aider_survives_two_in_a_row() {
+    init_logs();
+    let Some(program) = agents::client("aider") else {
+        return;
+    };
+    let dir = agents::scratch("aider-cancel");
+    let llm = FakeLlm::start(&dir);
+    cancel_keeps_the_instance(
+        agents::aider(&program, &llm, &dir),
+        "/ask [[chunks:one|two|three|four]] [[delay:3000]]",
+    );
+}
+
+#[test]
+fn claude_cancel_interrupts_the_turn() {
+    init_logs();
+    let Some(program) = agents::client("claude") else {
+        return;
+    };
+    let dir = agents::scratch("claude-cancel");
+    let llm = FakeLlm::start(&dir);
+    cancel_keeps_the_instance(
+        agents::claude(&program, &llm, &dir),
+        "[[chunks:one|two|three|four]] [[delay:3000]]",
+    );
+}
+
+#[test]
+fn codex_cancel_interrupts_the_turn() {
+    init_logs();
+    let Some(program) = agents::client("codex") else {
+        return;
+    };
+    let dir = agents::scratch("codex-cancel");
+    let llm = FakeLlm::start(&dir);
+    cancel_keeps_the_instance(
+        agents::codex(&program, &llm, &dir),
+        "[[chunks:one|two|three|four]] [[delay:3000]]",
+    );
+}

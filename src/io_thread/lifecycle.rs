@@ -75,6 +75,9 @@ impl IoThread {
             resumed: resume.is_some(),
             replay_left: 0,
             replay_failure: None,
+            interrupting: None,
+            sigint_due: None,
+            last_sigint: None,
             out,
             out_pos: 0,
             stderr_line: Vec::new(),
@@ -173,6 +176,8 @@ impl IoThread {
         child.out.clear();
         child.out_pos = 0;
         child.turn_stderr.clear();
+        child.interrupting = None;
+        child.sigint_due = None;
         child
             .conversation
             .begin(&job.prompt, &job.input, now, &mut child.out);
@@ -250,7 +255,10 @@ impl IoThread {
             self.complete(job, Err(Error::Shutdown { prompt: None }));
             return;
         };
+        let cancelled = job.cancel.load(Ordering::Acquire);
         let result = match finished {
+            // A cancelled turn's answer (partial, or the tool's "interrupted") is not one.
+            _ if cancelled => Err(Error::Cancelled { prompt: None }),
             Ok(answer) => {
                 let stderr = if answer.stderr.is_empty() {
                     std::mem::take(&mut child.turn_stderr)

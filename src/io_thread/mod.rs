@@ -7,6 +7,7 @@
 //!
 //! It spawns the child itself, so `PR_SET_PDEATHSIG` ties the child's life to this thread.
 
+mod cancel;
 mod lifecycle;
 mod polling;
 mod restore;
@@ -118,6 +119,11 @@ struct Running {
     /// Replayed prompts still to answer, and the first replay failure.
     replay_left: usize,
     replay_failure: Option<String>,
+    /// The answer in flight was cancelled: recycle the process if it has not ended by then.
+    interrupting: Option<Instant>,
+    /// A SIGINT waiting for the spacing after the last one.
+    sigint_due: Option<Instant>,
+    last_sigint: Option<Instant>,
     out: Vec<u8>,
     out_pos: usize,
     stderr_line: Vec<u8>,
@@ -255,6 +261,7 @@ impl IoThread {
                 }
             }
             Control::Recycle { cause, drain } => self.recycle(cause, drain),
+            Control::Cancel => self.on_cancel(Instant::now()),
             Control::Stop { deadline, reply } => {
                 self.exiting = Some((deadline, reply));
                 self.release_queue(|| Error::Shutdown { prompt: None });
@@ -284,7 +291,9 @@ impl IoThread {
     fn take_jobs(&mut self) {
         while let Ok(job) = self.cfg.jobs.try_recv() {
             let movable = !job.pinned && self.cfg.hooks.is_some();
-            if self.exiting.is_some() {
+            if job.cancel.load(Ordering::Acquire) {
+                self.complete(job, Err(Error::Cancelled { prompt: None }));
+            } else if self.exiting.is_some() {
                 self.hand_back(job, || Error::Shutdown { prompt: None });
             } else if movable && (self.child.is_none() || self.stuck_began.is_some()) {
                 // Down, or stuck on a long answer: let another instance answer it.

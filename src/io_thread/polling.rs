@@ -20,6 +20,8 @@ impl IoThread {
                 Phase::Busy { job, began } => {
                     consider(Some(job.deadline));
                     consider(child.conversation.deadline());
+                    consider(child.interrupting);
+                    consider(child.sigint_due);
                     if self.may_mark_stuck() {
                         consider(Some(crate::clock::after(*began, self.cfg.stuck_after)));
                     }
@@ -131,6 +133,7 @@ impl IoThread {
 
     pub(super) fn on_timers(&mut self, now: Instant) {
         self.expire_queued(now);
+        self.cancel_timers(now);
         if let Some((deadline, _)) = &self.exiting {
             let deadline = *deadline;
             if now >= deadline {

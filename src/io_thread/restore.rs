@@ -75,6 +75,7 @@ impl IoThread {
                 session_from: None,
                 mixing: 0,
                 replay: true,
+                cancel: Arc::default(),
             });
         }
         log::debug!(

@@ -129,6 +129,15 @@ impl IoThread {
         if let Some(n) = child.notify.take() {
             let _ = n.send(Err(Error::Shutdown { prompt: None }));
         }
+        let job = match job {
+            Some(job) if job.cancel.load(Ordering::Acquire) => {
+                // It died of being interrupted (a tool without a SIGINT handler): cancelled.
+                cause = ExitCause::Manual;
+                self.complete(job, Err(Error::Cancelled { prompt: None }));
+                None
+            }
+            other => other,
+        };
         if let Some(job) = job {
             let err = Error::InstanceDied {
                 instance: shared.index,

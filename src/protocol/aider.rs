@@ -253,6 +253,11 @@ impl Conversation for AiderConversation {
     fn restored(&self) -> Option<Result<(), String>> {
         self.restored.clone()
     }
+
+    fn interrupt(&mut self, _input: &mut Vec<u8>) -> super::Interrupt {
+        // One SIGINT stops the model call and brings the prompt back ("^C again to exit").
+        super::Interrupt::Signal
+    }
 }
 
 /// Where the answer's body ends, when `out` ends with aider's prompt: a blank line, one line

@@ -203,6 +203,17 @@ impl Conversation for ClaudeConversation {
         self.session_id.clone()
     }
 
+    fn interrupt(&mut self, input: &mut Vec<u8>) -> super::Interrupt {
+        let request = serde_json::json!({
+            "type": "control_request",
+            "request_id": "aim-interrupt",
+            "request": {"subtype": "interrupt"},
+        });
+        input.extend_from_slice(request.to_string().as_bytes());
+        input.push(b'\n');
+        super::Interrupt::Written
+    }
+
     fn restored(&self) -> Option<Result<(), String>> {
         self.restored.clone()
     }

@@ -65,6 +65,8 @@ impl Protocol for CodexAppServer {
 /// What one turn has produced so far.
 #[derive(Debug, Default)]
 struct Turn {
+    /// The turn's id, from the `turn/start` response (for `turn/interrupt`).
+    id: Option<String>,
     last_message: Option<String>,
     usage: Option<Usage>,
     error: Option<String>,
@@ -213,11 +215,14 @@ impl Conversation for CodexConversation {
                 return false;
             }
             if method.is_none() {
-                // A response: only the one to our turn/start matters, and only if it failed.
+                // A response: only the one to our turn/start matters.
                 if id == request {
                     if let Some(error) = message.get("error") {
                         turn.error = Some(error_message(error));
                         return true;
+                    }
+                    if let Some(turn_id) = str_at(&message, &["result", "turn", "id"]) {
+                        turn.id = Some(turn_id.to_string());
                     }
                 }
                 return false;
@@ -289,6 +294,20 @@ impl Conversation for CodexConversation {
 
     fn resume_token(&self) -> Option<String> {
         self.thread_id.clone()
+    }
+
+    fn interrupt(&mut self, input: &mut Vec<u8>) -> super::Interrupt {
+        let (Some(thread), Some(turn)) = (&self.thread_id, &self.turn.id) else {
+            return super::Interrupt::Recycle;
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        line(
+            &json!({"id": id, "method": "turn/interrupt",
+                    "params": {"threadId": thread, "turnId": turn}}),
+            input,
+        );
+        super::Interrupt::Written
     }
 
     fn restored(&self) -> Option<Result<(), String>> {

@@ -223,6 +223,11 @@ impl Conversation for FramedConversation {
         })
     }
 
+    fn interrupt(&mut self, _input: &mut Vec<u8>) -> super::Interrupt {
+        // REPLs stop what they run on SIGINT and prompt again.
+        super::Interrupt::Signal
+    }
+
     fn between(&mut self, stream: Stream, bytes: &[u8], just_finished: bool) -> Between {
         // The tool wrote to the other stream before it ended the answer on the marker's
         // stream (python: the value on stdout, then `>>> ` on stderr): it belongs to the answer.

@@ -149,6 +149,20 @@ pub enum Step {
     Failed(String),
 }
 
+/// How a protocol stops the answer in progress when its prompt is cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Interrupt {
+    /// Send SIGINT to the process (never two within 2 s: aider exits on a second one);
+    /// the tool ends the turn and prompts again.
+    Signal,
+    /// The conversation wrote an interrupt message (claude's `interrupt` control request,
+    /// codex's `turn/interrupt`); the tool ends the turn.
+    Written,
+    /// The tool has no way to stop a turn: recycle the process.
+    Recycle,
+}
+
 /// What output between turns is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -208,6 +222,14 @@ pub trait Conversation: Send + fmt::Debug {
     /// as the last turn completed.
     fn between(&mut self, _stream: Stream, _bytes: &[u8], _just_finished: bool) -> Between {
         Between::Stray
+    }
+
+    /// Stops the answer in progress, the tool's way (see [`Interrupt`]): a message may be
+    /// appended to `input`. The turn then still ends as usual (its answer is discarded), or
+    /// the process is recycled if it does not within the stop grace. Defaults to
+    /// [`Interrupt::Recycle`].
+    fn interrupt(&mut self, _input: &mut Vec<u8>) -> Interrupt {
+        Interrupt::Recycle
     }
 
     /// What a replacement process needs to restore this conversation (claude's session id,

@@ -1,0 +1,58 @@
+//! Cancelling a submitted prompt: the flag its job carries, and whom to tell.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use crossbeam_channel::Sender;
+
+use crate::instance::Control;
+use crate::pool::PoolCore;
+
+/// Cancels one job: sets the flag the job carries, then tells whoever holds the job to look
+/// (the dispatcher for the backlog, the instance's I/O thread for its queue or the answer in
+/// flight). Cheap to clone; cancelling twice, or after the answer, does nothing.
+#[derive(Debug, Clone)]
+pub(crate) struct Canceller {
+    flag: Arc<AtomicBool>,
+    placed: Arc<AtomicUsize>,
+    core: Weak<PoolCore>,
+    dispatcher: Option<Sender<()>>,
+}
+
+impl Canceller {
+    pub(crate) fn new(
+        flag: Arc<AtomicBool>,
+        placed: Arc<AtomicUsize>,
+        core: Weak<PoolCore>,
+        dispatcher: Option<Sender<()>>,
+    ) -> Self {
+        Canceller {
+            flag,
+            placed,
+            core,
+            dispatcher,
+        }
+    }
+
+    pub(crate) fn cancel(&self) {
+        if self.flag.swap(true, Ordering::AcqRel) || self.is_done() {
+            return;
+        }
+        // The job may move between the backlog and an instance meanwhile: poke both; each
+        // looks at the flag of what it holds.
+        if let Some(wake) = &self.dispatcher {
+            let _ = wake.try_send(());
+        }
+        let index = self.placed.load(Ordering::Acquire);
+        if index != usize::MAX {
+            if let Some(handle) = self.core.upgrade().and_then(|core| core.instance(index)) {
+                handle.control(Control::Cancel);
+            }
+        }
+    }
+
+    /// The job is gone (answered or failed): only this side still holds the flag.
+    pub(crate) fn is_done(&self) -> bool {
+        Arc::strong_count(&self.flag) == 1
+    }
+}
