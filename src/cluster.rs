@@ -261,6 +261,7 @@ impl ClusterManager {
             limit,
             idempotent,
             session: key,
+            stream,
         } = request;
         let (mut job, rx) = inner
             .core
@@ -279,14 +280,9 @@ impl ClusterManager {
         let canceller = inner
             .core
             .canceller(&job, Some(inner.dispatch.wake_sender()));
+        let chunks = crate::pool::stream_into(&mut job, stream);
         inner.dispatch.submit(job, wait)?;
-        Ok(Ticket::new(
-            rx,
-            placed,
-            submitted,
-            session.cloned(),
-            canceller,
-        ))
+        Ok(Ticket::new(rx, placed, submitted, session.cloned(), canceller).with_chunks(chunks))
     }
 
     /// Sends a prompt to instance `index`, bypassing the router, and blocks for the answer.
@@ -319,9 +315,13 @@ impl ClusterManager {
     pub fn submit_to(&self, index: usize, request: impl Into<Request>) -> Result<Ticket> {
         let inner = self.inner();
         let request = request.into();
-        inner
-            .core
-            .submit_to(index, request.prompt, request.limit, inner.request_timeout)
+        inner.core.submit_to(
+            index,
+            request.prompt,
+            request.limit,
+            inner.request_timeout,
+            request.stream,
+        )
     }
 
     /// A session: its prompts stay on one instance (with [`Strategy::Sticky`]), and a

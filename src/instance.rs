@@ -326,6 +326,8 @@ pub(crate) struct Job {
     pub replay: bool,
     /// Set by the caller to cancel the job (see `Canceller`).
     pub cancel: Arc<std::sync::atomic::AtomicBool>,
+    /// Where the answer's text goes as it arrives, when streamed.
+    pub stream: Option<Sender<String>>,
 }
 
 impl Job {

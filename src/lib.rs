@@ -194,7 +194,7 @@ pub use spec::{
     MAX_DURATION,
 };
 pub use state::{InstanceOutlook, InstanceState};
-pub use ticket::Ticket;
+pub use ticket::{Chunks, Ticket};
 
 /// Compiles the README's example with the doctests, so it cannot drift from the API.
 #[cfg(doctest)]

@@ -602,6 +602,7 @@ impl Monitor {
             mixing: 0,
             replay: false,
             cancel: Arc::default(),
+            stream: None,
         };
         handle.shared.pending.fetch_add(1, Ordering::AcqRel);
         if handle.enqueue(job).is_ok() {

@@ -408,6 +408,7 @@ impl PoolCore {
             mixing: 0,
             replay: false,
             cancel: Arc::default(),
+            stream: None,
         };
         Ok((job, slot))
     }
@@ -420,13 +421,15 @@ impl PoolCore {
         prompt: String,
         limit: TimeLimit,
         default_timeout: Duration,
+        stream: bool,
     ) -> Result<Ticket> {
-        let (job, slot) = self.make_job(prompt, limit, default_timeout, true)?;
+        let (mut job, slot) = self.make_job(prompt, limit, default_timeout, true)?;
         let canceller = self.canceller(&job, None);
         let placed = Arc::clone(&job.placed);
         let submitted = job.submitted;
+        let chunks = stream_into(&mut job, stream);
         self.submit_pinned(index, job)?;
-        Ok(Ticket::new(slot, placed, submitted, None, canceller))
+        Ok(Ticket::new(slot, placed, submitted, None, canceller).with_chunks(chunks))
     }
 
     /// What cancels `job` (with the dispatcher to poke, in a cluster).
@@ -717,7 +720,7 @@ impl ToolProcessPool {
 
     fn submit_to_inner(&self, index: usize, prompt: String, limit: TimeLimit) -> Result<Ticket> {
         let core = &self.handle.core;
-        core.submit_to(index, prompt, limit, core.spec.request_timeout)
+        core.submit_to(index, prompt, limit, core.spec.request_timeout, false)
     }
 
     /// Each instance's status, from what the I/O threads and the monitor last recorded.
@@ -822,6 +825,19 @@ macro_rules! shared_setters {
     };
 }
 pub(crate) use shared_setters;
+
+/// With `stream`, gives `job` a channel for its answer's text as it arrives; the receiver
+/// goes to the ticket.
+pub(crate) fn stream_into(
+    job: &mut Job,
+    stream: bool,
+) -> Option<crossbeam_channel::Receiver<String>> {
+    stream.then(|| {
+        let (tx, rx) = unbounded();
+        job.stream = Some(tx);
+        rx
+    })
+}
 
 /// Starts instances at most `at_once` at a time and reports each one's outcome.
 struct Starter {

@@ -346,6 +346,7 @@ fn claude_spec() -> ToolSpec {
             "--output-format",
             "stream-json",
             "--verbose",
+            "--include-partial-messages",
         ])
         .protocol(ProtocolKind::ClaudeStreamJson)
         .startup_timeout(Duration::from_secs(60))

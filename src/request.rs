@@ -87,6 +87,7 @@ pub struct Request {
     pub(crate) limit: TimeLimit,
     pub(crate) idempotent: bool,
     pub(crate) session: Option<Arc<str>>,
+    pub(crate) stream: bool,
 }
 
 impl Request {
@@ -97,7 +98,17 @@ impl Request {
             limit: TimeLimit::default(),
             idempotent: false,
             session: None,
+            stream: false,
         }
+    }
+
+    /// Streams the answer as it arrives: [`Ticket::chunks`](crate::Ticket::chunks) yields
+    /// the text of each piece of output (the model's text deltas for claude and codex, the
+    /// raw stdout otherwise) until the answer ends; the final `Response` is unchanged.
+    /// Defaults to false.
+    pub fn stream(mut self, stream: bool) -> Self {
+        self.stream = stream;
+        self
     }
 
     /// The whole request (waiting for an instance, queueing, answering) must end within

@@ -10,6 +10,20 @@ use crate::instance::Response;
 use crate::reply::Slot;
 use crate::session::SessionLink;
 
+/// The text of a streamed answer as it arrives, from [`Ticket::chunks`]: an iterator whose
+/// `next` blocks until the next piece, or returns `None` once the answer has ended. `Send`,
+/// so another thread can print the pieces while this one waits for the answer.
+#[derive(Debug, Clone)]
+pub struct Chunks(Option<crossbeam_channel::Receiver<String>>);
+
+impl Iterator for Chunks {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        self.0.as_ref()?.recv().ok()
+    }
+}
+
 /// A submitted prompt's future answer. Waiting blocks the calling thread only.
 ///
 /// Every ticket ends: the answer, or an error (timeout, dead instance, shutdown). Dropping a
@@ -21,6 +35,7 @@ pub struct Ticket {
     submitted: Instant,
     session: Option<SessionLink>,
     canceller: Canceller,
+    chunks: Option<crossbeam_channel::Receiver<String>>,
 }
 
 impl Ticket {
@@ -37,7 +52,36 @@ impl Ticket {
             submitted,
             session,
             canceller,
+            chunks: None,
         }
+    }
+
+    pub(crate) fn with_chunks(
+        mut self,
+        chunks: Option<crossbeam_channel::Receiver<String>>,
+    ) -> Self {
+        self.chunks = chunks;
+        self
+    }
+
+    /// The answer's text as it arrives, for a prompt sent with
+    /// [`Request::stream`](crate::Request::stream): each call to `next` blocks until the next
+    /// piece or the end of the answer (then `None`; the answer itself, or its error, comes from
+    /// [`Ticket::wait`]). Empty for a prompt that was not streamed. A prompt resent to another
+    /// instance after its instance died streams both attempts.
+    ///
+    /// ```
+    /// # aim::demo::serve_if_requested();
+    /// use aim::{launch_cluster, Request, Strategy};
+    /// let cluster = launch_cluster("demo", 1, Strategy::RoundRobin)?;
+    /// let ticket = cluster.submit(Request::new("/lines 3").stream(true))?;
+    /// let streamed: String = ticket.chunks().collect();
+    /// let answer = ticket.wait()?;
+    /// assert!(streamed.starts_with(&answer.text));
+    /// # Ok::<(), aim::Error>(())
+    /// ```
+    pub fn chunks(&self) -> Chunks {
+        Chunks(self.chunks.clone())
     }
 
     /// Cancels the prompt and returns at once; the ticket then ends with

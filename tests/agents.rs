@@ -350,7 +350,13 @@ fn user_texts(llm: &FakeLlm) -> Vec<Vec<String>> {
 /// after a restart says the conversation was restored, the two conversations never meet in
 /// any request the model received, and each restored conversation still holds its first
 /// message.
-fn sessions_survive_restarts_and_never_mix(spec: ToolSpec, llm: &FakeLlm) {
+/// `persisted(answer)` says whether the tool has saved the answered turn where its
+/// replacement will look (killing it before that loses the turn, as it would in production).
+fn sessions_survive_restarts_and_never_mix(
+    spec: ToolSpec,
+    llm: &FakeLlm,
+    persisted: impl Fn(&aim::Response) -> bool,
+) {
     let _w = watchdog("sessions across restarts", Duration::from_secs(300));
     let cluster = ClusterManager::builder(spec)
         .count(2)
@@ -380,6 +386,11 @@ fn sessions_survive_restarts_and_never_mix(spec: ToolSpec, llm: &FakeLlm) {
             }
         }
         if round + 1 < rounds {
+            wait_until(
+                Duration::from_secs(20),
+                "the turns saved by the tool",
+                || persisted(&a) && persisted(&b),
+            );
             for status in cluster.status() {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(status.pid),
@@ -429,7 +440,23 @@ fn claude_sessions_survive_restarts_and_never_mix() {
     };
     let dir = agents::scratch("claude-sessions");
     let llm = FakeLlm::start(&dir);
-    sessions_survive_restarts_and_never_mix(agents::claude(&program, &llm, &dir), &llm);
+    // claude writes a session's transcript to $HOME/.claude/projects/*/ID.jsonl after
+    // answering; --resume reads it from there.
+    let home = dir.join("claude-home/.claude/projects");
+    let persisted = |answer: &aim::Response| {
+        let Some(id) = &answer.session_id else {
+            return false;
+        };
+        std::fs::read_dir(&home)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|project| {
+                std::fs::read_to_string(project.path().join(format!("{id}.jsonl"))).ok()
+            })
+            .any(|transcript| transcript.contains(&answer.text))
+    };
+    sessions_survive_restarts_and_never_mix(agents::claude(&program, &llm, &dir), &llm, persisted);
 }
 
 #[test]
@@ -440,7 +467,7 @@ fn codex_sessions_survive_restarts_and_never_mix() {
     };
     let dir = agents::scratch("codex-sessions");
     let llm = FakeLlm::start(&dir);
-    sessions_survive_restarts_and_never_mix(agents::codex(&program, &llm, &dir), &llm);
+    sessions_survive_restarts_and_never_mix(agents::codex(&program, &llm, &dir), &llm, |_| true);
 }
 
 #[test]
@@ -452,7 +479,8 @@ fn aider_sessions_survive_restarts_and_never_mix() {
     let dir = agents::scratch("aider-sessions");
     let llm = FakeLlm::start(&dir);
     let spec = agents::aider_restoring(&program, &llm, &dir);
-    sessions_survive_restarts_and_never_mix(spec, &llm);
+    // aider appends each turn to its chat history file before prompting again.
+    sessions_survive_restarts_and_never_mix(spec, &llm, |_| true);
 }
 
 // ----- cancel ------------------------------------------------------------------------------
@@ -526,4 +554,44 @@ fn codex_cancel_interrupts_the_turn() {
         agents::codex(&program, &llm, &dir),
         "[[chunks:one|two|three|four]] [[delay:3000]]",
     );
+}
+
+// ----- streaming ---------------------------------------------------------------------------
+
+fn streams_text_deltas(spec: ToolSpec) {
+    let cluster = ClusterManager::builder(spec)
+        .supervision(fast_supervision())
+        .launch()
+        .unwrap();
+    let ticket = cluster
+        .submit(aim::Request::new("[[chunks:one |two |three]] [[delay:300]]").stream(true))
+        .unwrap();
+    let chunks: Vec<String> = ticket.chunks().collect();
+    let answer = ticket.wait().unwrap();
+    assert_eq!(answer.text, "one two three");
+    assert!(chunks.len() >= 2, "{chunks:?}");
+    assert_eq!(chunks.concat(), answer.text);
+    stop_cluster(&cluster);
+}
+
+#[test]
+fn claude_streams_text_deltas() {
+    init_logs();
+    let Some(program) = agents::client("claude") else {
+        return;
+    };
+    let dir = agents::scratch("claude-stream");
+    let llm = FakeLlm::start(&dir);
+    streams_text_deltas(agents::claude(&program, &llm, &dir));
+}
+
+#[test]
+fn codex_streams_text_deltas() {
+    init_logs();
+    let Some(program) = agents::client("codex") else {
+        return;
+    };
+    let dir = agents::scratch("codex-stream");
+    let llm = FakeLlm::start(&dir);
+    streams_text_deltas(agents::codex(&program, &llm, &dir));
 }

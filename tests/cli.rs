@@ -203,3 +203,36 @@ fn tools_prints_an_entry_as_a_tools_file_that_loads_back() {
     assert!(stderr.contains("unknown tool"), "{stderr}");
     std::fs::remove_file(path).ok();
 }
+
+#[test]
+fn run_stream_prints_each_answers_pieces_before_its_line() {
+    let (code, stdout, stderr) = run_with_input(
+        &["run", "-n", "2", "--stream"],
+        "/lines 3\nhello\n/sleep 20\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut answered = std::collections::HashSet::new();
+    let mut streamed = std::collections::HashMap::<u64, String>::new();
+    for line in &lines {
+        let id = line["id"].as_u64().unwrap();
+        match line["chunk"].as_str() {
+            Some(chunk) => {
+                assert!(
+                    !answered.contains(&id),
+                    "a piece after its answer: {stdout}"
+                );
+                streamed.entry(id).or_default().push_str(chunk);
+            }
+            None => {
+                let text = line["text"].as_str().unwrap();
+                assert!(streamed[&id].starts_with(text), "{stdout}");
+                answered.insert(id);
+            }
+        }
+    }
+    assert_eq!(answered.len(), 3, "{stdout}");
+}

@@ -233,3 +233,35 @@ fn without_await_read_the_rest_of_a_cut_answer_is_dropped_never_given_to_the_nex
     assert!(!next.text.contains("after the stall"));
     stop_pool(&pool);
 }
+
+#[test]
+fn a_streamed_answer_arrives_in_pieces_before_the_final_response() {
+    init_logs();
+    let cluster = aim::ClusterManager::builder(demo_awaiting_read(true))
+        .supervision(fast_supervision())
+        .launch()
+        .unwrap();
+    let ticket = cluster
+        .submit(aim::Request::new("/stall 300").stream(true))
+        .unwrap();
+    let mut chunks = Vec::new();
+    for chunk in ticket.chunks() {
+        // The first piece is here while the answer is still pausing.
+        if chunks.is_empty() {
+            assert!(
+                ticket.try_wait().is_none(),
+                "the answer is not complete yet"
+            );
+        }
+        chunks.push(chunk);
+    }
+    assert!(chunks.len() >= 2, "{chunks:?}");
+    let answer = ticket.wait().unwrap();
+    assert_eq!(answer.text, "before the stall\n> after the stall\n");
+    assert!(chunks.concat().starts_with(&answer.text));
+    // Not streamed: no chunks, same answer.
+    let plain = cluster.submit("/stall 10").unwrap();
+    assert_eq!(plain.chunks().count(), 0);
+    assert!(plain.wait().is_ok());
+    stop_cluster(&cluster);
+}

@@ -76,6 +76,7 @@ impl IoThread {
                 mixing: 0,
                 replay: true,
                 cancel: Arc::default(),
+                stream: None,
             });
         }
         log::debug!(

@@ -151,12 +151,20 @@ impl IoThread {
         let pending_input = out.len();
         let (step, starting) = match phase {
             Phase::Starting { .. } => (conversation.starting(stream, bytes, now, out), true),
-            Phase::Busy { .. } => {
+            Phase::Busy { job, .. } => {
                 if stream == Stream::Stderr && turn_stderr.len() < TURN_STDERR_CAP {
                     let take = bytes.len().min(TURN_STDERR_CAP - turn_stderr.len());
                     turn_stderr.extend_from_slice(&bytes[..take]);
                 }
-                (conversation.answering(stream, bytes, now, out), false)
+                let step = conversation.answering(stream, bytes, now, out);
+                if let Some(chunks) = &job.stream {
+                    let raw = if stream == Stream::Stdout { bytes } else { &[] };
+                    if let Some(delta) = conversation.take_delta(raw) {
+                        // Unbounded: the I/O thread never waits for a slow reader.
+                        let _ = chunks.send(delta);
+                    }
+                }
+                (step, false)
             }
             Phase::Idle => {
                 let verdict = conversation.between(stream, bytes, false);

@@ -58,6 +58,7 @@ impl Protocol for ClaudeStreamJson {
             total_cost: 0.0,
             resumed: context.resume.clone(),
             restored: None,
+            delta: String::new(),
         })
     }
 
@@ -78,6 +79,8 @@ struct ClaudeConversation {
     resumed: Option<String>,
     /// Known at the first answer: whether it came in the resumed session.
     restored: Option<Result<(), String>>,
+    /// Text deltas (`--include-partial-messages`) not yet handed out.
+    delta: String,
 }
 
 impl Conversation for ClaudeConversation {
@@ -129,8 +132,11 @@ impl Conversation for ClaudeConversation {
         if self.lines.len() + bytes.len() > self.limit {
             return Step::TooLarge;
         }
-        let (session_id, result) = (&mut self.session_id, &mut self.result);
+        let (session_id, result, delta) = (&mut self.session_id, &mut self.result, &mut self.delta);
         let done = self.lines.push(bytes, |event| {
+            if str_at(&event, &["event", "delta", "type"]) == Some("text_delta") {
+                delta.push_str(str_at(&event, &["event", "delta", "text"]).unwrap_or_default());
+            }
             if let Some(id) = str_at(&event, &["session_id"]) {
                 if session_id.as_deref() != Some(id) {
                     *session_id = Some(id.to_string());
@@ -201,6 +207,10 @@ impl Conversation for ClaudeConversation {
 
     fn resume_token(&self) -> Option<String> {
         self.session_id.clone()
+    }
+
+    fn take_delta(&mut self, _raw: &[u8]) -> Option<String> {
+        (!self.delta.is_empty()).then(|| std::mem::take(&mut self.delta))
     }
 
     fn interrupt(&mut self, input: &mut Vec<u8>) -> super::Interrupt {

@@ -67,6 +67,8 @@ impl Protocol for CodexAppServer {
 struct Turn {
     /// The turn's id, from the `turn/start` response (for `turn/interrupt`).
     id: Option<String>,
+    /// Agent message deltas not yet handed out (for streaming).
+    delta: String,
     last_message: Option<String>,
     usage: Option<Usage>,
     error: Option<String>,
@@ -234,6 +236,10 @@ impl Conversation for CodexConversation {
                 }
             }
             match method.unwrap_or_default() {
+                "item/agentMessage/delta" => {
+                    turn.delta
+                        .push_str(str_at(&params, &["delta"]).unwrap_or_default());
+                }
                 "item/completed" if str_at(&params, &["item", "type"]) == Some("agentMessage") => {
                     let text = str_at(&params, &["item", "text"]).unwrap_or_default();
                     turn.last_message = Some(text.to_string());
@@ -294,6 +300,10 @@ impl Conversation for CodexConversation {
 
     fn resume_token(&self) -> Option<String> {
         self.thread_id.clone()
+    }
+
+    fn take_delta(&mut self, _raw: &[u8]) -> Option<String> {
+        (!self.turn.delta.is_empty()).then(|| std::mem::take(&mut self.turn.delta))
     }
 
     fn interrupt(&mut self, input: &mut Vec<u8>) -> super::Interrupt {

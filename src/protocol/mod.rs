@@ -232,6 +232,13 @@ pub trait Conversation: Send + fmt::Debug {
         Interrupt::Recycle
     }
 
+    /// The answer's text that arrived with the last output, for streaming: `raw` is that
+    /// output when it came on stdout (empty otherwise). Defaults to `raw` as text; protocols
+    /// that decode text deltas (claude, codex) return those instead.
+    fn take_delta(&mut self, raw: &[u8]) -> Option<String> {
+        (!raw.is_empty()).then(|| String::from_utf8_lossy(raw).into_owned())
+    }
+
     /// What a replacement process needs to restore this conversation (claude's session id,
     /// codex's thread id), once known. Defaults to none.
     fn resume_token(&self) -> Option<String> {

@@ -27,16 +27,24 @@ A metrics summary goes to stderr at the end. Exit code 1 if any prompt failed.
                         heavy agents such as aider on few cores: 1 or 2)
       --min-ready N     start answering once N instances are ready; the rest keep
                         starting (default: all must start, or the run fails)
+      --stream          also print each answer's text as it arrives, as JSON lines
+                        tagged with the prompt id, before that prompt's answer line:
+                          {\"id\":0,\"chunk\":\"...\"}
       --metrics-addr A  serve Prometheus metrics at http://A/metrics while running
                         (a bare port means 127.0.0.1:PORT)";
 
 pub fn main(args: &[String]) -> Result<ExitCode, String> {
     let mut cluster_args = ClusterArgs::new(2, Strategy::RoundRobin);
     let mut p = Parser::new(args, USAGE);
+    let mut stream = false;
     while let Some(arg) = p.next() {
         if arg == "-h" || arg == "--help" {
             println!("{USAGE}");
             return Ok(ExitCode::SUCCESS);
+        }
+        if arg == "--stream" {
+            stream = true;
+            continue;
         }
         if !p.cluster_flag(arg, &mut cluster_args)? {
             return Err(p.unknown(arg));
@@ -50,7 +58,7 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
         Some(addr) => Some(cluster.serve_metrics(addr).map_err(|e| e.to_string())?),
         None => None,
     };
-    let outcome = pump(&cluster);
+    let outcome = pump(&cluster, stream);
     print_metrics_summary(&cluster.metrics());
     let report = cluster.shutdown();
     log::debug!("shut down in {:?}", report.took);
@@ -76,17 +84,30 @@ fn parse_input(line: &str) -> Result<(String, Option<String>), String> {
     Ok((prompt, value["session"].as_str().map(str::to_string)))
 }
 
+/// A prompt on its way: its id, its ticket (or why it was refused), and the thread printing
+/// its streamed pieces.
+type Outstanding = (
+    usize,
+    aim::Result<Ticket>,
+    Option<std::thread::JoinHandle<()>>,
+);
+
 /// Submits prompts as they are read; a printer thread writes answers in input order.
 /// At most two prompts per instance are outstanding: reading stops while the window is full,
 /// so a long input never queues prompts until they time out. Returns how many failed.
-fn pump(cluster: &ClusterManager) -> Result<usize, String> {
+fn pump(cluster: &ClusterManager, stream: bool) -> Result<usize, String> {
     let window = (2 * cluster.len()).max(2);
-    let (tx, rx) = crossbeam_channel::bounded::<(usize, aim::Result<Ticket>)>(window);
+    let (tx, rx) = crossbeam_channel::bounded::<Outstanding>(window);
     let printer = std::thread::spawn(move || {
         let stdout = std::io::stdout();
         let mut failures = 0usize;
-        for (id, submitted) in rx {
-            let record = match submitted.and_then(Ticket::wait) {
+        for (id, submitted, chunk_printer) in rx {
+            let answer = submitted.and_then(Ticket::wait);
+            // Every piece of a streamed answer is printed before the answer itself.
+            if let Some(printer) = chunk_printer {
+                let _ = printer.join();
+            }
+            let record = match answer {
                 Ok(r) => answer_record(id, &r),
                 Err(e) => {
                     failures += 1;
@@ -113,14 +134,18 @@ fn pump(cluster: &ClusterManager) -> Result<usize, String> {
             Ok((prompt, Some(key))) => sessions
                 .entry(key.clone())
                 .or_insert_with(|| cluster.session(key))
-                .submit(prompt),
-            Ok((prompt, None)) => cluster.submit(prompt),
+                .submit(aim::Request::new(prompt).stream(stream)),
+            Ok((prompt, None)) => cluster.submit(aim::Request::new(prompt).stream(stream)),
             Err(reason) => Err(aim::Error::InvalidPrompt {
                 reason,
                 prompt: line.clone(),
             }),
         };
-        if tx.send((id, submitted)).is_err() {
+        let chunk_printer = match &submitted {
+            Ok(ticket) if stream => Some(print_chunks(id, ticket.chunks())),
+            _ => None,
+        };
+        if tx.send((id, submitted, chunk_printer)).is_err() {
             break;
         }
     }
@@ -130,6 +155,19 @@ fn pump(cluster: &ClusterManager) -> Result<usize, String> {
         Some(e) => Err(e),
         None => Ok(failures),
     }
+}
+
+/// Prints a streamed prompt's pieces as they arrive, on a thread of their own (at most the
+/// window of outstanding prompts run at once); each ends when its answer does.
+fn print_chunks(id: usize, chunks: aim::Chunks) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for chunk in chunks {
+            let line = serde_json::json!({"id": id, "chunk": chunk});
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    })
 }
 
 /// One answer's output line: what every answer has, plus what the protocol reports
