@@ -17,7 +17,7 @@ fn rss_kib() -> u64 {
 
 fn main() {
     let sizes: &[usize] = if full_run() {
-        &[10, 100, 1000]
+        &[10, 100, 200, 500, 1000]
     } else {
         &[10, 20]
     };
@@ -28,6 +28,7 @@ fn main() {
         let cluster = ClusterManager::builder(ToolSpec::new("cat", "cat").framing(Framing::Line))
             .count(n)
             .strategy(Strategy::RoundRobin)
+            .raise_fd_limit(true)
             .launch()
             .expect("launch");
         let launch = started.elapsed();

@@ -112,8 +112,10 @@
 //!
 //! # Threads and processes
 //!
-//! Each instance has one dedicated I/O thread that spawns its child (in a new process group,
-//! with `PR_SET_PDEATHSIG`), owns its pipes or PTY, and multiplexes them with `poll(2)`. The
+//! Each instance has one dedicated I/O thread that spawns its child (in a new process group),
+//! owns its pipes or PTY, and multiplexes them with `poll(2)`. A small guardian process
+//! ([`start_guardian`]) kills every tool process group, grandchildren included, if the
+//! supervisor dies by any means. The
 //! router lives under a lock taken by the submitting thread and by the dispatcher thread,
 //! which serves the backlog. Nothing sleeps to synchronise: waits are channels, condition
 //! variables and `poll` timeouts at deadlines. Handles are cheap to clone, `Send + Sync`;
@@ -147,6 +149,7 @@ mod dispatch;
 mod error;
 mod events;
 mod framing;
+mod guardian;
 mod histogram;
 mod instance;
 mod io_thread;
@@ -173,6 +176,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use cluster::{launch_cluster, ClusterBuilder, ClusterHealth, ClusterManager, RetryPolicy};
 pub use error::{Error, Result, TimeoutStage};
 pub use events::{Event, EventSink};
+pub use guardian::start_guardian;
 pub use histogram::{Histogram, PROMETHEUS_BOUNDS};
 pub use instance::{ExitCause, InstanceStatus, Response, StopMethod, StopOutcome};
 pub use metrics::{

@@ -61,6 +61,8 @@ pub(crate) struct PoolOptions {
     pub start_at_once: usize,
     /// How many instances must be ready before launch returns (`None`: all).
     pub min_ready: Option<usize>,
+    /// Raise the soft open-file limit up to the hard one when the instances need it.
+    pub raise_fd_limit: bool,
 }
 
 impl Default for PoolOptions {
@@ -74,6 +76,7 @@ impl Default for PoolOptions {
             stuck_after: Duration::from_secs(1),
             start_at_once: 0,
             min_ready: None,
+            raise_fd_limit: false,
         }
     }
 }
@@ -99,6 +102,7 @@ pub(crate) struct PoolCore {
     pub queue_capacity: usize,
     drain_timeout: Duration,
     start_at_once: usize,
+    raise_fd_limit: bool,
     pub sink: Option<Arc<dyn EventSink>>,
     record_metrics: bool,
     stuck_after: Duration,
@@ -158,6 +162,7 @@ impl PoolCore {
             queue_capacity: options.queue_capacity,
             drain_timeout: options.drain_timeout,
             start_at_once: options.start_at_once,
+            raise_fd_limit: options.raise_fd_limit,
             sink: options.sink,
             record_metrics: options.record_metrics,
             stuck_after: options.stuck_after,
@@ -189,6 +194,7 @@ impl PoolCore {
     /// be reached, the instances from the first that failed on are stopped and removed
     /// (indices stay contiguous), so the pool keeps only instances that started or may still.
     pub(crate) fn add_instances(&self, count: usize, min_ready: usize) -> Result<()> {
+        crate::process::ensure_fd_budget(count, self.raise_fd_limit)?;
         let mut handles = Vec::with_capacity(count);
         for _ in 0..count {
             let handle = {
@@ -811,6 +817,14 @@ macro_rules! shared_setters {
         /// takes 2 s of CPU to start. 0 starts all at once. Defaults to 0.
         pub fn start_at_once(mut self, count: usize) -> Self {
             self.options.start_at_once = count;
+            self
+        }
+
+        /// When the instances would need more file descriptors than the soft open-file limit
+        /// (`RLIMIT_NOFILE`; about 5 per instance), raise it up to the hard limit instead of
+        /// failing with an error that names the limit and the need. Defaults to false.
+        pub fn raise_fd_limit(mut self, raise: bool) -> Self {
+            self.options.raise_fd_limit = raise;
             self
         }
 

@@ -1,8 +1,10 @@
 //! Spawning a tool in its own process group, signalling the group, and reaping it exactly once.
 //!
 //! Rules this module keeps:
-//! - Each child leads a new process group (a new session with a PTY) and gets `SIGKILL` when
-//!   the thread that spawned it dies (`PR_SET_PDEATHSIG`), so it cannot outlive us.
+//! - Each child leads a new process group (a new session with a PTY), registered with the
+//!   guardian (`crate::guardian`), which kills the group if this process dies by any means;
+//!   a PTY child also gets `PR_SET_PDEATHSIG`. Pipe children are spawned with `posix_spawn`
+//!   (no code runs between fork and exec), so launching does not copy our page tables.
 //! - We only ever wait for our own pids (`waitpid(pid, WNOHANG)`), never `waitpid(-1)`, and
 //!   install no `SIGCHLD` handler: a library must not steal other code's children.
 //! - A pid is reaped once, under a lock, and never waited for again, so a recycled pid can
@@ -98,8 +100,12 @@ impl ChildProcess {
             Ok(WaitStatus::StillAlive) => return None,
             Ok(_) => {
                 let _ = killpg(self.pid, Signal::SIGKILL);
+                // Forget the group while the zombie still pins its id: the guardian can then
+                // never hold an id that was reused.
+                crate::guardian::Guardian::global().unwatch(self.pid.as_raw());
             }
             Err(Errno::ECHILD) => {
+                crate::guardian::Guardian::global().unwatch(self.pid.as_raw());
                 *exit = Some(ExitInfo::Unknown);
                 return *exit;
             }
@@ -195,7 +201,15 @@ pub(crate) fn spawn(spec: &ToolSpec, instance: usize) -> Result<(ChildProcess, C
         cmd.process_group(0);
     }
     cmd.stderr(Stdio::piped());
-    install_child_setup(&mut cmd, parent, use_pty);
+    // The guardian kills the child's group if we die. Pipes need no code between fork and
+    // exec, so std spawns with posix_spawn (vfork: no copy of our page tables, launch time
+    // linear in the instance count); a PTY needs setsid and its controlling terminal there.
+    let guardian = crate::guardian::Guardian::global();
+    if use_pty {
+        install_child_setup(&mut cmd, parent);
+    }
+    // posix_spawn hands the child this thread's signal mask: a tool must see SIGPIPE.
+    let unblocked = (!use_pty).then(SigpipeUnblocked::new);
 
     let mut child = cmd.spawn().map_err(|source| Error::Spawn {
         tool: spec.name.clone(),
@@ -204,8 +218,11 @@ pub(crate) fn spawn(spec: &ToolSpec, instance: usize) -> Result<(ChildProcess, C
         reason: spawn_failure_reason(spec, &source),
         source,
     })?;
+    drop(unblocked);
     // From here on the child is ours to reap; std's handle is only a bag of pipes.
     let pid = Pid::from_raw(child.id() as i32);
+    // It leads its own process group (process_group(0), or setsid for a PTY).
+    guardian.watch(pid.as_raw());
     let process = ChildProcess {
         pid,
         exit: Mutex::new(None),
@@ -282,6 +299,45 @@ fn fd_limit_reason(errno: Option<i32>) -> Option<String> {
 
 /// File descriptors one instance holds: three pipes (or a PTY), a pidfd and an eventfd.
 pub(crate) const FDS_PER_INSTANCE: usize = 5;
+/// More held while an instance's process is being spawned (the child's ends of its pipes);
+/// instances start in parallel, so all of them may hold these at once.
+const FDS_WHILE_SPAWNING: usize = 3;
+
+/// Checks, before starting `count` more instances, that the open-file limit leaves room for
+/// them (raising the soft limit up to the hard one when `raise`).
+///
+/// # Errors
+/// [`Error::InvalidConfig`] (field `count`) naming the limit and the need.
+pub(crate) fn ensure_fd_budget(count: usize, raise: bool) -> Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return Ok(());
+    };
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count()) as u64;
+    // A little room for the pipes of a spawn in progress and the guardian.
+    let need = open + (count * (FDS_PER_INSTANCE + FDS_WHILE_SPAWNING)) as u64 + 16;
+    if need <= soft {
+        return Ok(());
+    }
+    if raise && need <= hard && setrlimit(Resource::RLIMIT_NOFILE, need.max(soft), hard).is_ok() {
+        log::info!("raised the open-file limit from {soft} to {need} (hard limit {hard})");
+        return Ok(());
+    }
+    Err(Error::config(
+        "count",
+        format!(
+            "{count} more instances need about {need} open files ({FDS_PER_INSTANCE} each, \
+             {FDS_WHILE_SPAWNING} more while starting; {open} open now), over the limit \
+             (RLIMIT_NOFILE) of {soft} (hard limit {hard}); \
+             raise it with `ulimit -n`{}",
+            if need <= hard {
+                ", or let aim raise it (raise_fd_limit, --raise-fd-limit)"
+            } else {
+                ""
+            }
+        ),
+    ))
+}
 
 /// An [`Error::Io`] for a failed descriptor creation that names the open-file limit when
 /// that is the cause.
@@ -334,10 +390,50 @@ fn configure_pty(slave: &OwnedFd) -> Result<()> {
         .map_err(|e| Error::io("cannot change PTY settings", e.into()))
 }
 
-/// Runs in the child between fork and exec: parent-death signal, and for a PTY a new session
-/// with the PTY as controlling terminal.
+/// While alive, SIGPIPE is not blocked on this thread (I/O threads block it for themselves),
+/// so a child spawned meanwhile starts with an empty signal mask.
+struct SigpipeUnblocked {
+    was_blocked: bool,
+}
+
+impl SigpipeUnblocked {
+    #[allow(unsafe_code)]
+    fn new() -> Self {
+        use nix::sys::signal::{SigSet, SigmaskHow};
+        let mut current = SigSet::empty();
+        let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, None, Some(&mut current));
+        let was_blocked = current.contains(Signal::SIGPIPE);
+        if was_blocked {
+            // A SIGPIPE left pending by an earlier failed write would be delivered on
+            // unblocking (fatal where it is not ignored): consume it first.
+            let pipe = SigSet::from(Signal::SIGPIPE);
+            let zero = nix::libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: sigtimedwait reads the set and the timeout, writes nothing (null info),
+            // and returns at once with the zero timeout.
+            while unsafe { nix::libc::sigtimedwait(pipe.as_ref(), std::ptr::null_mut(), &zero) }
+                == nix::libc::SIGPIPE
+            {}
+            let _ = pipe.thread_unblock();
+        }
+        SigpipeUnblocked { was_blocked }
+    }
+}
+
+impl Drop for SigpipeUnblocked {
+    fn drop(&mut self) {
+        if self.was_blocked {
+            let _ = nix::sys::signal::SigSet::from(Signal::SIGPIPE).thread_block();
+        }
+    }
+}
+
+/// Runs in a PTY child between fork and exec: parent-death signal, a new session with the
+/// PTY as controlling terminal.
 #[allow(unsafe_code)]
-fn install_child_setup(cmd: &mut Command, parent: u32, use_pty: bool) {
+fn install_child_setup(cmd: &mut Command, parent: u32) {
     // SAFETY: the closure only makes async-signal-safe calls (prctl, getppid, sigemptyset,
     // pthread_sigmask, setsid, ioctl) on its own stack and allocates nothing, as `pre_exec`
     // requires.
@@ -355,13 +451,11 @@ fn install_child_setup(cmd: &mut Command, parent: u32, use_pty: bool) {
             let mut none = std::mem::MaybeUninit::<nix::libc::sigset_t>::uninit();
             nix::libc::sigemptyset(none.as_mut_ptr());
             nix::libc::pthread_sigmask(nix::libc::SIG_SETMASK, none.as_ptr(), std::ptr::null_mut());
-            if use_pty {
-                if nix::libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if nix::libc::ioctl(0, nix::libc::TIOCSCTTY as _, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+            if nix::libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if nix::libc::ioctl(0, nix::libc::TIOCSCTTY as _, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });

@@ -236,3 +236,35 @@ fn run_stream_prints_each_answers_pieces_before_its_line() {
     }
     assert_eq!(answered.len(), 3, "{stdout}");
 }
+
+fn run_with_soft_fd_limit(limit: u32, extra: &str) -> (i32, String, String) {
+    let aim = env!("CARGO_BIN_EXE_aim");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -Sn {limit}; echo hi | {aim} run -n 20 {extra}"
+        ))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn too_many_instances_for_the_open_file_limit_is_said_before_starting() {
+    let (code, stdout, stderr) = run_with_soft_fd_limit(60, "");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.contains("RLIMIT_NOFILE") && stderr.contains("of 60"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("5 each"), "{stderr}");
+    // With the opt-in, the soft limit is raised (the hard one allows it) and the run works.
+    let (code, stdout, stderr) = run_with_soft_fd_limit(60, "--raise-fd-limit");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("You said: hi"), "{stdout}");
+}

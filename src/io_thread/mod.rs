@@ -5,7 +5,8 @@
 //! a command on its crossbeam channels. Nothing here sleeps: every wait is a `poll` whose
 //! timeout is the nearest deadline (an answer's, the startup's, a stop step's, a settle timer).
 //!
-//! It spawns the child itself, so `PR_SET_PDEATHSIG` ties the child's life to this thread.
+//! It spawns the child itself; the guardian process (`crate::guardian`) kills the child's
+//! process group if the supervisor dies.
 
 mod cancel;
 mod lifecycle;

@@ -17,6 +17,8 @@ pub struct ClusterArgs {
     pub start_at_once: usize,
     /// Instances ready before prompts flow (`None`: all).
     pub min_ready: Option<usize>,
+    /// Raise the soft open-file limit when the instances need it.
+    pub raise_fd_limit: bool,
 }
 
 impl ClusterArgs {
@@ -29,6 +31,7 @@ impl ClusterArgs {
             metrics_addr: None,
             start_at_once: 0,
             min_ready: None,
+            raise_fd_limit: false,
         }
     }
 
@@ -37,7 +40,8 @@ impl ClusterArgs {
         let mut builder = aim::ClusterManager::builder(self.spec()?)
             .count(self.count)
             .strategy(self.strategy)
-            .start_at_once(self.start_at_once);
+            .start_at_once(self.start_at_once)
+            .raise_fd_limit(self.raise_fd_limit);
         if let Some(n) = self.min_ready {
             builder = builder.min_ready(n);
         }
@@ -111,6 +115,7 @@ impl<'a> Parser<'a> {
             "--tools" => c.tools_file = Some(self.value(arg)?.to_string()),
             "--start-at-once" => c.start_at_once = self.number(arg)?,
             "--min-ready" => c.min_ready = Some(self.number(arg)?),
+            "--raise-fd-limit" => c.raise_fd_limit = true,
             "--metrics-addr" => {
                 let value = self.value(arg)?;
                 // A bare port means loopback: metrics are not exposed unless asked for.

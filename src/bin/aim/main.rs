@@ -30,6 +30,8 @@ to copy and change, e.g.:
 
 fn main() -> ExitCode {
     aim::demo::serve_if_requested();
+    // Fork the guardian while this process is small; it kills every tool we start if we die.
+    let _ = aim::start_guardian();
     let args: Vec<String> = std::env::args().skip(1).collect();
     // A soak kills instances on purpose: their exits are expected, not warnings.
     let default_level = if args.first().map(String::as_str) == Some("soak") {

@@ -27,6 +27,8 @@ A metrics summary goes to stderr at the end. Exit code 1 if any prompt failed.
                         heavy agents such as aider on few cores: 1 or 2)
       --min-ready N     start answering once N instances are ready; the rest keep
                         starting (default: all must start, or the run fails)
+      --raise-fd-limit  raise the soft open-file limit up to the hard one when COUNT
+                        instances need it (about 5 descriptors each)
       --stream          also print each answer's text as it arrives, as JSON lines
                         tagged with the prompt id, before that prompt's answer line:
                           {\"id\":0,\"chunk\":\"...\"}

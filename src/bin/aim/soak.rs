@@ -39,6 +39,7 @@ check fails.
       --tools FILE           a JSON tools file (default: $AIM_TOOLS, if set)
       --start-at-once K      start at most K instances at a time (default: all)
       --min-ready N          begin once N instances are ready (default: all)
+      --raise-fd-limit       raise the soft open-file limit when the instances need it
       --metrics-addr A       serve Prometheus metrics at http://A/metrics while running
                              (a bare port means 127.0.0.1:PORT)
 
