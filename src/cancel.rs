@@ -8,6 +8,30 @@ use crossbeam_channel::Sender;
 use crate::instance::Control;
 use crate::pool::PoolCore;
 
+/// Cancels one submitted prompt from anywhere: a cheap, `Send` handle from
+/// [`Ticket::cancel_handle`](crate::Ticket::cancel_handle), for a thread that does not own the
+/// ticket (a signal handler thread, a UI). Cancelling twice, or after the answer, does nothing.
+///
+/// ```
+/// # aim::demo::serve_if_requested();
+/// use aim::{launch_cluster, Error, Strategy};
+/// let cluster = launch_cluster("demo", 1, Strategy::RoundRobin)?;
+/// let ticket = cluster.submit("/sleep 5000")?;
+/// let handle = ticket.cancel_handle();
+/// std::thread::spawn(move || handle.cancel()).join().unwrap();
+/// assert!(matches!(ticket.wait(), Err(Error::Cancelled { .. })));
+/// # Ok::<(), aim::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct CancelHandle(pub(crate) Canceller);
+
+impl CancelHandle {
+    /// Cancels the prompt, as [`Ticket::cancel`](crate::Ticket::cancel).
+    pub fn cancel(&self) {
+        self.0.cancel();
+    }
+}
+
 /// Cancels one job: sets the flag the job carries, then tells whoever holds the job to look
 /// (the dispatcher for the backlog, the instance's I/O thread for its queue or the answer in
 /// flight). Cheap to clone; cancelling twice, or after the answer, does nothing.

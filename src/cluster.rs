@@ -262,6 +262,7 @@ impl ClusterManager {
             idempotent,
             session: key,
             stream,
+            answer_timeout,
         } = request;
         let (mut job, rx) = inner
             .core
@@ -269,6 +270,7 @@ impl ClusterManager {
             .inspect_err(|e| inner.dispatch.stats.on_refused(e))?;
         job.wait_deadline = job.submitted + inner.submit_timeout;
         job.session = key;
+        job.answer_timeout = answer_timeout;
         job.session_from = session.and_then(SessionLink::last_instance);
         job.retries_left = match inner.retry {
             RetryPolicy::Never => 0,
@@ -367,11 +369,28 @@ impl ClusterManager {
     /// # Errors
     /// [`Error::Io`] when `addr` cannot be bound.
     pub fn serve_metrics(&self, addr: impl std::net::ToSocketAddrs) -> Result<MetricsServer> {
+        MetricsServer::bind(addr, self.metrics_renderer())
+    }
+
+    /// As [`ClusterManager::serve_metrics`], on any address, not only loopback: the metrics
+    /// are open to whoever reaches it.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the address cannot be bound.
+    pub fn serve_metrics_public(
+        &self,
+        addr: impl std::net::ToSocketAddrs,
+    ) -> Result<MetricsServer> {
+        MetricsServer::bind_public(addr, self.metrics_renderer())
+    }
+
+    /// Renders the metrics while the cluster lives (`None` after: the server answers 503).
+    fn metrics_renderer(&self) -> impl Fn() -> Option<String> + Send + Sync + 'static {
         let weak = Arc::downgrade(&self.handle);
-        MetricsServer::bind(addr, move || {
+        move || {
             weak.upgrade()
                 .map(|handle| ClusterManager { handle }.metrics().to_prometheus())
-        })
+        }
     }
 
     /// Every instance's status, from what was last recorded (never blocks on a child).

@@ -328,6 +328,8 @@ pub(crate) struct Job {
     pub cancel: Arc<std::sync::atomic::AtomicBool>,
     /// Where the answer's text goes as it arrives, when streamed.
     pub stream: Option<Sender<String>>,
+    /// How long the answer may take once the prompt is written.
+    pub answer_timeout: Option<Duration>,
 }
 
 impl Job {

@@ -172,6 +172,7 @@ mod ticket;
 pub use backoff::{Backoff, BackoffConfig, Jitter};
 pub use breaker::{BreakerConfig, BreakerTransition, CircuitBreaker, CircuitState};
 pub use budget::{BudgetConfig, RestartBudget};
+pub use cancel::CancelHandle;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cluster::{launch_cluster, ClusterBuilder, ClusterHealth, ClusterManager, RetryPolicy};
 pub use error::{Error, Result, TimeoutStage};

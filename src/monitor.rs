@@ -603,6 +603,7 @@ impl Monitor {
             replay: false,
             cancel: Arc::default(),
             stream: None,
+            answer_timeout: None,
         };
         handle.shared.pending.fetch_add(1, Ordering::AcqRel);
         if handle.enqueue(job).is_ok() {

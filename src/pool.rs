@@ -415,6 +415,7 @@ impl PoolCore {
             replay: false,
             cancel: Arc::default(),
             stream: None,
+            answer_timeout: None,
         };
         Ok((job, slot))
     }

@@ -88,6 +88,7 @@ pub struct Request {
     pub(crate) idempotent: bool,
     pub(crate) session: Option<Arc<str>>,
     pub(crate) stream: bool,
+    pub(crate) answer_timeout: Option<Duration>,
 }
 
 impl Request {
@@ -99,7 +100,17 @@ impl Request {
             idempotent: false,
             session: None,
             stream: false,
+            answer_timeout: None,
         }
+    }
+
+    /// The tool must finish answering within `timeout` of the prompt being written to it
+    /// (time spent waiting for an instance does not count; [`Request::timeout`] still bounds
+    /// the whole request). Passing it is a [`TimeoutStage::Answering`](crate::TimeoutStage)
+    /// timeout, and the instance is recycled. Defaults to none.
+    pub fn answer_timeout(mut self, timeout: Duration) -> Self {
+        self.answer_timeout = Some(timeout);
+        self
     }
 
     /// Streams the answer as it arrives: [`Ticket::chunks`](crate::Ticket::chunks) yields

@@ -108,6 +108,11 @@ impl Ticket {
         &self.canceller
     }
 
+    /// A handle that cancels this prompt from another thread.
+    pub fn cancel_handle(&self) -> crate::cancel::CancelHandle {
+        crate::cancel::CancelHandle(self.canceller.clone())
+    }
+
     /// The instance the prompt is queued on or being answered by, or `None` while it waits for
     /// an eligible instance.
     pub fn instance(&self) -> Option<usize> {

@@ -31,8 +31,8 @@ fn run_with_input(args: &[&str], input: &str) -> (i32, String, String) {
 
 #[test]
 fn run_answers_each_line_in_order_as_json() {
-    let input = "hello\n{\"prompt\": \"in a session\", \"session\": \"s\"}\nworld\n";
-    let (code, stdout, stderr) = run_with_input(&["run", "-n", "2"], input);
+    let input = "{\"prompt\": \"hello\"}\n{\"prompt\": \"in a session\", \"session\": \"s\"}\n{\"prompt\": \"world\"}\n";
+    let (code, stdout, stderr) = run_with_input(&["run", "-n", "2", "--input", "jsonl"], input);
     assert_eq!(code, 0, "{stderr}");
     let lines: Vec<serde_json::Value> = stdout
         .lines()
@@ -48,18 +48,22 @@ fn run_answers_each_line_in_order_as_json() {
         .starts_with("You said: hello"));
     assert!(lines[1]["text"].as_str().unwrap().contains("in a session"));
     assert!(stderr.contains("3 answered, 0 failed"), "{stderr}");
+    assert!(stderr.contains("using sticky routing"), "{stderr}");
 }
 
 #[test]
 fn run_exits_non_zero_when_a_prompt_fails() {
-    let (code, stdout, _) = run_with_input(&["run", "demo", "-n", "1"], "/crash\n{not json\n");
+    let (code, stdout, _) = run_with_input(
+        &["run", "demo", "-n", "1", "--input", "jsonl"],
+        "{\"prompt\": \"/crash\"}\n{not json\n",
+    );
     assert_eq!(code, 1);
     let lines: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines[0]["kind"], "died");
-    assert_eq!(lines[1]["kind"], "invalid_prompt");
+    assert_eq!(lines[1]["kind"], "input");
 }
 
 #[test]

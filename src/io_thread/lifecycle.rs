@@ -260,11 +260,9 @@ impl IoThread {
             // A cancelled turn's answer (partial, or the tool's "interrupted") is not one.
             _ if cancelled => Err(Error::Cancelled { prompt: None }),
             Ok(answer) => {
-                let stderr = if answer.stderr.is_empty() {
-                    std::mem::take(&mut child.turn_stderr)
-                } else {
-                    answer.stderr
-                };
+                let stderr = answer
+                    .stderr
+                    .unwrap_or_else(|| std::mem::take(&mut child.turn_stderr));
                 Ok(Response {
                     text: answer.text,
                     bytes: answer.transcript,

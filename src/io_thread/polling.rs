@@ -19,6 +19,7 @@ impl IoThread {
                 }
                 Phase::Busy { job, began } => {
                     consider(Some(job.deadline));
+                    consider(job.answer_timeout.map(|t| crate::clock::after(*began, t)));
                     consider(child.conversation.deadline());
                     consider(child.interrupting);
                     consider(child.sigint_due);
@@ -168,7 +169,11 @@ impl IoThread {
                 let step = conversation.tick(now);
                 if step != Step::Pending {
                     Due::Answer(step)
-                } else if now >= job.deadline {
+                } else if now >= job.deadline
+                    || job
+                        .answer_timeout
+                        .is_some_and(|t| now >= crate::clock::after(*began, t))
+                {
                     Due::TimedOut(now.saturating_duration_since(job.submitted))
                 } else if self.cfg.hooks.is_some()
                     && self.stuck_began.is_none()

@@ -77,6 +77,7 @@ impl IoThread {
                 replay: true,
                 cancel: Arc::default(),
                 stream: None,
+                answer_timeout: None,
             });
         }
         log::debug!(

@@ -190,7 +190,7 @@ impl Conversation for ClaudeConversation {
         Ok(Answer {
             text,
             transcript: std::mem::take(&mut self.lines.transcript),
-            stderr: Vec::new(),
+            stderr: None,
             session_id: self.session_id.clone(),
             usage,
             cost_usd: Some(cost),

@@ -286,7 +286,7 @@ impl Conversation for CodexConversation {
         Ok(Answer {
             text: turn.last_message.unwrap_or_default(),
             transcript: std::mem::take(&mut self.lines.transcript),
-            stderr: Vec::new(),
+            stderr: None,
             session_id: self.thread_id.clone(),
             usage: turn.usage,
             cost_usd: None,

@@ -218,7 +218,7 @@ impl Conversation for FramedConversation {
         Ok(Answer {
             text: String::from_utf8_lossy(&collected.stdout).into_owned(),
             transcript: collected.stdout,
-            stderr: collected.stderr,
+            stderr: Some(collected.stderr),
             ..Answer::default()
         })
     }

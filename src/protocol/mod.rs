@@ -263,8 +263,10 @@ pub struct Answer {
     pub text: String,
     /// The raw stdout of the turn (for debugging).
     pub transcript: Vec<u8>,
-    /// What the tool wrote to stderr during the turn.
-    pub stderr: Vec<u8>,
+    /// What the tool wrote to stderr during the turn, as the protocol decodes it (the framed
+    /// protocol leaves out a prompt shown there); `None` when the protocol does not read
+    /// stderr: everything written to it during the turn is used.
+    pub stderr: Option<Vec<u8>>,
     /// The tool's session or thread id, where it reports one.
     pub session_id: Option<String>,
     /// Tokens, where the tool reports them.

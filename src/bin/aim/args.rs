@@ -11,6 +11,8 @@ pub struct ClusterArgs {
     pub tool: Option<String>,
     pub count: usize,
     pub strategy: Strategy,
+    /// Whether `--strategy` was given.
+    pub strategy_set: bool,
     pub tools_file: Option<String>,
     pub metrics_addr: Option<String>,
     /// Instances started at once (0: all).
@@ -27,6 +29,7 @@ impl ClusterArgs {
             tool: None,
             count,
             strategy,
+            strategy_set: false,
             tools_file: None,
             metrics_addr: None,
             start_at_once: 0,
@@ -107,6 +110,7 @@ impl<'a> Parser<'a> {
         match arg {
             "-n" | "--count" => c.count = self.number(arg)?,
             "-s" | "--strategy" => {
+                c.strategy_set = true;
                 c.strategy = self
                     .value(arg)?
                     .parse()

@@ -4,6 +4,7 @@
 mod args;
 mod report;
 mod run;
+mod signals;
 mod soak;
 
 use std::process::ExitCode;

@@ -1,27 +1,51 @@
 //! `aim run`: prompts from stdin through a cluster, one JSON answer per line on stdout.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use aim::{ClusterManager, Session, Strategy, Ticket};
+use aim::{CancelHandle, ClusterManager, Request, Session, Strategy, Ticket};
+use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
+use nix::sys::signal::Signal;
+use serde::Deserialize;
 
 use crate::args::{ClusterArgs, Parser};
 use crate::report::print_metrics_summary;
 
 pub const USAGE: &str = "\
-aim run [TOOL] [-n COUNT] [--strategy S] [--tools FILE] [--metrics-addr ADDR]
+aim run [TOOL] [-n COUNT] [--strategy S] [--input text|jsonl] [--unordered] [--stream]
+        [--timeout T] [--queue-timeout Q] [--tools FILE] [--metrics-addr ADDR]
 
 Launches COUNT instances of TOOL (default: the built-in demo agent, 2 instances), reads
-prompts from stdin, one per line (or JSON lines with \"prompt\" and optional \"session\"),
-and writes one JSON line per answer to stdout, in input order:
+prompts from stdin and writes one JSON line per prompt to stdout, in input order:
   {\"id\":0,\"instance\":1,\"generation\":1,\"elapsed_ms\":0.4,\"context_lost\":false,\"text\":\"...\"}
-  (plus \"session_id\", \"usage\" and \"cost_usd\" when the tool reports them)
+  (plus \"stderr\" when the tool wrote to stderr while answering, and \"session_id\",
+  \"usage\", \"cost_usd\" when it reports them; \"context_restored\", \"context_mixed\",
+  \"context_note\" for sessions when they apply)
   {\"id\":1,\"error\":\"...\",\"kind\":\"timeout\"}
-A metrics summary goes to stderr at the end. Exit code 1 if any prompt failed.
+  {\"id\":2,\"error\":\"line 3: invalid UTF-8\",\"kind\":\"input\"}
+Ids count input lines from 0. A bad line gets its error line and the run goes on. A metrics
+summary goes to stderr at the end. Exit code 0 when every prompt was answered, 1 when any
+failed, 2 for bad arguments, 130/143 after SIGINT/SIGTERM, 141 when stdout was closed.
+
+Input (--input):
+  text   (default) each line is one prompt, verbatim (a line starting with { too)
+  jsonl  each line is a JSON object: {\"prompt\": \"...\", \"session\": \"...\"}; other fields
+         are an error. Sessions need sticky routing: without -s, jsonl uses sticky (said on
+         stderr); with another explicit strategy a line with a session is an error.
+         Sessions idle for 10 minutes are forgotten (at most 10 000 are kept).
 
   -n, --count N         instances (default 2)
   -s, --strategy S      round-robin (default), least-busy or sticky
+      --input MODE      text (default) or jsonl, as above
+      --unordered       print each answer as it completes instead of in input order
+      --stream          also print each answer's text as it arrives, as JSON lines
+                        tagged with the prompt id, before that prompt's answer line:
+                          {\"id\":0,\"chunk\":\"...\"}
+      --timeout T       how long an answer may take once its prompt is written to the tool
+                        (default: the tool's request timeout; 30s, 500ms, 2m)
+      --queue-timeout Q how long a prompt may wait for an instance before that (default 60s)
       --tools FILE      a JSON tools file (default: $AIM_TOOLS, if set)
       --start-at-once K start at most K instances at a time (default: all at once;
                         heavy agents such as aider on few cores: 1 or 2)
@@ -29,155 +53,437 @@ A metrics summary goes to stderr at the end. Exit code 1 if any prompt failed.
                         starting (default: all must start, or the run fails)
       --raise-fd-limit  raise the soft open-file limit up to the hard one when COUNT
                         instances need it (about 5 descriptors each)
-      --stream          also print each answer's text as it arrives, as JSON lines
-                        tagged with the prompt id, before that prompt's answer line:
-                          {\"id\":0,\"chunk\":\"...\"}
       --metrics-addr A  serve Prometheus metrics at http://A/metrics while running
-                        (a bare port means 127.0.0.1:PORT)";
+                        (a bare port means 127.0.0.1:PORT; another interface needs
+                        --metrics-public)
+      --metrics-public  allow --metrics-addr on a non-loopback interface
+
+Signals: SIGINT or SIGTERM stops reading input; prompts already sent finish (each gets its
+line), then the cluster shuts down and the summary is printed. A second signal cancels the
+prompts still running (each gets a \"cancelled\" line).
+
+Examples:
+  printf 'hello\\nworld\\n' | aim run
+  printf 'x = 41\\nprint(x + 1)\\n' | aim run python -n 1
+  printf '{\"prompt\": \"x = 1\", \"session\": \"a\"}\\n{\"prompt\": \"print(x)\", \"session\": \"a\"}\\n' \\
+      | aim run python --input jsonl
+  seq 100 | aim run demo -n 4 --unordered --timeout 10s";
+
+/// Sessions idle this long are forgotten.
+const SESSION_IDLE: Duration = Duration::from_secs(600);
+/// At most this many sessions are kept (the least recently used goes first).
+const MAX_SESSIONS: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InputMode {
+    Text,
+    Jsonl,
+}
+
+#[derive(Debug)]
+struct RunOptions {
+    input: InputMode,
+    unordered: bool,
+    stream: bool,
+    answer_timeout: Option<Duration>,
+    queue_timeout: Duration,
+    metrics_public: bool,
+}
 
 pub fn main(args: &[String]) -> Result<ExitCode, String> {
     let mut cluster_args = ClusterArgs::new(2, Strategy::RoundRobin);
+    let mut options = RunOptions {
+        input: InputMode::Text,
+        unordered: false,
+        stream: false,
+        answer_timeout: None,
+        queue_timeout: Duration::from_secs(60),
+        metrics_public: false,
+    };
     let mut p = Parser::new(args, USAGE);
-    let mut stream = false;
     while let Some(arg) = p.next() {
-        if arg == "-h" || arg == "--help" {
-            println!("{USAGE}");
-            return Ok(ExitCode::SUCCESS);
-        }
-        if arg == "--stream" {
-            stream = true;
-            continue;
-        }
-        if !p.cluster_flag(arg, &mut cluster_args)? {
-            return Err(p.unknown(arg));
+        match arg {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            "--stream" => options.stream = true,
+            "--unordered" => options.unordered = true,
+            "--metrics-public" => options.metrics_public = true,
+            "--timeout" => options.answer_timeout = Some(p.duration(arg)?),
+            "--queue-timeout" => options.queue_timeout = p.duration(arg)?,
+            "--input" => {
+                options.input = match p.value(arg)? {
+                    "text" => InputMode::Text,
+                    "jsonl" => InputMode::Jsonl,
+                    other => {
+                        return Err(format!(
+                            "--input: unknown mode {other:?} (text or jsonl)\n\n{USAGE}"
+                        ))
+                    }
+                }
+            }
+            _ if p.cluster_flag(arg, &mut cluster_args)? => {}
+            _ => return Err(p.unknown(arg)),
         }
     }
+    if options.input == InputMode::Jsonl && !cluster_args.strategy_set {
+        eprintln!("aim: --input jsonl: using sticky routing so sessions keep their instance");
+        cluster_args.strategy = Strategy::Sticky;
+    }
+    let signals = crate::signals::install()?;
+    let spec = cluster_args.spec()?;
+    let answer_timeout = options.answer_timeout.unwrap_or(spec.request_timeout);
     let cluster = cluster_args
         .builder()?
+        .request_timeout(options.queue_timeout + answer_timeout)
+        .submit_timeout(options.queue_timeout)
         .launch()
         .map_err(|e| e.to_string())?;
     let _server = match &cluster_args.metrics_addr {
-        Some(addr) => Some(cluster.serve_metrics(addr).map_err(|e| e.to_string())?),
+        Some(addr) => {
+            let server = if options.metrics_public {
+                cluster.serve_metrics_public(addr)
+            } else {
+                cluster.serve_metrics(addr)
+            };
+            Some(server.map_err(|e| e.to_string())?)
+        }
         None => None,
     };
-    let outcome = pump(&cluster, stream);
+    let run = Run {
+        cluster: &cluster,
+        options: &options,
+        answer_timeout,
+        sticky: cluster_args.strategy == Strategy::Sticky,
+    };
+    let outcome = run.pump(&signals);
     print_metrics_summary(&cluster.metrics());
     let report = cluster.shutdown();
     log::debug!("shut down in {:?}", report.took);
-    let failures = outcome?;
-    Ok(if failures == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-/// One line of input: plain text, or JSON with `prompt` and optional `session`.
-fn parse_input(line: &str) -> Result<(String, Option<String>), String> {
-    if !line.trim_start().starts_with('{') {
-        return Ok((line.to_string(), None));
+    let outcome = outcome?;
+    if let Some(ended) = &outcome.ended_by {
+        eprintln!("aim: {ended}");
     }
-    let value: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| format!("invalid JSON input line: {e}"))?;
-    let prompt = value["prompt"]
-        .as_str()
-        .ok_or("a JSON input line needs a string field \"prompt\"")?
-        .to_string();
-    Ok((prompt, value["session"].as_str().map(str::to_string)))
+    Ok(ExitCode::from(outcome.exit_code()))
 }
 
-/// A prompt on its way: its id, its ticket (or why it was refused), and the thread printing
-/// its streamed pieces.
-type Outstanding = (
-    usize,
-    aim::Result<Ticket>,
-    Option<std::thread::JoinHandle<()>>,
-);
+/// How a run ended.
+#[derive(Debug, Default)]
+struct Outcome {
+    failures: usize,
+    signal: Option<Signal>,
+    stdout_closed: bool,
+    ended_by: Option<String>,
+}
 
-/// Submits prompts as they are read; a printer thread writes answers in input order.
-/// At most two prompts per instance are outstanding: reading stops while the window is full,
-/// so a long input never queues prompts until they time out. Returns how many failed.
-fn pump(cluster: &ClusterManager, stream: bool) -> Result<usize, String> {
-    let window = (2 * cluster.len()).max(2);
-    let (tx, rx) = crossbeam_channel::bounded::<Outstanding>(window);
-    let printer = std::thread::spawn(move || {
-        let stdout = std::io::stdout();
-        let mut failures = 0usize;
-        for (id, submitted, chunk_printer) in rx {
-            let answer = submitted.and_then(Ticket::wait);
-            // Every piece of a streamed answer is printed before the answer itself.
-            if let Some(printer) = chunk_printer {
-                let _ = printer.join();
-            }
-            let record = match answer {
-                Ok(r) => answer_record(id, &r),
-                Err(e) => {
-                    failures += 1;
-                    serde_json::json!({"id": id, "error": e.to_string(), "kind": e.kind()})
-                }
-            };
-            let mut out = stdout.lock();
-            let _ = writeln!(out, "{record}");
-            let _ = out.flush();
+impl Outcome {
+    fn exit_code(&self) -> u8 {
+        if let Some(signal) = self.signal {
+            return crate::signals::exit_code(signal);
         }
-        failures
+        if self.stdout_closed {
+            return 141;
+        }
+        u8::from(self.failures > 0)
+    }
+}
+
+/// One line of JSON input.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonLine {
+    prompt: String,
+    #[serde(default)]
+    session: Option<String>,
+}
+
+/// A prompt read from one input line, or why the line is not one.
+fn parse_line(
+    mode: InputMode,
+    number: usize,
+    raw: &[u8],
+) -> Result<(String, Option<String>), String> {
+    let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    let line = std::str::from_utf8(raw)
+        .map_err(|e| format!("line {number}: invalid UTF-8 at byte {}", e.valid_up_to()))?;
+    match mode {
+        InputMode::Text => Ok((line.to_string(), None)),
+        InputMode::Jsonl => {
+            if line.trim().is_empty() {
+                return Err(format!("line {number}: empty line"));
+            }
+            let parsed: JsonLine =
+                serde_json::from_str(line).map_err(|e| format!("line {number}: {e}"))?;
+            Ok((parsed.prompt, parsed.session))
+        }
+    }
+}
+
+/// What the reader thread hands over: one input line (raw bytes) or an error reading stdin.
+type InputLine = std::io::Result<Vec<u8>>;
+
+/// Reads stdin line by line (as bytes: invalid UTF-8 is the line's error, not the run's).
+fn spawn_reader() -> Receiver<InputLine> {
+    let (tx, rx) = bounded(16);
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let mut input = stdin.lock();
+        loop {
+            let mut line = Vec::new();
+            match input.read_until(b'\n', &mut line) {
+                Ok(0) => return,
+                Ok(_) => {
+                    if tx.send(Ok(line)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+        }
     });
-    let mut sessions: HashMap<String, Session> = HashMap::new();
-    let mut input_error = None;
-    for (id, line) in std::io::stdin().lock().lines().enumerate() {
-        let line = match line {
-            Ok(line) => line,
-            Err(e) => {
-                input_error = Some(format!("cannot read stdin: {e}"));
+    rx
+}
+
+/// One prompt's result line, with its id.
+type Finished = (usize, serde_json::Value, bool);
+
+struct Run<'a> {
+    cluster: &'a ClusterManager,
+    options: &'a RunOptions,
+    answer_timeout: Duration,
+    sticky: bool,
+}
+
+/// The run's sessions: bounded, idle ones forgotten.
+#[derive(Default)]
+struct Sessions {
+    map: HashMap<String, (Session, Instant)>,
+}
+
+impl Sessions {
+    fn get(&mut self, cluster: &ClusterManager, key: String) -> Session {
+        let now = Instant::now();
+        if let Some((session, used)) = self.map.get_mut(&key) {
+            *used = now;
+            return session.clone();
+        }
+        self.map
+            .retain(|_, (_, used)| now.duration_since(*used) < SESSION_IDLE);
+        if self.map.len() >= MAX_SESSIONS {
+            if let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+            {
+                self.map.remove(&oldest);
+            }
+        }
+        let session = cluster.session(key.clone());
+        self.map.insert(key, (session.clone(), now));
+        session
+    }
+}
+
+impl Run<'_> {
+    /// Reads, submits and prints until the input ends, a signal arrives or stdout closes.
+    /// At most two prompts per instance are outstanding; a slot frees when an answer
+    /// arrives (not when it is printed), so one slow prompt never stops the input.
+    fn pump(&self, signals: &Receiver<Signal>) -> Result<Outcome, String> {
+        let window = (2 * self.cluster.len()).max(2);
+        let (slots_tx, slots_rx) = bounded::<()>(window);
+        for _ in 0..window {
+            let _ = slots_tx.send(());
+        }
+        let (done_tx, done_rx) = unbounded::<Finished>();
+        let (closed_tx, closed_rx) = bounded::<()>(1);
+        let unordered = self.options.unordered;
+        let printer = std::thread::spawn(move || print_results(done_rx, unordered, closed_tx));
+        let outstanding: std::sync::Arc<parking_lot::Mutex<BTreeMap<usize, CancelHandle>>> =
+            Default::default();
+        let lines = spawn_reader();
+        let mut sessions = Sessions::default();
+        let mut outcome = Outcome::default();
+        let mut id = 0usize;
+        'input: loop {
+            // A free slot first, then a line; a signal or a closed stdout ends either wait.
+            select! {
+                recv(slots_rx) -> _ => {}
+                recv(signals) -> s => { outcome.signal = s.ok(); break 'input; }
+                recv(closed_rx) -> _ => { outcome.stdout_closed = true; break 'input; }
+            }
+            let raw = select! {
+                recv(lines) -> line => match line {
+                    Ok(Ok(raw)) => raw,
+                    Ok(Err(e)) => {
+                        outcome.ended_by = Some(format!("cannot read stdin: {e}"));
+                        break 'input;
+                    }
+                    Err(_) => break 'input, // end of input
+                },
+                recv(signals) -> s => { outcome.signal = s.ok(); break 'input; }
+                recv(closed_rx) -> _ => { outcome.stdout_closed = true; break 'input; }
+            };
+            let this = id;
+            id += 1;
+            let submitted = parse_line(self.options.input, this + 1, &raw)
+                .map_err(|reason| (reason, "input"))
+                .and_then(|(prompt, session)| {
+                    let request = Request::new(prompt)
+                        .stream(self.options.stream)
+                        .answer_timeout(self.answer_timeout);
+                    match session {
+                        Some(_) if !self.sticky => Err((
+                            format!(
+                                "line {}: sessions need sticky routing (-s sticky, or leave -s out with --input jsonl)",
+                                this + 1
+                            ),
+                            "input",
+                        )),
+                        Some(key) => sessions
+                            .get(self.cluster, key)
+                            .submit(request)
+                            .map_err(|e| (e.to_string(), e.kind())),
+                        None => self
+                            .cluster
+                            .submit(request)
+                            .map_err(|e| (e.to_string(), e.kind())),
+                    }
+                });
+            match submitted {
+                Ok(ticket) => {
+                    outstanding.lock().insert(this, ticket.cancel_handle());
+                    self.wait_in_background(
+                        this,
+                        ticket,
+                        done_tx.clone(),
+                        slots_tx.clone(),
+                        std::sync::Arc::clone(&outstanding),
+                    );
+                }
+                Err((reason, kind)) => {
+                    let record = serde_json::json!({"id": this, "error": reason, "kind": kind});
+                    let _ = done_tx.send((this, record, true));
+                    let _ = slots_tx.send(());
+                }
+            }
+        }
+        drop(done_tx);
+        if outcome.stdout_closed {
+            // Nobody reads the answers: stop the work at once.
+            for handle in outstanding.lock().values() {
+                handle.cancel();
+            }
+        } else if let Some(first) = outcome.signal {
+            let left = outstanding.lock().len();
+            eprintln!(
+                "aim: {first}: no more input; finishing {left} prompts in flight (signal again to cancel them)"
+            );
+            let watch_outstanding = std::sync::Arc::clone(&outstanding);
+            let signals = signals.clone();
+            std::thread::spawn(move || {
+                if let Ok(second) = signals.recv() {
+                    eprintln!("aim: {second}: cancelling the prompts in flight");
+                    for handle in watch_outstanding.lock().values() {
+                        handle.cancel();
+                    }
+                }
+            });
+        }
+        let (failures, closed) = printer.join().map_err(|_| "the output thread panicked")?;
+        outcome.failures = failures;
+        outcome.stdout_closed |= closed;
+        Ok(outcome)
+    }
+
+    /// Waits for `ticket` on a thread of its own (one per outstanding prompt: at most the
+    /// window), printing its streamed pieces first when asked.
+    fn wait_in_background(
+        &self,
+        id: usize,
+        ticket: Ticket,
+        done: Sender<Finished>,
+        slot: Sender<()>,
+        outstanding: std::sync::Arc<parking_lot::Mutex<BTreeMap<usize, CancelHandle>>>,
+    ) {
+        let stream = self.options.stream;
+        std::thread::spawn(move || {
+            if stream {
+                for chunk in ticket.chunks() {
+                    let line = serde_json::json!({"id": id, "chunk": chunk});
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{line}");
+                    let _ = out.flush();
+                }
+            }
+            let answer = ticket.wait();
+            outstanding.lock().remove(&id);
+            let _ = slot.send(());
+            let (record, failed) = match answer {
+                Ok(r) => (answer_record(id, &r), false),
+                Err(e) => (
+                    serde_json::json!({"id": id, "error": e.to_string(), "kind": e.kind()}),
+                    true,
+                ),
+            };
+            let _ = done.send((id, record, failed));
+        });
+    }
+}
+
+/// Prints result lines, in id order or as they come; returns how many failed and whether
+/// stdout was closed. Tells the pump at once when stdout closes.
+fn print_results(done: Receiver<Finished>, unordered: bool, closed: Sender<()>) -> (usize, bool) {
+    let mut failures = 0;
+    let mut next = 0usize;
+    let mut waiting: BTreeMap<usize, serde_json::Value> = BTreeMap::new();
+    let mut stdout_closed = false;
+    let print = |record: &serde_json::Value| -> bool {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{record}").and_then(|()| out.flush()).is_ok()
+    };
+    for (id, record, failed) in done {
+        failures += usize::from(failed);
+        if stdout_closed {
+            continue;
+        }
+        let ready: Vec<serde_json::Value> = if unordered {
+            vec![record]
+        } else {
+            waiting.insert(id, record);
+            let mut ready = Vec::new();
+            while let Some(record) = waiting.remove(&next) {
+                ready.push(record);
+                next += 1;
+            }
+            ready
+        };
+        for record in ready {
+            if !print(&record) {
+                stdout_closed = true;
+                let _ = closed.try_send(());
                 break;
             }
-        };
-        let submitted = match parse_input(&line) {
-            Ok((prompt, Some(key))) => sessions
-                .entry(key.clone())
-                .or_insert_with(|| cluster.session(key))
-                .submit(aim::Request::new(prompt).stream(stream)),
-            Ok((prompt, None)) => cluster.submit(aim::Request::new(prompt).stream(stream)),
-            Err(reason) => Err(aim::Error::InvalidPrompt {
-                reason,
-                prompt: line.clone(),
-            }),
-        };
-        let chunk_printer = match &submitted {
-            Ok(ticket) if stream => Some(print_chunks(id, ticket.chunks())),
-            _ => None,
-        };
-        if tx.send((id, submitted, chunk_printer)).is_err() {
-            break;
         }
     }
-    drop(tx);
-    let failures = printer.join().map_err(|_| "the output thread panicked")?;
-    match input_error {
-        Some(e) => Err(e),
-        None => Ok(failures),
-    }
-}
-
-/// Prints a streamed prompt's pieces as they arrive, on a thread of their own (at most the
-/// window of outstanding prompts run at once); each ends when its answer does.
-fn print_chunks(id: usize, chunks: aim::Chunks) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        for chunk in chunks {
-            let line = serde_json::json!({"id": id, "chunk": chunk});
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-        }
-    })
+    (failures, stdout_closed)
 }
 
 /// One answer's output line: what every answer has, plus what the protocol reports
-/// (`session_id`, `usage`, `cost_usd`) when it does.
+/// (`session_id`, `usage`, `cost_usd`), the tool's stderr and the session's context flags
+/// when they apply.
 fn answer_record(id: usize, r: &aim::Response) -> serde_json::Value {
     let mut record = serde_json::json!({"id": id, "instance": r.instance,
         "generation": r.generation, "elapsed_ms": r.elapsed.as_secs_f64() * 1000.0,
         "context_lost": r.context_lost, "text": r.text});
+    if !r.stderr.is_empty() {
+        record["stderr"] = r.stderr.as_str().into();
+    }
     if let Some(session) = &r.session_id {
         record["session_id"] = session.as_str().into();
     }
@@ -187,6 +493,15 @@ fn answer_record(id: usize, r: &aim::Response) -> serde_json::Value {
     if let Some(cost) = r.cost_usd {
         record["cost_usd"] = cost.into();
     }
+    if r.context_restored {
+        record["context_restored"] = true.into();
+    }
+    if r.context_mixed {
+        record["context_mixed"] = true.into();
+    }
+    if let Some(note) = &r.context_note {
+        record["context_note"] = note.as_str().into();
+    }
     record
 }
 
@@ -195,13 +510,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn input_lines_are_text_or_json() {
-        assert_eq!(parse_input("hello").unwrap(), ("hello".into(), None));
+    fn input_lines_are_text_or_strict_json() {
         assert_eq!(
-            parse_input(r#"{"prompt":"hi","session":"a"}"#).unwrap(),
+            parse_line(InputMode::Text, 1, b"{1: 2}\n").unwrap(),
+            ("{1: 2}".into(), None)
+        );
+        assert_eq!(
+            parse_line(InputMode::Jsonl, 1, br#"{"prompt":"hi","session":"a"}"#).unwrap(),
             ("hi".into(), Some("a".into()))
         );
-        assert!(parse_input(r#"{"text":"hi"}"#).is_err());
-        assert!(parse_input("{broken").is_err());
+        let unknown = parse_line(InputMode::Jsonl, 3, br#"{"prompt":"hi","sesion":"a"}"#);
+        assert!(unknown
+            .unwrap_err()
+            .contains("line 3: unknown field `sesion`"));
+        assert!(parse_line(InputMode::Jsonl, 1, b"{broken").is_err());
+        assert!(parse_line(InputMode::Jsonl, 1, b"   ").is_err());
+        let bad = parse_line(InputMode::Text, 2, b"ok \xff bytes\n").unwrap_err();
+        assert!(bad.contains("line 2: invalid UTF-8 at byte 3"), "{bad}");
+    }
+
+    #[test]
+    fn exit_codes_say_how_the_run_ended() {
+        let mut o = Outcome::default();
+        assert_eq!(o.exit_code(), 0);
+        o.failures = 2;
+        assert_eq!(o.exit_code(), 1);
+        o.stdout_closed = true;
+        assert_eq!(o.exit_code(), 141);
+        o.signal = Some(Signal::SIGINT);
+        assert_eq!(o.exit_code(), 130);
+        o.signal = Some(Signal::SIGTERM);
+        assert_eq!(o.exit_code(), 143);
     }
 }

@@ -266,6 +266,7 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
     let Some(a) = parse(args)? else {
         return Ok(ExitCode::SUCCESS);
     };
+    let signals = crate::signals::install()?;
     let fds_before = open_fds();
     let cluster = a
         .cluster
@@ -320,9 +321,15 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
     let ticker = tick(Duration::from_secs(1));
     let mut last = 0u64;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut interrupted = None;
     while Instant::now() < end {
         select! {
             recv(ticker) -> _ => {}
+            recv(signals) -> signal => {
+                // Stop early: the verdict covers the time it ran.
+                interrupted = signal.ok();
+                break;
+            }
             default(end.saturating_duration_since(Instant::now())) => break,
         }
         let answered = shared.answered.load(Ordering::Relaxed);
@@ -421,6 +428,13 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
             "duration_s": sending.as_secs_f64(),
         })
     );
+    if let Some(signal) = interrupted {
+        eprintln!(
+            "aim soak: stopped by {signal} after {:.1}s",
+            sending.as_secs_f64()
+        );
+        return Ok(ExitCode::from(crate::signals::exit_code(signal)));
+    }
     Ok(if pass {
         ExitCode::SUCCESS
     } else {
