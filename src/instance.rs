@@ -333,6 +333,38 @@ pub(crate) struct Job {
 }
 
 impl Job {
+    /// A job for `prompt` (`input` is what the protocol prepared of it) that must end by
+    /// `deadline`, answered through `reply`; the one constructor, so every field has a known
+    /// default: not moved when `pinned`, no retries, no session, waits for an instance until
+    /// its deadline, not streamed, no answer timeout of its own.
+    pub(crate) fn new(
+        prompt: String,
+        input: Vec<u8>,
+        now: Instant,
+        deadline: Instant,
+        reply: crate::reply::Reply,
+        pinned: bool,
+    ) -> Job {
+        Job {
+            prompt,
+            input,
+            submitted: now,
+            deadline,
+            reply,
+            pinned,
+            retries_left: 0,
+            session: None,
+            wait_deadline: deadline,
+            placed: Arc::new(AtomicUsize::new(usize::MAX)),
+            session_from: None,
+            mixing: 0,
+            replay: false,
+            cancel: Arc::default(),
+            stream: None,
+            answer_timeout: None,
+        }
+    }
+
     /// Sends the result to whoever waits (a caller that gave up is not an error).
     pub(crate) fn finish(self, result: Result<Response>) {
         self.reply.send(result);

@@ -4,7 +4,7 @@
 //! restart budget and circuit breaker, schedules restarts, runs liveness probes and retires
 //! old processes. Timers are `select!` timeouts, never sleeps.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -587,24 +587,14 @@ impl Monitor {
         let Ok(input) = self.core.protocol.prepare(&probe.prompt) else {
             return;
         };
-        let job = Job {
-            prompt: probe.prompt.clone(),
+        let job = Job::new(
+            probe.prompt.clone(),
             input,
-            submitted: now,
-            deadline: now + probe.timeout,
-            reply: crate::reply::Reply::channel(self.probe_tx.clone()),
-            pinned: true,
-            retries_left: 0,
-            session: None,
-            wait_deadline: now,
-            placed: Arc::new(AtomicUsize::new(usize::MAX)),
-            session_from: None,
-            mixing: 0,
-            replay: false,
-            cancel: Arc::default(),
-            stream: None,
-            answer_timeout: None,
-        };
+            now,
+            crate::clock::after(now, probe.timeout),
+            crate::reply::Reply::channel(self.probe_tx.clone()),
+            true,
+        );
         handle.shared.pending.fetch_add(1, Ordering::AcqRel);
         if handle.enqueue(job).is_ok() {
             self.instances[index].probe = Some(handle.shared.generation());

@@ -399,25 +399,7 @@ impl PoolCore {
         let now = Instant::now();
         let deadline = limit.resolve(now, default_timeout);
         let (reply, slot) = crate::reply::Reply::ticket();
-        let job = Job {
-            prompt,
-            input,
-            submitted: now,
-            deadline,
-            reply,
-            pinned,
-            retries_left: 0,
-            session: None,
-            wait_deadline: deadline,
-            placed: Arc::new(AtomicUsize::new(usize::MAX)),
-            session_from: None,
-            mixing: 0,
-            replay: false,
-            cancel: Arc::default(),
-            stream: None,
-            answer_timeout: None,
-        };
-        Ok((job, slot))
+        Ok((Job::new(prompt, input, now, deadline, reply, pinned), slot))
     }
 
     /// Builds a pinned job for `prompt` and queues it on instance `index`: manual addressing

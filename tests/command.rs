@@ -39,35 +39,6 @@ fn run(args: &[&str], input: &[u8]) -> (i32, Vec<serde_json::Value>, String) {
     )
 }
 
-fn descendants(pid: u32) -> Vec<i32> {
-    let mut found = Vec::new();
-    let mut stack = vec![pid as i32];
-    while let Some(parent) = stack.pop() {
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(child) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let ppid = std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit(')')
-                        .next()
-                        .and_then(|r| r.split_whitespace().nth(1))
-                        .and_then(|p| p.parse::<i32>().ok())
-                });
-            if ppid == Some(parent) {
-                found.push(child);
-                stack.push(child);
-            }
-        }
-    }
-    found
-}
-
 fn signal_mid_run(signal: Signal, expected_code: i32) {
     let _w = watchdog("signal mid-run", Duration::from_secs(60));
     let mut child = aim(&["run", "demo", "-n", "2"]);

@@ -10,37 +10,6 @@ use std::time::Duration;
 use support::*;
 
 /// Every descendant of `pid` (children, grandchildren, ...), from /proc.
-fn descendants(pid: u32) -> Vec<i32> {
-    let mut found = Vec::new();
-    let mut stack = vec![pid as i32];
-    while let Some(parent) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            break;
-        };
-        for entry in entries.flatten() {
-            let Some(child) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-                continue;
-            };
-            let ppid = stat
-                .rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<i32>().ok());
-            if ppid == Some(parent) {
-                found.push(child);
-                stack.push(child);
-            }
-        }
-    }
-    found
-}
 
 #[test]
 fn sigkill_of_aim_run_leaves_no_tool_or_grandchild_running() {

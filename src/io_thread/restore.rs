@@ -61,24 +61,18 @@ impl IoThread {
         child.replay_left = self.history.entries.len();
         let deadline = crate::clock::after(now, self.cfg.spec.request_timeout);
         for (prompt, input) in self.history.entries.iter().rev() {
-            self.queue.push_front(Job {
-                prompt: prompt.clone(),
-                input: input.clone(),
-                submitted: now,
+            let mut job = Job::new(
+                prompt.clone(),
+                input.clone(),
+                now,
                 deadline,
-                reply: crate::reply::Reply::none(),
-                pinned: true,
-                retries_left: 0,
-                session: None,
-                wait_deadline: deadline,
-                placed: Arc::new(std::sync::atomic::AtomicUsize::new(index)),
-                session_from: None,
-                mixing: 0,
-                replay: true,
-                cancel: Arc::default(),
-                stream: None,
-                answer_timeout: None,
-            });
+                crate::reply::Reply::none(),
+                true,
+            );
+            job.replay = true;
+            job.placed
+                .store(index, std::sync::atomic::Ordering::Release);
+            self.queue.push_front(job);
         }
         log::debug!(
             "{}[{}]: replaying {} prompts into the restarted process",

@@ -83,6 +83,36 @@ pub fn is_gone(pid: i32) -> bool {
     }
 }
 
+/// Every descendant of `pid` (children, grandchildren, ...), from /proc.
+pub fn descendants(pid: u32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut stack = vec![pid as i32];
+    while let Some(parent) = stack.pop() {
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(child) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let ppid = std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .and_then(|r| r.split_whitespace().nth(1))
+                        .and_then(|p| p.parse::<i32>().ok())
+                });
+            if ppid == Some(parent) {
+                found.push(child);
+                stack.push(child);
+            }
+        }
+    }
+    found
+}
+
 /// Asserts every pid is gone (waiting a little for the kernel to finish killing them).
 pub fn assert_gone(pids: &[i32]) {
     for &pid in pids {
