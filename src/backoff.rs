@@ -209,9 +209,13 @@ mod tests {
             },
             9,
         );
+        // No arithmetic overflows (a panic would fail the test), and full jitter never goes
+        // past the ceiling, which saturates at the configured maximum.
         for _ in 0..10_000 {
-            assert!(b.next_delay(clock.now()) <= Duration::MAX);
+            let ceiling = b.ceiling();
+            assert!(b.next_delay(clock.now()) <= ceiling);
         }
+        assert_eq!(b.ceiling(), Duration::MAX);
     }
 
     #[test]

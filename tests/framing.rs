@@ -265,3 +265,42 @@ fn a_streamed_answer_arrives_in_pieces_before_the_final_response() {
     assert!(plain.wait().is_ok());
     stop_cluster(&cluster);
 }
+
+#[test]
+fn readiness_text_waits_for_its_text_and_then_answers() {
+    init_logs();
+    let spec = demo(&["--banner", "warming up\nREADY-NOW\n", "--startup-ms", "200"]).readiness(
+        Readiness::Text {
+            text: "READY-NOW".into(),
+            stream: Stream::Stdout,
+        },
+    );
+    let began = std::time::Instant::now();
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    // Not ready before the tool printed its text (after its 200 ms startup).
+    assert!(began.elapsed() >= Duration::from_millis(200));
+    assert!(pool
+        .send_to(0, "hello")
+        .unwrap()
+        .text
+        .starts_with("You said: hello"));
+    stop_pool(&pool);
+}
+
+#[test]
+fn init_lines_run_before_the_first_prompt() {
+    init_logs();
+    if !have("python3") {
+        eprintln!("SKIPPED: python3 not installed");
+        return;
+    }
+    let mut spec = aim::ToolRegistry::builtin().get("python").unwrap();
+    spec.init = vec!["import math".into(), "y = 5".into()];
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    assert_eq!(pool.send_to(0, "print(y * 2)").unwrap().text, "10\n");
+    assert_eq!(
+        pool.send_to(0, "print(math.floor(2.5))").unwrap().text,
+        "2\n"
+    );
+    stop_pool(&pool);
+}

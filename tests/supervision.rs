@@ -47,14 +47,13 @@ fn a_killed_instance_is_back_and_serving_long_before_the_next_poll() {
     init_logs();
     let cluster = supervised(2, Strategy::RoundRobin).launch().unwrap();
     let before = cluster.send_to(0, "/pid").unwrap();
-    let killed_at = Instant::now();
     sigkill(before.pid);
-    wait_until(Duration::from_secs(20), "the replacement", || {
+    // The monitor polls every 60 s here: back within 30 s proves the exit itself woke it
+    // (waiting for the poll would make this wait time out and the test fail).
+    wait_until(Duration::from_secs(30), "the replacement", || {
         let s = &cluster.status()[0];
         s.generation == before.generation + 1 && s.state == InstanceState::Ready
     });
-    // The monitor polls every 60 s here: coming back sooner proves it was woken by the exit.
-    assert!(killed_at.elapsed() < Duration::from_secs(30));
     let after = cluster.send_to(0, "/pid").unwrap();
     assert_eq!(after.generation, before.generation + 1);
     assert_ne!(after.pid, before.pid);
@@ -140,7 +139,7 @@ fn the_breaker_opens_rejects_half_opens_and_closes() {
     let mut supervision = fast_supervision();
     supervision.breaker = BreakerConfig {
         failure_threshold: 2,
-        cooldown: Duration::from_millis(600),
+        cooldown: Duration::from_millis(1500),
         max_cooldown: Duration::from_secs(10),
     };
     let cluster = ClusterManager::builder(demo(&[]))
@@ -163,16 +162,16 @@ fn the_breaker_opens_rejects_half_opens_and_closes() {
         recorder.count(|e| matches!(e, Event::BreakerOpened { .. })) == 1
     });
     let opened_at = Instant::now();
-    // Open: prompts are not routed to it.
-    if cluster.status()[0].circuit == CircuitState::Open {
-        let err = cluster.send("rejected?").unwrap_err();
-        assert!(matches!(err, Error::NoHealthyInstance { .. }), "{err}");
-    }
+    // Open (for 1.5 s): prompts are not routed to it, and one that cannot wait that long
+    // fails at once.
+    assert_eq!(cluster.status()[0].circuit, CircuitState::Open);
+    let err = cluster.send("rejected?").unwrap_err();
+    assert!(matches!(err, Error::NoHealthyInstance { .. }), "{err}");
     // After the cooldown, one trial goes through and closes it.
     wait_until(Duration::from_secs(10), "half-open", || {
         recorder.count(|e| matches!(e, Event::BreakerHalfOpen { .. })) == 1
     });
-    assert!(opened_at.elapsed() >= Duration::from_millis(300));
+    assert!(opened_at.elapsed() >= Duration::from_millis(1000));
     wait_until(Duration::from_secs(10), "a ready instance", || {
         cluster.status()[0].state == InstanceState::Ready
     });
@@ -302,6 +301,13 @@ fn no_prompt_is_lost_across_a_hundred_random_kills_under_load() {
                         }
                         Err(e) => {
                             assert_eq!(e.prompt(), Some(prompt.as_str()), "{e}");
+                            // A kill may fail the prompt in flight on its instance; anything
+                            // else (a prompt dropped unanswered shows up as Shutdown, a queued
+                            // one as a timeout) means a prompt was lost.
+                            assert!(
+                                matches!(e, Error::InstanceDied { .. }),
+                                "only the prompt in flight at a kill may fail: {e}"
+                            );
                             failed.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -341,6 +347,10 @@ fn no_prompt_is_lost_across_a_hundred_random_kills_under_load() {
         failed.load(Ordering::Relaxed),
     );
     assert_eq!(submitted, answered + failed, "every prompt accounted for");
+    assert!(
+        failed <= kills,
+        "{failed} failed for {kills} kills: one in flight per kill at most"
+    );
     assert!(answered > failed, "answered {answered}, failed {failed}");
     // Every kill is followed by a restart (the last few may still be under way).
     wait_until(Duration::from_secs(20), "a restart for every kill", || {
