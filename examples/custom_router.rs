@@ -4,19 +4,18 @@
 //!
 //! Run: `cargo run --example custom_router`
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use aim::{Candidate, ClusterManager, LeastBusy, RouteContext, Router, ToolRegistry};
 
 #[derive(Debug, Default)]
 struct Canary {
-    seen: AtomicUsize,
+    seen: usize,
     rest: LeastBusy,
 }
 
 impl Router for Canary {
-    fn select(&self, candidates: &[Candidate], context: &RouteContext<'_>) -> Option<usize> {
-        let n = self.seen.fetch_add(1, Ordering::Relaxed);
+    fn select(&mut self, candidates: &[Candidate], context: &RouteContext<'_>) -> Option<usize> {
+        let n = self.seen;
+        self.seen += 1;
         if n % 10 == 0 {
             if let Some(canary) = candidates.first().filter(|c| c.is_eligible()) {
                 return Some(canary.index);

@@ -472,6 +472,8 @@ pub struct ClusterBuilder {
     router: Option<Box<dyn Router>>,
     strategy: Strategy,
     session_mode: Option<SessionMode>,
+    /// Supervision settings given one by one: they win over `supervision(...)`.
+    overrides: crate::monitor::SupervisionOverrides,
     options: PoolOptions,
     backlog_capacity: usize,
     submit_timeout: Duration,
@@ -487,6 +489,7 @@ impl ClusterBuilder {
             router: None,
             strategy: Strategy::RoundRobin,
             session_mode: None,
+            overrides: Default::default(),
             options: PoolOptions::default(),
             backlog_capacity: 1024,
             submit_timeout: Duration::from_secs(30),
@@ -558,45 +561,46 @@ impl ClusterBuilder {
         self
     }
 
-    /// How often the monitor polls `waitpid`. Defaults to 5 s.
+    /// How often the monitor polls `waitpid`. Defaults to 5 s. This and the supervision
+    /// setters below win over [`ClusterBuilder::supervision`], before or after it.
     pub fn health_interval(mut self, interval: Duration) -> Self {
-        self.options.supervision.health_interval = interval;
+        self.overrides.health_interval = Some(interval);
         self
     }
 
     /// Restart delays. Defaults to 500 ms doubling to 30 s with full jitter.
     pub fn backoff(mut self, backoff: BackoffConfig) -> Self {
-        self.options.supervision.backoff = backoff;
+        self.overrides.backoff = Some(backoff);
         self
     }
 
     /// The restart budget. Defaults to 5 restarts in 60 s.
     pub fn restart_budget(mut self, budget: BudgetConfig) -> Self {
-        self.options.supervision.budget = budget;
+        self.overrides.budget = Some(budget);
         self
     }
 
     /// The circuit breaker. Defaults to 5 failures, 10 s growing to 300 s.
     pub fn breaker(mut self, breaker: BreakerConfig) -> Self {
-        self.options.supervision.breaker = breaker;
+        self.overrides.breaker = Some(breaker);
         self
     }
 
     /// A liveness probe for idle instances. Defaults to none.
     pub fn liveness_probe(mut self, probe: LivenessProbe) -> Self {
-        self.options.supervision.probe = Some(probe);
+        self.overrides.probe = Some(probe);
         self
     }
 
     /// Replace each process after this many answers. Defaults to never.
     pub fn max_requests(mut self, requests: u64) -> Self {
-        self.options.supervision.max_requests = Some(requests);
+        self.overrides.max_requests = Some(requests);
         self
     }
 
     /// Replace each process after it has run this long. Defaults to never.
     pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
-        self.options.supervision.max_lifetime = Some(lifetime);
+        self.overrides.max_lifetime = Some(lifetime);
         self
     }
 
@@ -628,7 +632,9 @@ impl ClusterBuilder {
             changes: changes_tx,
             backlog: Arc::clone(&backlog),
         };
-        let core = PoolCore::launch(self.spec, self.count, self.options, Some(hooks))?;
+        let mut options = self.options;
+        options.supervision = self.overrides.apply(options.supervision);
+        let core = PoolCore::launch(self.spec, self.count, options, Some(hooks))?;
         let router = self.router.unwrap_or_else(|| match self.strategy {
             Strategy::Sticky => Box::new(Sticky::with_mode(session_mode)),
             other => other.router(),

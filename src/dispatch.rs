@@ -77,6 +77,8 @@ pub(crate) struct Unplaced {
 pub(crate) struct Dispatch {
     core: Arc<PoolCore>,
     routing: Mutex<Routing>,
+    /// The router's name, read once: reading it never waits for the routing lock.
+    router_name: String,
     backlog: Mutex<VecDeque<Job>>,
     backlog_len: Arc<AtomicUsize>,
     backlog_capacity: usize,
@@ -103,6 +105,7 @@ impl Dispatch {
     ) -> Self {
         Dispatch {
             core,
+            router_name: router.name().to_string(),
             routing: Mutex::new(Routing {
                 router,
                 snapshot: Vec::new(),
@@ -116,7 +119,7 @@ impl Dispatch {
     }
 
     pub(crate) fn router_name(&self) -> String {
-        self.routing.lock().router.name().to_string()
+        self.router_name.clone()
     }
 
     pub(crate) fn end_session(&self, key: &str) {
@@ -145,31 +148,39 @@ impl Dispatch {
         let chosen: Result<Arc<InstanceHandle>, bool> = {
             let mut guard = self.routing.lock();
             let routing = &mut *guard;
+            // The snapshot is taken under the instance list's lock, the router runs without
+            // it (it may read the cluster), and the pick is checked against the list again.
+            // Placements are serialised by the routing lock, so no other placement can take
+            // the slot meanwhile; answers only free slots.
+            let snapshot = &mut routing.snapshot;
             self.core.with_instances(|instances| {
-                routing.snapshot.clear();
-                routing
-                    .snapshot
-                    .extend(instances.iter().map(|h| h.shared.candidate(capacity)));
-                let context = RouteContext {
-                    session: job.session.as_deref(),
-                };
-                let any_available = || routing.snapshot.iter().any(|c| c.is_available());
-                match routing.router.select(&routing.snapshot, &context) {
-                    Some(i) if routing.snapshot.get(i).is_some_and(|c| c.is_eligible()) => {
-                        let handle = &instances[i];
-                        handle.shared.pending.fetch_add(1, Ordering::AcqRel);
-                        Ok(Arc::clone(handle))
+                snapshot.clear();
+                snapshot.extend(instances.iter().map(|h| h.shared.candidate(capacity)));
+            });
+            let context = RouteContext {
+                session: job.session.as_deref(),
+            };
+            let any_available = |snapshot: &[Candidate]| snapshot.iter().any(|c| c.is_available());
+            match routing.router.select(&routing.snapshot, &context) {
+                Some(i) if routing.snapshot.get(i).is_some_and(|c| c.is_eligible()) => {
+                    match self.core.instance(i) {
+                        Some(handle) => {
+                            handle.shared.pending.fetch_add(1, Ordering::AcqRel);
+                            Ok(handle)
+                        }
+                        // Removed by a resize since the snapshot.
+                        None => Err(any_available(&routing.snapshot)),
                     }
-                    Some(i) => {
-                        log::warn!(
-                            "router {} selected instance {i}, which is not eligible; ignored",
-                            routing.router.name()
-                        );
-                        Err(any_available())
-                    }
-                    None => Err(any_available()),
                 }
-            })
+                Some(i) => {
+                    log::warn!(
+                        "router {} selected instance {i}, which is not eligible; ignored",
+                        self.router_name
+                    );
+                    Err(any_available(&routing.snapshot))
+                }
+                None => Err(any_available(&routing.snapshot)),
+            }
         };
         match chosen {
             Ok(handle) => {

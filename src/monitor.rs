@@ -60,6 +60,47 @@ pub struct SupervisionConfig {
     pub probe: Option<LivenessProbe>,
 }
 
+/// Supervision settings given one by one on a builder; they win over a whole
+/// [`SupervisionConfig`] given with `supervision(...)`, before or after it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SupervisionOverrides {
+    pub health_interval: Option<Duration>,
+    pub backoff: Option<BackoffConfig>,
+    pub budget: Option<BudgetConfig>,
+    pub breaker: Option<BreakerConfig>,
+    pub max_requests: Option<u64>,
+    pub max_lifetime: Option<Duration>,
+    pub probe: Option<LivenessProbe>,
+}
+
+impl SupervisionOverrides {
+    /// `base` with every setting given here.
+    pub(crate) fn apply(&self, mut base: SupervisionConfig) -> SupervisionConfig {
+        if let Some(v) = self.health_interval {
+            base.health_interval = v;
+        }
+        if let Some(v) = self.backoff {
+            base.backoff = v;
+        }
+        if let Some(v) = self.budget {
+            base.budget = v;
+        }
+        if let Some(v) = self.breaker {
+            base.breaker = v;
+        }
+        if let Some(v) = self.max_requests {
+            base.max_requests = Some(v);
+        }
+        if let Some(v) = self.max_lifetime {
+            base.max_lifetime = Some(v);
+        }
+        if let Some(v) = &self.probe {
+            base.probe = Some(v.clone());
+        }
+        base
+    }
+}
+
 impl Default for SupervisionConfig {
     fn default() -> Self {
         SupervisionConfig {

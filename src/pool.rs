@@ -764,7 +764,9 @@ impl ToolProcessPool {
 /// `options: PoolOptions` field.
 macro_rules! shared_setters {
     () => {
-        /// All supervision settings at once. Defaults to [`SupervisionConfig::default`].
+        /// All supervision settings at once. Defaults to [`SupervisionConfig::default`]. On a
+        /// cluster builder, settings given one by one (`max_requests`, `backoff`, ...) win
+        /// over these, whether given before or after.
         pub fn supervision(mut self, supervision: SupervisionConfig) -> Self {
             self.options.supervision = supervision;
             self

@@ -4,9 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::breaker::CircuitState;
@@ -67,9 +65,12 @@ pub struct RouteContext<'a> {
 
 /// Chooses an instance for each prompt.
 ///
-/// Called under the cluster's routing lock with a fresh snapshot, so a selection and the
-/// reservation of a queue slot happen together; it must not block. Return an index whose
-/// candidate [`Candidate::is_eligible`], or `None` to let the prompt wait until one is.
+/// Called with `&mut self` under the cluster's routing lock (one placement at a time, so a
+/// selection and the reservation of a queue slot happen together, and a router keeps its
+/// state in plain fields), with a fresh snapshot taken before the call: no lock on the
+/// instance list is held, so a router may read the cluster (`health`, `status`, `metrics`).
+/// It must not block, and must not place prompts itself. Return an index whose candidate
+/// [`Candidate::is_eligible`], or `None` to let the prompt wait until one is.
 ///
 /// ```
 /// use aim::{Candidate, RouteContext, Router};
@@ -78,19 +79,19 @@ pub struct RouteContext<'a> {
 /// #[derive(Debug)]
 /// struct Last;
 /// impl Router for Last {
-///     fn select(&self, candidates: &[Candidate], _: &RouteContext<'_>) -> Option<usize> {
+///     fn select(&mut self, candidates: &[Candidate], _: &RouteContext<'_>) -> Option<usize> {
 ///         candidates.iter().rev().find(|c| c.is_eligible()).map(|c| c.index)
 ///     }
 /// }
-/// let router: Box<dyn Router> = Box::new(Last);
+/// let mut router: Box<dyn Router> = Box::new(Last);
 /// assert_eq!(router.select(&[], &RouteContext::default()), None);
 /// ```
-pub trait Router: Send + Sync + fmt::Debug {
+pub trait Router: Send + fmt::Debug {
     /// Picks an instance index from `candidates`, or `None`.
-    fn select(&self, candidates: &[Candidate], context: &RouteContext<'_>) -> Option<usize>;
+    fn select(&mut self, candidates: &[Candidate], context: &RouteContext<'_>) -> Option<usize>;
 
     /// Forgets a session that has ended. Defaults to doing nothing.
-    fn end_session(&self, _key: &str) {}
+    fn end_session(&mut self, _key: &str) {}
 
     /// A short name for logs and metrics. Defaults to `custom`.
     fn name(&self) -> &str {
@@ -173,7 +174,7 @@ impl FromStr for Strategy {
 /// another instance has nothing to do.
 #[derive(Debug, Default)]
 pub struct RoundRobin {
-    next: AtomicUsize,
+    next: usize,
 }
 
 impl RoundRobin {
@@ -184,18 +185,18 @@ impl RoundRobin {
 }
 
 impl Router for RoundRobin {
-    fn select(&self, candidates: &[Candidate], _: &RouteContext<'_>) -> Option<usize> {
+    fn select(&mut self, candidates: &[Candidate], _: &RouteContext<'_>) -> Option<usize> {
         let n = candidates.len();
         if n == 0 {
             return None;
         }
-        let start = self.next.load(Ordering::Relaxed) % n;
+        let start = self.next % n;
         let at = |k: &usize| &candidates[(start + k) % n];
         let offset = (0..n)
             .find(|k| at(k).is_idle())
             .or_else(|| (0..n).find(|k| at(k).is_eligible()))?;
         let pos = (start + offset) % n;
-        self.next.store(pos + 1, Ordering::Relaxed);
+        self.next = pos + 1;
         Some(candidates[pos].index)
     }
 
@@ -213,8 +214,8 @@ const EXACT_SCAN_LIMIT: usize = 64;
 /// less loaded wins), which stays within a small factor of optimal at a fraction of the cost.
 #[derive(Debug)]
 pub struct LeastBusy {
-    turn: AtomicUsize,
-    rng: AtomicU64,
+    turn: usize,
+    rng: u64,
 }
 
 impl Default for LeastBusy {
@@ -227,18 +228,19 @@ impl LeastBusy {
     /// A least-busy router.
     pub fn new() -> Self {
         LeastBusy {
-            turn: AtomicUsize::new(0),
-            rng: AtomicU64::new(0x2545_F491_4F6C_DD1D),
+            turn: 0,
+            rng: 0x2545_F491_4F6C_DD1D,
         }
     }
 
-    fn random(&self) -> u64 {
-        splitmix64(self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed))
+    fn random(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        splitmix64(self.rng)
     }
 
     /// The least-busy eligible candidate that also passes `allowed`.
     fn select_where(
-        &self,
+        &mut self,
         candidates: &[Candidate],
         allowed: impl Fn(&Candidate) -> bool,
     ) -> Option<usize> {
@@ -250,12 +252,13 @@ impl LeastBusy {
     }
 
     fn exact(
-        &self,
+        &mut self,
         candidates: &[Candidate],
         allowed: impl Fn(&Candidate) -> bool,
     ) -> Option<usize> {
         let n = candidates.len();
-        let start = self.turn.fetch_add(1, Ordering::Relaxed) % n;
+        let start = self.turn % n;
+        self.turn = self.turn.wrapping_add(1);
         let mut best: Option<&Candidate> = None;
         for k in 0..n {
             let c = &candidates[(start + k) % n];
@@ -267,7 +270,7 @@ impl LeastBusy {
     }
 
     fn sampled(
-        &self,
+        &mut self,
         candidates: &[Candidate],
         allowed: impl Fn(&Candidate) -> bool,
     ) -> Option<usize> {
@@ -277,8 +280,9 @@ impl LeastBusy {
                 .map(|k| &candidates[(from + k) % n])
                 .find(|c| c.is_eligible() && allowed(c))
         };
-        let a = probe(self.random() as usize % n)?;
-        let b = probe(self.random() as usize % n).unwrap_or(a);
+        let (first, second) = (self.random() as usize % n, self.random() as usize % n);
+        let a = probe(first)?;
+        let b = probe(second).unwrap_or(a);
         Some(if b.pending < a.pending {
             b.index
         } else {
@@ -288,7 +292,7 @@ impl LeastBusy {
 }
 
 impl Router for LeastBusy {
-    fn select(&self, candidates: &[Candidate], _: &RouteContext<'_>) -> Option<usize> {
+    fn select(&mut self, candidates: &[Candidate], _: &RouteContext<'_>) -> Option<usize> {
         self.select_where(candidates, |_| true)
     }
 
@@ -325,7 +329,7 @@ pub enum SessionMode {
 /// full (or stuck), the prompt waits for room instead of moving.
 #[derive(Debug, Default)]
 pub struct Sticky {
-    bindings: Mutex<Bindings>,
+    bindings: Bindings,
     placement: LeastBusy,
     mode: SessionMode,
 }
@@ -371,11 +375,11 @@ impl Sticky {
 
     /// How many sessions are mapped.
     pub fn sessions(&self) -> usize {
-        self.bindings.lock().by_session.len()
+        self.bindings.by_session.len()
     }
 
     fn select_shared(
-        &self,
+        placement: &mut LeastBusy,
         bindings: &mut Bindings,
         candidates: &[Candidate],
         key: &str,
@@ -387,13 +391,13 @@ impl Sticky {
                 }
             }
         }
-        let chosen = self.placement.select_where(candidates, |_| true)?;
+        let chosen = placement.select_where(candidates, |_| true)?;
         bindings.bind(key, chosen, false);
         Some(chosen)
     }
 
     fn select_exclusive(
-        &self,
+        placement: &mut LeastBusy,
         bindings: &mut Bindings,
         candidates: &[Candidate],
         key: &str,
@@ -412,9 +416,7 @@ impl Sticky {
             }
         }
         let owner = &bindings.owner;
-        let chosen = self
-            .placement
-            .select_where(candidates, |c| !owner.contains_key(&c.index))?;
+        let chosen = placement.select_where(candidates, |c| !owner.contains_key(&c.index))?;
         bindings.bind(key, chosen, true);
         Some(chosen)
     }
@@ -430,24 +432,23 @@ fn find(candidates: &[Candidate], index: usize) -> Option<&Candidate> {
 }
 
 impl Router for Sticky {
-    fn select(&self, candidates: &[Candidate], context: &RouteContext<'_>) -> Option<usize> {
-        let mut bindings = self.bindings.lock();
+    fn select(&mut self, candidates: &[Candidate], context: &RouteContext<'_>) -> Option<usize> {
         let exclusive = self.mode == SessionMode::Exclusive;
+        let (placement, bindings) = (&mut self.placement, &mut self.bindings);
         match (context.session, exclusive) {
-            (None, false) => self.placement.select_where(candidates, |_| true),
+            (None, false) => placement.select_where(candidates, |_| true),
             // Never into a session's process: it would join that conversation.
             (None, true) => {
                 let owner = &bindings.owner;
-                self.placement
-                    .select_where(candidates, |c| !owner.contains_key(&c.index))
+                placement.select_where(candidates, |c| !owner.contains_key(&c.index))
             }
-            (Some(key), false) => self.select_shared(&mut bindings, candidates, key),
-            (Some(key), true) => self.select_exclusive(&mut bindings, candidates, key),
+            (Some(key), false) => Self::select_shared(placement, bindings, candidates, key),
+            (Some(key), true) => Self::select_exclusive(placement, bindings, candidates, key),
         }
     }
 
-    fn end_session(&self, key: &str) {
-        let mut bindings = self.bindings.lock();
+    fn end_session(&mut self, key: &str) {
+        let bindings = &mut self.bindings;
         if let Some(index) = bindings.by_session.remove(key) {
             if bindings.owner.get(&index).is_some_and(|k| k == key) {
                 bindings.owner.remove(&index);
@@ -476,7 +477,7 @@ mod tests {
         }
     }
 
-    fn count_picks(router: &dyn Router, candidates: &[Candidate], n: usize) -> Vec<usize> {
+    fn count_picks(router: &mut dyn Router, candidates: &[Candidate], n: usize) -> Vec<usize> {
         let mut counts = vec![0; candidates.len()];
         for _ in 0..n {
             let i = router.select(candidates, &RouteContext::default()).unwrap();
@@ -488,7 +489,7 @@ mod tests {
     #[test]
     fn round_robin_spreads_evenly() {
         let c = [ready(0, 0), ready(1, 0), ready(2, 0)];
-        assert_eq!(count_picks(&RoundRobin::new(), &c, 9), [3, 3, 3]);
+        assert_eq!(count_picks(&mut RoundRobin::new(), &c, 9), [3, 3, 3]);
     }
 
     #[test]
@@ -496,8 +497,8 @@ mod tests {
         let mut c = [ready(0, 0), ready(1, 0), ready(2, 0)];
         c[1].state = InstanceState::Restarting;
         c[2].circuit = CircuitState::Open;
-        let r = RoundRobin::new();
-        assert_eq!(count_picks(&r, &c, 4), [4, 0, 0]);
+        let mut r = RoundRobin::new();
+        assert_eq!(count_picks(&mut r, &c, 4), [4, 0, 0]);
         c[0].pending = 8; // full
         assert_eq!(r.select(&c, &RouteContext::default()), None);
     }
@@ -505,11 +506,11 @@ mod tests {
     #[test]
     fn round_robin_prefers_an_idle_instance_to_a_busy_one() {
         let c = [ready(0, 1), ready(1, 0), ready(2, 1)];
-        let r = RoundRobin::new();
-        assert_eq!(count_picks(&r, &c, 5), [0, 5, 0]);
+        let mut r = RoundRobin::new();
+        assert_eq!(count_picks(&mut r, &c, 5), [0, 5, 0]);
         // With nobody idle, it cycles over the eligible ones.
         let busy = [ready(0, 1), ready(1, 1), ready(2, 1)];
-        assert_eq!(count_picks(&r, &busy, 6), [2, 2, 2]);
+        assert_eq!(count_picks(&mut r, &busy, 6), [2, 2, 2]);
     }
 
     #[test]
@@ -518,13 +519,13 @@ mod tests {
         c[0].stuck = true;
         assert!(c[0].is_available() && !c[0].is_eligible());
         for s in Strategy::ALL {
-            let r = s.router();
+            let mut r = s.router();
             for _ in 0..10 {
                 assert_eq!(r.select(&c, &RouteContext::default()), Some(1), "{s}");
             }
         }
         // A session bound to a stuck instance waits for it instead of moving.
-        let sticky = Sticky::new();
+        let mut sticky = Sticky::new();
         let ctx = RouteContext {
             session: Some("alice"),
         };
@@ -547,17 +548,17 @@ mod tests {
     #[test]
     fn least_busy_prefers_the_idle_and_rotates_ties() {
         let c = [ready(0, 3), ready(1, 0), ready(2, 5)];
-        let r = LeastBusy::new();
+        let mut r = LeastBusy::new();
         assert_eq!(r.select(&c, &RouteContext::default()), Some(1));
         let ties = [ready(0, 0), ready(1, 0), ready(2, 0), ready(3, 0)];
-        assert_eq!(count_picks(&r, &ties, 400), [100, 100, 100, 100]);
+        assert_eq!(count_picks(&mut r, &ties, 400), [100, 100, 100, 100]);
     }
 
     #[test]
     fn least_busy_samples_large_clusters_and_stays_sensible() {
         let mut c: Vec<Candidate> = (0..1000).map(|i| ready(i, 5)).collect();
         c[10].pending = 0;
-        let r = LeastBusy::new();
+        let mut r = LeastBusy::new();
         for _ in 0..100 {
             let i = r.select(&c, &RouteContext::default()).unwrap();
             assert!(c[i].is_eligible());
@@ -577,7 +578,7 @@ mod tests {
         let c: Vec<Candidate> = (0..200)
             .map(|i| ready(i, if i % 2 == 0 { 6 } else { 0 }))
             .collect();
-        let r = LeastBusy::new();
+        let mut r = LeastBusy::new();
         let light = (0..4000)
             .filter(|_| c[r.select(&c, &RouteContext::default()).unwrap()].pending == 0)
             .count();
@@ -587,7 +588,7 @@ mod tests {
     #[test]
     fn sticky_keeps_sessions_and_moves_them_once() {
         let mut c = [ready(0, 0), ready(1, 0), ready(2, 0)];
-        let r = Sticky::new();
+        let mut r = Sticky::new();
         let ctx = RouteContext {
             session: Some("alice"),
         };
@@ -614,7 +615,7 @@ mod tests {
     #[test]
     fn exclusive_sessions_never_share_an_instance() {
         let mut c = [ready(0, 0), ready(1, 0)];
-        let r = Sticky::with_mode(SessionMode::Exclusive);
+        let mut r = Sticky::with_mode(SessionMode::Exclusive);
         let ctx = |k| RouteContext { session: Some(k) };
         let alice = r.select(&c, &ctx("alice")).unwrap();
         let bob = r.select(&c, &ctx("bob")).unwrap();
@@ -644,7 +645,7 @@ mod tests {
     #[test]
     fn sticky_places_new_sessions_on_the_least_loaded() {
         let c = [ready(0, 4), ready(1, 1), ready(2, 3)];
-        let r = Sticky::new();
+        let mut r = Sticky::new();
         assert_eq!(r.select(&c, &RouteContext { session: Some("s") }), Some(1));
         assert_eq!(r.select(&c, &RouteContext::default()), Some(1));
     }

@@ -203,7 +203,7 @@ fn python_through_a_cluster() {
 struct OnlyLast;
 
 impl Router for OnlyLast {
-    fn select(&self, candidates: &[Candidate], _: &RouteContext<'_>) -> Option<usize> {
+    fn select(&mut self, candidates: &[Candidate], _: &RouteContext<'_>) -> Option<usize> {
         candidates
             .iter()
             .rev()
@@ -316,5 +316,59 @@ fn the_deadline_family_ends_requests_on_time() {
         "the caller stops waiting, the request goes on"
     );
     assert_eq!(ticket.wait().unwrap().text, "slept\n");
+    stop_cluster(&cluster);
+}
+
+/// A router that reads the cluster it routes for: the instance that answered least so far,
+/// from `health()`, and the strategy name and backlog from `metrics()`.
+#[derive(Debug, Default)]
+struct FewestAnswered {
+    cluster: Arc<std::sync::OnceLock<ClusterManager>>,
+    consulted: usize,
+}
+
+impl Router for FewestAnswered {
+    fn select(&mut self, candidates: &[Candidate], _: &RouteContext<'_>) -> Option<usize> {
+        let cluster = self.cluster.get()?;
+        let health = cluster.health();
+        let metrics = cluster.metrics();
+        assert_eq!(metrics.strategy, "fewest-answered");
+        self.consulted += 1;
+        candidates
+            .iter()
+            .filter(|c| c.is_eligible())
+            .min_by_key(|c| health.instances[c.index].answered)
+            .map(|c| c.index)
+    }
+
+    fn name(&self) -> &str {
+        "fewest-answered"
+    }
+}
+
+#[test]
+fn a_custom_router_may_read_the_cluster_it_routes_for() {
+    init_logs();
+    let _w = watchdog("router reading cluster state", Duration::from_secs(60));
+    let slot = Arc::new(std::sync::OnceLock::new());
+    let cluster = ClusterManager::builder(demo(&[]))
+        .count(3)
+        .router(Box::new(FewestAnswered {
+            cluster: Arc::clone(&slot),
+            consulted: 0,
+        }))
+        .launch()
+        .unwrap();
+    slot.set(cluster.clone()).unwrap();
+    for i in 0..9 {
+        cluster.send(format!("p{i}")).unwrap();
+    }
+    let answered: Vec<u64> = cluster
+        .health()
+        .instances
+        .iter()
+        .map(|s| s.answered)
+        .collect();
+    assert_eq!(answered, [3, 3, 3]);
     stop_cluster(&cluster);
 }

@@ -455,3 +455,29 @@ fn restart_policy_never_leaves_a_crashed_instance_stopped() {
     }
     stop_cluster(&cluster);
 }
+
+#[test]
+fn builder_settings_do_not_depend_on_call_order() {
+    init_logs();
+    // max_requests before supervision(...) used to be silently dropped by it.
+    let cluster = ClusterManager::builder(demo(&[]))
+        .max_requests(2)
+        .supervision(fast_supervision())
+        .launch()
+        .unwrap();
+    let first = cluster.send("one").unwrap();
+    cluster.send("two").unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the retired process replaced",
+        || {
+            cluster.status()[0].generation == first.generation + 1
+                && cluster.status()[0].state == InstanceState::Ready
+        },
+    );
+    assert_eq!(
+        cluster.send("three").unwrap().generation,
+        first.generation + 1
+    );
+    stop_cluster(&cluster);
+}
