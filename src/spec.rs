@@ -464,6 +464,54 @@ impl ToolSpec {
         self
     }
 
+    /// Sets the largest accepted prompt. Defaults to 64 MiB.
+    pub fn max_prompt_bytes(mut self, bytes: usize) -> Self {
+        self.max_prompt_bytes = bytes;
+        self
+    }
+
+    /// Sets how many of the child's last stderr lines are kept. Defaults to 20.
+    pub fn stderr_lines(mut self, lines: usize) -> Self {
+        self.stderr_lines = lines;
+        self
+    }
+
+    /// Whether to strip ANSI escape sequences from output before framing. Defaults to
+    /// false.
+    pub fn strip_ansi(mut self, strip: bool) -> Self {
+        self.strip_ansi = strip;
+        self
+    }
+
+    /// Replaces the lines written once after start, before readiness is awaited. Defaults to
+    /// none.
+    ///
+    /// ```
+    /// let spec = aim::ToolSpec::new("py", "python3").init(["import math"]);
+    /// assert_eq!(spec.init, ["import math"]);
+    /// ```
+    pub fn init<I, S>(mut self, lines: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.init = lines.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Removes `key` from the child's environment. Defaults to removing nothing.
+    pub fn env_remove(mut self, key: impl Into<String>) -> Self {
+        self.env.remove.push(key.into());
+        self
+    }
+
+    /// Starts the child from an empty environment (then `env` adds to it). Defaults to
+    /// inheriting ours.
+    pub fn env_clear(mut self) -> Self {
+        self.env.clear = true;
+        self
+    }
+
     /// Sets the restart policy.
     pub fn restart(mut self, policy: RestartPolicy) -> Self {
         self.restart = policy;

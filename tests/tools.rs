@@ -81,3 +81,26 @@ fn many_prompts_keep_answers_aligned() {
     }
     stop_pool(&pool);
 }
+
+#[test]
+fn every_spec_field_has_a_setter() {
+    init_logs();
+    let spec = aim::ToolSpec::new("t", "sh")
+        .max_prompt_bytes(10)
+        .stderr_lines(3)
+        .strip_ansi(true)
+        .init(["a", "b"])
+        .env_remove("HOME")
+        .env_clear();
+    assert_eq!(spec.max_prompt_bytes, 10);
+    assert_eq!(spec.stderr_lines, 3);
+    assert!(spec.strip_ansi);
+    assert_eq!(spec.init, ["a", "b"]);
+    assert_eq!(spec.env.remove, ["HOME"]);
+    assert!(spec.env.clear);
+    // The prompt cap applies.
+    let pool = aim::ToolProcessPool::new(cat().max_prompt_bytes(10), 1).unwrap();
+    let err = pool.send_to(0, "far more than ten bytes").unwrap_err();
+    assert!(matches!(err, aim::Error::InvalidPrompt { .. }), "{err}");
+    stop_pool(&pool);
+}
