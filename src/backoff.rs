@@ -25,18 +25,18 @@ pub enum Jitter {
 #[serde(default, deny_unknown_fields)]
 pub struct BackoffConfig {
     /// The first delay's ceiling. Defaults to 500 ms.
-    #[serde(rename = "base_ms", with = "crate::spec::duration_ms")]
+    #[serde(rename = "base_ms", with = "crate::duration::duration_ms")]
     pub base: Duration,
     /// Each further restart multiplies the ceiling by this. Defaults to 2.
     pub factor: f64,
     /// The largest delay. Defaults to 30 s.
-    #[serde(rename = "max_ms", with = "crate::spec::duration_ms")]
+    #[serde(rename = "max_ms", with = "crate::duration::duration_ms")]
     pub max: Duration,
     /// How delays are randomised. Defaults to [`Jitter::Full`].
     pub jitter: Jitter,
     /// After this long healthy, the next restart is immediate and the delays start over.
     /// Defaults to 60 s.
-    #[serde(rename = "reset_after_ms", with = "crate::spec::duration_ms")]
+    #[serde(rename = "reset_after_ms", with = "crate::duration::duration_ms")]
     pub reset_after: Duration,
 }
 

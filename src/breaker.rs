@@ -51,11 +51,11 @@ pub struct BreakerConfig {
     /// Consecutive failures that open the circuit. Defaults to 5.
     pub failure_threshold: u32,
     /// The first cooldown. Defaults to 10 s.
-    #[serde(rename = "cooldown_ms", with = "crate::spec::duration_ms")]
+    #[serde(rename = "cooldown_ms", with = "crate::duration::duration_ms")]
     pub cooldown: Duration,
     /// The longest cooldown; each reopening without a close in between doubles it up to
     /// this. Defaults to 300 s.
-    #[serde(rename = "max_cooldown_ms", with = "crate::spec::duration_ms")]
+    #[serde(rename = "max_cooldown_ms", with = "crate::duration::duration_ms")]
     pub max_cooldown: Duration,
 }
 

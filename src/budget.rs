@@ -12,11 +12,11 @@ pub struct BudgetConfig {
     /// Restarts allowed within `window`; one more puts the instance in `Failed`. Defaults to 5.
     pub max_restarts: u32,
     /// The sliding window. Defaults to 60 s.
-    #[serde(rename = "window_ms", with = "crate::spec::duration_ms")]
+    #[serde(rename = "window_ms", with = "crate::duration::duration_ms")]
     pub window: Duration,
     /// How long a failed instance waits before it is tried again on its own. Defaults to
     /// 10 minutes.
-    #[serde(rename = "failed_cooldown_ms", with = "crate::spec::duration_ms")]
+    #[serde(rename = "failed_cooldown_ms", with = "crate::duration::duration_ms")]
     pub failed_cooldown: Duration,
 }
 

@@ -14,7 +14,7 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
 
 /// `now + d`, with `d` capped at [`crate::MAX_DURATION`] so the sum cannot overflow.
 pub(crate) fn after(now: Instant, d: Duration) -> Instant {
-    let d = d.min(crate::spec::MAX_DURATION);
+    let d = d.min(crate::duration::MAX_DURATION);
     now.checked_add(d).unwrap_or(now)
 }
 

@@ -15,7 +15,7 @@ use crate::budget::BudgetConfig;
 use crate::dispatch::Dispatch;
 use crate::error::{Error, Result};
 use crate::events::EventSink;
-use crate::instance::{InstanceStatus, Response};
+use crate::instance::InstanceStatus;
 use crate::metrics::MetricsSnapshot;
 use crate::metrics_server::MetricsServer;
 use crate::monitor::{LivenessProbe, SupervisionConfig};
@@ -23,6 +23,7 @@ use crate::pool::{DispatchHooks, PoolCore, PoolOptions, ShutdownReport, ToolProc
 use crate::protocol::ProtocolKind;
 use crate::registry::ToolRegistry;
 use crate::request::Request;
+use crate::response::Response;
 use crate::routing::{Router, SessionMode, Sticky, Strategy};
 use crate::session::{Session, SessionLink};
 use crate::spec::ToolSpec;

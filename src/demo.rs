@@ -73,7 +73,7 @@ pub(crate) fn locate() -> Result<(PathBuf, Vec<(String, String)>)> {
             return Ok((exe, vec![(DEMO_AGENT_ENV.into(), "1".into())]));
         }
     }
-    let dirs = crate::registry::sibling_dirs();
+    let dirs = sibling_dirs();
     for dir in &dirs {
         let candidate = dir.join("aim-demo");
         if candidate.is_file() {
@@ -99,6 +99,21 @@ struct Options {
     sleeper: bool,
     banner: Option<String>,
     prompt: String,
+}
+
+/// The directories searched for a sibling executable: the current executable's directory and
+/// its parent (so `target/debug/examples/x` and `target/debug/deps/x` find `target/debug/`).
+fn sibling_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            dirs.push(dir.to_path_buf());
+            if let Some(parent) = dir.parent() {
+                dirs.push(parent.to_path_buf());
+            }
+        }
+    }
+    dirs
 }
 
 fn parse(args: impl Iterator<Item = String>) -> std::result::Result<Options, String> {

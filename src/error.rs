@@ -5,8 +5,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::process::ExitInfo;
-use crate::state::InstanceOutlook;
+use crate::state::{ExitInfo, InstanceOutlook};
 
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

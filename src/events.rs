@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::instance::ExitCause;
-use crate::process::ExitInfo;
+use crate::state::ExitCause;
+use crate::state::ExitInfo;
 
 /// Something that happened to an instance.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -33,7 +33,7 @@ pub enum Event {
         /// Its generation.
         generation: u64,
         /// How long it took to become ready.
-        #[serde(with = "crate::spec::duration_ms", rename = "took_ms")]
+        #[serde(with = "crate::duration::duration_ms", rename = "took_ms")]
         took: Duration,
     },
     /// A process could not be started.
@@ -61,7 +61,7 @@ pub enum Event {
         /// The instance index.
         instance: usize,
         /// The delay before it.
-        #[serde(with = "crate::spec::duration_ms", rename = "delay_ms")]
+        #[serde(with = "crate::duration::duration_ms", rename = "delay_ms")]
         delay: Duration,
         /// Restarts in the budget's window, this one included.
         attempt: u32,
@@ -73,7 +73,7 @@ pub enum Event {
         /// The instance index.
         instance: usize,
         /// When it is tried again on its own.
-        #[serde(with = "crate::spec::duration_ms", rename = "retry_in_ms")]
+        #[serde(with = "crate::duration::duration_ms", rename = "retry_in_ms")]
         retry_in: Duration,
     },
     /// The circuit breaker opened.
@@ -81,7 +81,7 @@ pub enum Event {
         /// The instance index.
         instance: usize,
         /// How long it stays open.
-        #[serde(with = "crate::spec::duration_ms", rename = "cooldown_ms")]
+        #[serde(with = "crate::duration::duration_ms", rename = "cooldown_ms")]
         cooldown: Duration,
     },
     /// The circuit breaker admits one trial request.

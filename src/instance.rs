@@ -16,61 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::breaker::CircuitState;
 use crate::error::{Error, Result};
 use crate::metrics::InstanceStats;
-use crate::process::ExitInfo;
-pub use crate::state::InstanceState;
-
-/// A complete answer from one instance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct Response {
-    /// The answer proper, as the protocol decodes it: what the model or REPL answered,
-    /// without echoes, prompt markers or bookkeeping lines (invalid UTF-8 replaced by U+FFFD).
-    /// For the framed protocol, the output minus its markers.
-    pub text: String,
-    /// The raw transcript of the turn's stdout, exactly as the tool wrote it (for debugging;
-    /// the framed protocol leaves out its markers).
-    pub bytes: Vec<u8>,
-    /// What the tool wrote to stderr while answering (minus a prompt marker shown there).
-    pub stderr: String,
-    /// The tool's session or thread id, where the protocol reports one (claude's
-    /// `session_id`, codex's thread id).
-    pub session_id: Option<String>,
-    /// Tokens used by the turn, where the tool reports them.
-    pub usage: Option<crate::protocol::Usage>,
-    /// The turn's cost in US dollars, where the tool reports it.
-    pub cost_usd: Option<f64>,
-    /// The instance that answered.
-    pub instance: usize,
-    /// The generation (restart count) of the process that answered.
-    pub generation: u64,
-    /// The pid of the process that answered.
-    pub pid: i32,
-    /// Time from submission to the complete answer.
-    #[serde(with = "crate::spec::duration_ms", rename = "elapsed_ms")]
-    pub elapsed: Duration,
-    /// Time from the prompt being written to the complete answer.
-    #[serde(with = "crate::spec::duration_ms", rename = "service_ms")]
-    pub service_time: Duration,
-    /// True when this prompt's session had been answered by another process before (its
-    /// instance died or was recycled) and the conversation could not be restored: the tool
-    /// has lost the conversation's context. [`Response::context_note`] says why.
-    pub context_lost: bool,
-    /// True when this prompt's session was answered by a restarted process that restored the
-    /// conversation (claude `--resume`, codex `thread/resume`, aider's chat history, or a
-    /// replay of a REPL's prompts).
-    pub context_restored: bool,
-    /// True when, since this session's last answer, another session's conversation moved into
-    /// the same process (shared sessions only): the tool's context now holds both.
-    pub context_mixed: bool,
-    /// Why the context was lost, restored or mixed, in words.
-    pub context_note: Option<String>,
-    /// The instance's moved-in count when the prompt was placed (for `context_mixed`).
-    #[serde(skip)]
-    pub(crate) mixing: u64,
-    /// Whether this process restored its predecessor's conversation.
-    #[serde(skip)]
-    pub(crate) restore: crate::state::Restore,
-}
+pub use crate::response::Response;
+use crate::state::ExitInfo;
+pub use crate::state::{ExitCause, InstanceState};
 
 /// A point-in-time view of one instance, from `status()` and `check_health()`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,7 +37,7 @@ pub struct InstanceStatus {
     /// How many processes this instance has started.
     pub generation: u64,
     /// Time since the current process started.
-    #[serde(with = "crate::spec::duration_ms", rename = "uptime_ms")]
+    #[serde(with = "crate::duration::duration_ms", rename = "uptime_ms")]
     pub uptime: Duration,
     /// Prompts queued or being answered.
     pub pending: usize,
@@ -275,6 +223,50 @@ impl InstanceShared {
         }
     }
 
+    /// This instance's metrics now (atomics, and `/proc` for the memory).
+    pub(crate) fn metrics(&self, now: Instant) -> crate::metrics::InstanceMetrics {
+        use crate::metrics::{InstanceMetrics, LatencySummary, FAILURE_KINDS, RESTART_REASONS};
+        let shared = self;
+        let stats = &shared.stats;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let histogram = stats.latency.snapshot();
+        let status = shared.status(false);
+        let in_flight = u64::from(stats.busy.load(Ordering::Relaxed));
+        InstanceMetrics {
+            index: shared.index,
+            state: status.state,
+            circuit: status.circuit,
+            pid: status.pid,
+            generation: status.generation,
+            prompts_sent: load(&stats.sent),
+            responses: load(&stats.completed),
+            failures: FAILURE_KINDS
+                .iter()
+                .zip(stats.failed.iter())
+                .map(|(k, v)| (k.to_string(), load(v)))
+                .collect(),
+            in_flight,
+            queued: (status.pending as u64).saturating_sub(in_flight),
+            latency: LatencySummary::of(&histogram),
+            histogram,
+            responses_last_minute: stats.responses_last_minute(now),
+            restarts: RESTART_REASONS
+                .iter()
+                .zip(stats.restarts.iter())
+                .map(|(k, v)| (k.as_str().to_string(), load(v)))
+                .collect(),
+            uptime_s: status.uptime.as_secs_f64(),
+            total_uptime_s: Duration::from_micros(load(&stats.uptime_total_us)).as_secs_f64()
+                + status.uptime.as_secs_f64(),
+            last_exit: status.last_exit,
+            rss_bytes: u32::try_from(status.pid)
+                .ok()
+                .filter(|&pid| pid > 0)
+                .and_then(|pid| crate::process::resident_memory_bytes(pid, true)),
+            stray_output_bytes: load(&stats.stray_output),
+        }
+    }
+
     /// A status snapshot; with `probe`, liveness is checked with `waitpid` now.
     pub(crate) fn status(&self, probe: bool) -> InstanceStatus {
         let info = self.info.lock();
@@ -374,58 +366,6 @@ impl Job {
     pub(crate) fn fail(self, error: Error) {
         let Job { prompt, reply, .. } = self;
         reply.send(Err(error.with_prompt(prompt)));
-    }
-}
-
-/// Why an instance's process is being (or was) stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ExitCause {
-    /// It exited or closed its output on its own.
-    Crashed,
-    /// It could not be started.
-    SpawnFailed,
-    /// It did not become ready in time.
-    NotReady,
-    /// An answer passed its deadline; its output could no longer be trusted.
-    Timeout,
-    /// An answer grew past the size cap.
-    TooLarge,
-    /// The liveness probe failed.
-    ProbeFailed,
-    /// It reached `max_requests` or `max_lifetime`.
-    Retired,
-    /// A restart was asked for by hand.
-    Manual,
-    /// Shutdown or resize.
-    Shutdown,
-    /// Its output broke the protocol (output where none was expected, a failed handshake).
-    Protocol,
-}
-
-impl ExitCause {
-    /// The cause as a lowercase word, as used in metrics labels.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ExitCause::Crashed => "crashed",
-            ExitCause::SpawnFailed => "spawn_failed",
-            ExitCause::NotReady => "not_ready",
-            ExitCause::Timeout => "timeout",
-            ExitCause::TooLarge => "too_large",
-            ExitCause::ProbeFailed => "probe_failed",
-            ExitCause::Retired => "retired",
-            ExitCause::Manual => "manual",
-            ExitCause::Shutdown => "shutdown",
-            ExitCause::Protocol => "protocol",
-        }
-    }
-
-    /// Whether this cause counts as a failure (for the breaker, the budget and backoff).
-    pub fn is_failure(&self) -> bool {
-        !matches!(
-            self,
-            ExitCause::Retired | ExitCause::Manual | ExitCause::Shutdown
-        )
     }
 }
 

@@ -146,6 +146,7 @@ mod clock;
 mod cluster;
 pub mod demo;
 mod dispatch;
+mod duration;
 mod error;
 mod events;
 mod framing;
@@ -160,9 +161,11 @@ mod pool;
 mod process;
 mod prometheus;
 pub mod protocol;
+mod protocol_api;
 mod registry;
 mod reply;
 mod request;
+mod response;
 mod routing;
 mod session;
 mod spec;
@@ -175,11 +178,12 @@ pub use budget::{BudgetConfig, RestartBudget};
 pub use cancel::CancelHandle;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cluster::{launch_cluster, ClusterBuilder, ClusterHealth, ClusterManager, RetryPolicy};
+pub use duration::MAX_DURATION;
 pub use error::{Error, Result, TimeoutStage};
 pub use events::{Event, EventSink};
 pub use guardian::start_guardian;
 pub use histogram::{Histogram, PROMETHEUS_BOUNDS};
-pub use instance::{ExitCause, InstanceStatus, Response, StopMethod, StopOutcome};
+pub use instance::{InstanceStatus, StopMethod, StopOutcome};
 pub use metrics::{
     ClusterMetrics, InstanceMetrics, LatencySummary, MetricsSnapshot, FAILURE_KINDS,
     RESTART_REASONS,
@@ -187,18 +191,18 @@ pub use metrics::{
 pub use metrics_server::MetricsServer;
 pub use monitor::{LivenessProbe, SupervisionConfig};
 pub use pool::{PoolBuilder, ShutdownReport, ToolProcessPool};
-pub use process::{resident_memory_bytes, ExitInfo};
+pub use process::resident_memory_bytes;
 pub use registry::{ToolRegistry, DEMO_PROGRAM_PLACEHOLDER, TOOLS_ENV};
 pub use request::Request;
+pub use response::Response;
 pub use routing::{
     Candidate, LeastBusy, RoundRobin, RouteContext, Router, SessionMode, Sticky, Strategy,
 };
 pub use session::Session;
 pub use spec::{
     EnvSpec, Framing, InputFormat, Readiness, Replay, RestartPolicy, Stream, ToolSpec, Transport,
-    MAX_DURATION,
 };
-pub use state::{InstanceOutlook, InstanceState};
+pub use state::{ExitCause, ExitInfo, InstanceOutlook, InstanceState};
 pub use ticket::{Chunks, Ticket};
 
 /// Compiles the README's example with the doctests, so it cannot drift from the API.

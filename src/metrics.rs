@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::breaker::CircuitState;
 use crate::error::Error;
 use crate::histogram::{AtomicHistogram, Histogram};
-use crate::instance::{ExitCause, InstanceShared, InstanceState};
-use crate::process::ExitInfo;
+use crate::state::ExitInfo;
+use crate::state::{ExitCause, InstanceState};
 
 /// The failure kinds counted per instance.
 pub const FAILURE_KINDS: [&str; 4] = ["timeout", "died", "rejected", "error"];
@@ -134,6 +134,11 @@ impl InstanceStats {
     /// problem).
     pub(crate) fn on_stray_output(&self, bytes: usize) {
         self.stray_output.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Answers in the last 60 s.
+    pub(crate) fn responses_last_minute(&self, now: Instant) -> u64 {
+        self.minute.last_minute(now)
     }
 
     pub(crate) fn on_sent(&self) {
@@ -263,47 +268,6 @@ impl InstanceMetrics {
     /// All restarts, for every reason.
     pub fn restarts_total(&self) -> u64 {
         self.restarts.values().sum()
-    }
-
-    pub(crate) fn read(shared: &InstanceShared, now: Instant) -> Self {
-        let stats = &shared.stats;
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let histogram = stats.latency.snapshot();
-        let status = shared.status(false);
-        let in_flight = u64::from(stats.busy.load(Ordering::Relaxed));
-        InstanceMetrics {
-            index: shared.index,
-            state: status.state,
-            circuit: status.circuit,
-            pid: status.pid,
-            generation: status.generation,
-            prompts_sent: load(&stats.sent),
-            responses: load(&stats.completed),
-            failures: FAILURE_KINDS
-                .iter()
-                .zip(stats.failed.iter())
-                .map(|(k, v)| (k.to_string(), load(v)))
-                .collect(),
-            in_flight,
-            queued: (status.pending as u64).saturating_sub(in_flight),
-            latency: LatencySummary::of(&histogram),
-            histogram,
-            responses_last_minute: stats.minute.last_minute(now),
-            restarts: RESTART_REASONS
-                .iter()
-                .zip(stats.restarts.iter())
-                .map(|(k, v)| (k.as_str().to_string(), load(v)))
-                .collect(),
-            uptime_s: status.uptime.as_secs_f64(),
-            total_uptime_s: Duration::from_micros(load(&stats.uptime_total_us)).as_secs_f64()
-                + status.uptime.as_secs_f64(),
-            last_exit: status.last_exit,
-            rss_bytes: u32::try_from(status.pid)
-                .ok()
-                .filter(|&pid| pid > 0)
-                .and_then(|pid| crate::process::resident_memory_bytes(pid, true)),
-            stray_output_bytes: load(&stats.stray_output),
-        }
     }
 }
 
@@ -461,11 +425,6 @@ impl MetricsSnapshot {
     /// The snapshot as pretty JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-    }
-
-    /// The snapshot in the Prometheus text exposition format (version 0.0.4).
-    pub fn to_prometheus(&self) -> String {
-        crate::prometheus::render(self)
     }
 }
 

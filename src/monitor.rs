@@ -16,10 +16,12 @@ use crate::breaker::{BreakerConfig, BreakerTransition, CircuitBreaker, CircuitSt
 use crate::budget::{BudgetConfig, RestartBudget};
 use crate::error::{Error, Result};
 use crate::events::Event;
-use crate::instance::{Control, ExitCause, InstanceState, IoEvent, Job, Response};
+use crate::instance::{Control, IoEvent, Job};
 use crate::pool::PoolCore;
-use crate::process::ExitInfo;
+use crate::response::Response;
 use crate::spec::RestartPolicy;
+use crate::state::ExitInfo;
+use crate::state::{ExitCause, InstanceState};
 
 /// A liveness probe: a prompt sent to idle instances now and then, whose answer must contain
 /// `expect`. It catches instances that are alive but stuck.
@@ -31,10 +33,10 @@ pub struct LivenessProbe {
     /// Text the answer must contain.
     pub expect: String,
     /// How often an idle instance is probed.
-    #[serde(rename = "interval_ms", with = "crate::spec::duration_ms")]
+    #[serde(rename = "interval_ms", with = "crate::duration::duration_ms")]
     pub interval: Duration,
     /// How long the answer may take.
-    #[serde(rename = "timeout_ms", with = "crate::spec::duration_ms")]
+    #[serde(rename = "timeout_ms", with = "crate::duration::duration_ms")]
     pub timeout: Duration,
 }
 
@@ -43,7 +45,7 @@ pub struct LivenessProbe {
 #[serde(default, deny_unknown_fields)]
 pub struct SupervisionConfig {
     /// How often the monitor polls `waitpid` and checks timers. Defaults to 5 s.
-    #[serde(rename = "health_interval_ms", with = "crate::spec::duration_ms")]
+    #[serde(rename = "health_interval_ms", with = "crate::duration::duration_ms")]
     pub health_interval: Duration,
     /// Restart delays.
     pub backoff: BackoffConfig,
@@ -54,7 +56,7 @@ pub struct SupervisionConfig {
     /// Replace a process after this many answers (drained first). Defaults to never.
     pub max_requests: Option<u64>,
     /// Replace a process after it has run this long (drained first). Defaults to never.
-    #[serde(rename = "max_lifetime_ms", with = "crate::spec::opt_duration_ms")]
+    #[serde(rename = "max_lifetime_ms", with = "crate::duration::opt_duration_ms")]
     pub max_lifetime: Option<Duration>,
     /// An optional liveness probe. Defaults to none.
     pub probe: Option<LivenessProbe>,

@@ -31,7 +31,7 @@ pub struct ShutdownReport {
     /// One line per instance, by index.
     pub instances: Vec<StopOutcome>,
     /// How long the shutdown took.
-    #[serde(with = "crate::spec::duration_ms", rename = "took_ms")]
+    #[serde(with = "crate::duration::duration_ms", rename = "took_ms")]
     pub took: Duration,
 }
 
@@ -353,11 +353,8 @@ impl PoolCore {
         refused: (u64, u64),
     ) -> crate::metrics::MetricsSnapshot {
         let now = Instant::now();
-        let instances = self.with_instances(|all| {
-            all.iter()
-                .map(|h| crate::metrics::InstanceMetrics::read(&h.shared, now))
-                .collect()
-        });
+        let instances =
+            self.with_instances(|all| all.iter().map(|h| h.shared.metrics(now)).collect());
         let uptime = if uptime.is_zero() {
             now.saturating_duration_since(self.launched)
         } else {

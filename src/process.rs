@@ -13,7 +13,6 @@
 //! - On Linux, a pidfd makes the exit observable with `poll(2)`, even while a grandchild keeps
 //!   the pipes open.
 
-use std::fmt;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -27,42 +26,11 @@ use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, OutputFlags, SetArg};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::spec::{ToolSpec, Transport};
 
-/// How a child process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ExitInfo {
-    /// It exited with this code.
-    Code(i32),
-    /// It was killed by this signal number.
-    Signal(i32),
-    /// It was reaped by someone else (foreign code called `waitpid(-1)`); the status is lost.
-    Unknown,
-}
-
-impl ExitInfo {
-    /// True for exit code 0.
-    pub fn success(&self) -> bool {
-        matches!(self, ExitInfo::Code(0))
-    }
-}
-
-impl fmt::Display for ExitInfo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExitInfo::Code(code) => write!(f, "exit code {code}"),
-            ExitInfo::Signal(sig) => match Signal::try_from(*sig) {
-                Ok(s) => write!(f, "killed by {}", s.as_str()),
-                Err(_) => write!(f, "killed by signal {sig}"),
-            },
-            ExitInfo::Unknown => write!(f, "exit status unknown"),
-        }
-    }
-}
+pub use crate::state::ExitInfo;
 
 /// A running (or exited, not yet reaped) child: the pid and the once-only reaping guard.
 #[derive(Debug)]

@@ -9,8 +9,8 @@ use std::fmt::Write;
 
 use crate::breaker::CircuitState;
 use crate::histogram::PROMETHEUS_BOUNDS;
-use crate::instance::InstanceState;
 use crate::metrics::{InstanceMetrics, MetricsSnapshot};
+use crate::state::InstanceState;
 
 /// Escapes a label value: backslash, double quote and newline.
 fn escape(value: &str) -> String {
@@ -100,6 +100,13 @@ fn format_value(v: f64) -> String {
         format!("{}", v as i64)
     } else {
         format!("{v}")
+    }
+}
+
+impl MetricsSnapshot {
+    /// The snapshot in the Prometheus text exposition format (version 0.0.4).
+    pub fn to_prometheus(&self) -> String {
+        render(self)
     }
 }
 

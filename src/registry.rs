@@ -1,7 +1,7 @@
 //! [`ToolRegistry`]: tool id -> [`ToolSpec`], with built-ins and JSON files.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -363,25 +363,11 @@ fn codex_spec() -> ToolSpec {
         .stop_grace(Duration::from_secs(5))
 }
 
-/// The directories searched for a sibling executable: the current executable's directory and
-/// its parent (so `target/debug/examples/x` and `target/debug/deps/x` find `target/debug/`).
-pub(crate) fn sibling_dirs() -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            dirs.push(dir.to_path_buf());
-            if let Some(parent) = dir.parent() {
-                dirs.push(parent.to_path_buf());
-            }
-        }
-    }
-    dirs
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::path::PathBuf;
 
     fn temp_file(name: &str, text: &str) -> PathBuf {
         let path = std::env::temp_dir().join(format!("aim-reg-{}-{name}.json", std::process::id()));

@@ -12,7 +12,7 @@ use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
-use crate::instance::Response;
+use crate::response::Response;
 
 #[derive(Debug, Default)]
 pub(crate) struct Slot {

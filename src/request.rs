@@ -29,7 +29,7 @@ impl TimeLimit {
     /// The deadline for a request submitted at `now`; capped so it cannot overflow.
     pub(crate) fn resolve(&self, now: Instant, default: Duration) -> Instant {
         let from_timeout = |t: Duration| crate::clock::after(now, t);
-        let latest = crate::clock::after(now, crate::spec::MAX_DURATION);
+        let latest = crate::clock::after(now, crate::duration::MAX_DURATION);
         match (self.timeout, self.deadline) {
             (None, None) => from_timeout(default),
             (Some(t), None) => from_timeout(t),

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::breaker::CircuitState;
 use crate::error::Error;
 use crate::framing::splitmix64;
-use crate::instance::InstanceState;
+use crate::state::InstanceState;
 
 /// One instance as a router sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,8 +6,8 @@ use parking_lot::Mutex;
 
 use crate::cluster::ClusterManager;
 use crate::error::Result;
-use crate::instance::Response;
 use crate::request::Request;
+use crate::response::Response;
 use crate::ticket::Ticket;
 
 /// Tracks which process answered a session last (instance, generation, and the instance's

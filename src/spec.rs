@@ -7,13 +7,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{CustomProtocol, Protocol, ProtocolKind};
+pub use crate::protocol_api::Stream;
+use crate::protocol_api::{CustomProtocol, Protocol, ProtocolKind};
 
+use crate::duration::{duration_ms, MAX_DURATION};
 use crate::error::{Error, Result};
-
-/// The longest duration any setting may have (one year): deadlines are computed by adding
-/// durations to `Instant`s, and this keeps every such sum far from overflowing.
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Rejects durations over [`MAX_DURATION`] (and zero, when `positive`).
 pub(crate) fn check_duration(field: &str, value: Duration, positive: bool) -> Result<()> {
@@ -24,37 +22,6 @@ pub(crate) fn check_duration(field: &str, value: Duration, positive: bool) -> Re
         return Err(Error::config(field, "must be at most one year"));
     }
     Ok(())
-}
-
-/// Serde helpers: `Duration` in the Rust API, whole milliseconds (`*_ms`) in JSON.
-pub(crate) mod duration_ms {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
-}
-
-/// As [`duration_ms`], for `Option<Duration>` (`null` for none).
-pub(crate) mod opt_duration_ms {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Option::<u64>::deserialize(d).map(|o| o.map(Duration::from_millis))
-    }
 }
 
 /// How the child's standard streams are connected.
@@ -68,17 +35,6 @@ pub enum Transport {
     /// terminal. Echo and canonical mode are switched off, so long prompts are not cut at the
     /// terminal's 4 KiB line limit and the prompt is not read back as output.
     Pty,
-}
-
-/// Which output stream a marker is looked for on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stream {
-    /// Standard output (the PTY when the transport is [`Transport::Pty`]).
-    #[default]
-    Stdout,
-    /// Standard error (python over pipes prints its `>>> ` prompt there).
-    Stderr,
 }
 
 /// When an answer is complete. See `docs/tools.md` for choosing one.
@@ -362,12 +318,9 @@ impl ToolSpec {
         self
     }
 
-    /// The protocol this spec uses: the custom one, or the shipped `protocol` built for it.
-    pub fn build_protocol(&self) -> Arc<dyn Protocol> {
-        match &self.custom_protocol {
-            Some(custom) => Arc::clone(&custom.0),
-            None => self.protocol.build(self),
-        }
+    /// The custom protocol, if one was set.
+    pub(crate) fn custom(&self) -> Option<&Arc<dyn Protocol>> {
+        self.custom_protocol.as_ref().map(|c| &c.0)
     }
 
     /// Replays the prompts that succeeded into a restarted process. Defaults to none.

@@ -1,9 +1,94 @@
-//! Vocabulary for where an instance is: [`InstanceState`], and [`InstanceOutlook`], what a
+//! Vocabulary for where an instance and its process are: [`InstanceState`], how a process
+//! ended ([`ExitInfo`]) and why it was stopped ([`ExitCause`]), and [`InstanceOutlook`], what a
 //! prompt that found no instance is told about each one.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+/// How a child process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitInfo {
+    /// It exited with this code.
+    Code(i32),
+    /// It was killed by this signal number.
+    Signal(i32),
+    /// It was reaped by someone else (foreign code called `waitpid(-1)`); the status is lost.
+    Unknown,
+}
+
+impl ExitInfo {
+    /// True for exit code 0.
+    pub fn success(&self) -> bool {
+        matches!(self, ExitInfo::Code(0))
+    }
+}
+
+impl std::fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitInfo::Code(code) => write!(f, "exit code {code}"),
+            ExitInfo::Signal(sig) => match nix::sys::signal::Signal::try_from(*sig) {
+                Ok(s) => write!(f, "killed by {}", s.as_str()),
+                Err(_) => write!(f, "killed by signal {sig}"),
+            },
+            ExitInfo::Unknown => write!(f, "exit status unknown"),
+        }
+    }
+}
+
+/// Why an instance's process is being (or was) stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitCause {
+    /// It exited or closed its output on its own.
+    Crashed,
+    /// It could not be started.
+    SpawnFailed,
+    /// It did not become ready in time.
+    NotReady,
+    /// An answer passed its deadline; its output could no longer be trusted.
+    Timeout,
+    /// An answer grew past the size cap.
+    TooLarge,
+    /// The liveness probe failed.
+    ProbeFailed,
+    /// It reached `max_requests` or `max_lifetime`.
+    Retired,
+    /// A restart was asked for by hand.
+    Manual,
+    /// Shutdown or resize.
+    Shutdown,
+    /// Its output broke the protocol (output where none was expected, a failed handshake).
+    Protocol,
+}
+
+impl ExitCause {
+    /// The cause as a lowercase word, as used in metrics labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ExitCause::Crashed => "crashed",
+            ExitCause::SpawnFailed => "spawn_failed",
+            ExitCause::NotReady => "not_ready",
+            ExitCause::Timeout => "timeout",
+            ExitCause::TooLarge => "too_large",
+            ExitCause::ProbeFailed => "probe_failed",
+            ExitCause::Retired => "retired",
+            ExitCause::Manual => "manual",
+            ExitCause::Shutdown => "shutdown",
+            ExitCause::Protocol => "protocol",
+        }
+    }
+
+    /// Whether this cause counts as a failure (for the breaker, the budget and backoff).
+    pub fn is_failure(&self) -> bool {
+        !matches!(
+            self,
+            ExitCause::Retired | ExitCause::Manual | ExitCause::Shutdown
+        )
+    }
+}
 
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -97,7 +182,7 @@ pub struct InstanceOutlook {
     pub circuit_open: bool,
     /// The earliest it may take prompts again, from then: `Some(ZERO)` for "any moment"
     /// (starting, or restarting now), `None` for never (stopped for good).
-    #[serde(with = "crate::spec::opt_duration_ms", rename = "returns_in_ms")]
+    #[serde(with = "crate::duration::opt_duration_ms", rename = "returns_in_ms")]
     pub returns_in: Option<Duration>,
 }
 

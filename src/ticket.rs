@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::cancel::Canceller;
 use crate::error::{Error, Result};
-use crate::instance::Response;
 use crate::reply::Slot;
+use crate::response::Response;
 use crate::session::SessionLink;
 
 /// The text of a streamed answer as it arrives, from [`Ticket::chunks`]: an iterator whose

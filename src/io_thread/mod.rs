@@ -34,9 +34,10 @@ use crate::instance::{
     StopMethod, StopOutcome,
 };
 use crate::pool::DispatchHooks;
-use crate::process::{self, poll_timeout, ChildIo, ChildProcess, ExitInfo};
+use crate::process::{self, poll_timeout, ChildIo, ChildProcess};
 use crate::protocol::{Between, Context, Conversation, Protocol, Step};
 use crate::spec::{Stream, ToolSpec};
+use crate::state::ExitInfo;
 
 /// The longest stderr line kept; longer lines are cut.
 const MAX_STDERR_LINE: usize = 1024;
