@@ -5,8 +5,8 @@ use std::sync::{Arc, Weak};
 
 use crossbeam_channel::Sender;
 
+use crate::fleet::Fleet;
 use crate::instance::Control;
-use crate::pool::PoolCore;
 
 /// Cancels one submitted prompt from anywhere: a cheap, `Send` handle from
 /// [`Ticket::cancel_handle`](crate::Ticket::cancel_handle), for a thread that does not own the
@@ -39,7 +39,7 @@ impl CancelHandle {
 pub(crate) struct Canceller {
     flag: Arc<AtomicBool>,
     placed: Arc<AtomicUsize>,
-    core: Weak<PoolCore>,
+    core: Weak<Fleet>,
     dispatcher: Option<Sender<()>>,
 }
 
@@ -47,7 +47,7 @@ impl Canceller {
     pub(crate) fn new(
         flag: Arc<AtomicBool>,
         placed: Arc<AtomicUsize>,
-        core: Weak<PoolCore>,
+        core: Weak<Fleet>,
         dispatcher: Option<Sender<()>>,
     ) -> Self {
         Canceller {

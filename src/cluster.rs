@@ -25,7 +25,7 @@ use crate::registry::ToolRegistry;
 use crate::request::Request;
 use crate::response::Response;
 use crate::routing::{Router, SessionMode, Sticky, Strategy};
-use crate::session::{Session, SessionLink};
+use crate::session_link::SessionLink;
 use crate::spec::ToolSpec;
 use crate::ticket::Ticket;
 
@@ -327,13 +327,6 @@ impl ClusterManager {
         )
     }
 
-    /// A session: its prompts stay on one instance (with [`Strategy::Sticky`]), and a
-    /// response says when the session's context was lost because its instance died or was
-    /// recycled. The session's routing entry is forgotten when the last clone is dropped.
-    pub fn session(&self, key: impl Into<String>) -> Session {
-        Session::new(self.clone(), key.into())
-    }
-
     /// A snapshot of every metric: per instance and for the cluster. Reads atomics and, for
     /// resident memory, `/proc`; takes no lock an answer needs.
     ///
@@ -474,7 +467,7 @@ pub struct ClusterBuilder {
     strategy: Strategy,
     session_mode: Option<SessionMode>,
     /// Supervision settings given one by one: they win over `supervision(...)`.
-    overrides: crate::monitor::SupervisionOverrides,
+    overrides: crate::supervision::SupervisionOverrides,
     options: PoolOptions,
     backlog_capacity: usize,
     submit_timeout: Duration,
@@ -641,7 +634,7 @@ impl ClusterBuilder {
             other => other.router(),
         });
         let dispatch = Arc::new(Dispatch::new(
-            Arc::clone(&core),
+            Arc::clone(core.fleet()),
             router,
             backlog,
             self.backlog_capacity,

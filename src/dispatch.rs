@@ -17,9 +17,9 @@ use crossbeam_channel::{select, Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::error::{Error, TimeoutStage};
+use crate::fleet::Fleet;
 use crate::instance::{InstanceHandle, Job};
 use crate::metrics::DispatchStats;
-use crate::pool::PoolCore;
 use crate::routing::{Candidate, RouteContext, Router};
 use crate::state::InstanceOutlook;
 
@@ -75,7 +75,7 @@ pub(crate) struct Unplaced {
 }
 
 pub(crate) struct Dispatch {
-    core: Arc<PoolCore>,
+    core: Arc<Fleet>,
     routing: Mutex<Routing>,
     /// The router's name, read once: reading it never waits for the routing lock.
     router_name: String,
@@ -97,7 +97,7 @@ impl std::fmt::Debug for Dispatch {
 
 impl Dispatch {
     pub(crate) fn new(
-        core: Arc<PoolCore>,
+        core: Arc<Fleet>,
         router: Box<dyn Router>,
         backlog_len: Arc<AtomicUsize>,
         backlog_capacity: usize,

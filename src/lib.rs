@@ -149,6 +149,7 @@ mod dispatch;
 mod duration;
 mod error;
 mod events;
+mod fleet;
 mod framing;
 mod guardian;
 mod histogram;
@@ -168,8 +169,10 @@ mod request;
 mod response;
 mod routing;
 mod session;
+mod session_link;
 mod spec;
 mod state;
+mod supervision;
 mod ticket;
 
 pub use backoff::{Backoff, BackoffConfig, Jitter};
@@ -189,7 +192,6 @@ pub use metrics::{
     RESTART_REASONS,
 };
 pub use metrics_server::MetricsServer;
-pub use monitor::{LivenessProbe, SupervisionConfig};
 pub use pool::{PoolBuilder, ShutdownReport, ToolProcessPool};
 pub use process::resident_memory_bytes;
 pub use registry::{ToolRegistry, DEMO_PROGRAM_PLACEHOLDER, TOOLS_ENV};
@@ -203,6 +205,7 @@ pub use spec::{
     EnvSpec, Framing, InputFormat, Readiness, Replay, RestartPolicy, Stream, ToolSpec, Transport,
 };
 pub use state::{ExitCause, ExitInfo, InstanceOutlook, InstanceState};
+pub use supervision::{LivenessProbe, SupervisionConfig};
 pub use ticket::{Chunks, Ticket};
 
 /// Compiles the README's example with the doctests, so it cannot drift from the API.

@@ -1,6 +1,6 @@
 //! [`ToolProcessPool`]: N supervised instances of one tool, addressed by index.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -11,14 +11,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::events::EventSink;
+pub(crate) use crate::fleet::DispatchHooks;
+use crate::fleet::Fleet;
 use crate::instance::{
     Control, Doorbell, InstanceHandle, InstanceShared, InstanceState, InstanceStatus, IoEvent, Job,
     Response, StopMethod, StopOutcome,
 };
 use crate::io_thread::{IoThread, IoThreadConfig};
-use crate::monitor::{Monitor, MonitorCommand, SupervisionConfig};
+use crate::monitor::{Monitor, MonitorCommand};
 use crate::request::TimeLimit;
 use crate::spec::ToolSpec;
+use crate::supervision::SupervisionConfig;
 use crate::ticket::Ticket;
 
 /// Extra time allowed past a stop's deadline for SIGTERM, SIGKILL and reaping.
@@ -81,39 +84,35 @@ impl Default for PoolOptions {
     }
 }
 
-/// How a cluster's dispatcher hears from the pool.
-#[derive(Debug, Clone)]
-pub(crate) struct DispatchHooks {
-    /// Jobs that may move go here when their instance cannot answer them.
-    pub rehome: Sender<Job>,
-    /// Rung when an instance becomes ready, its circuit changes, or (while the backlog is not
-    /// empty) it frees a queue slot.
-    pub changes: Sender<()>,
-    /// How many prompts wait in the dispatcher's backlog.
-    pub backlog: Arc<AtomicUsize>,
-}
-
-/// The pool's internals, shared by its handle, the monitor and (for a cluster) the dispatcher.
+/// The pool's internals: launching, adding and removing instances, submissions, shutdown.
+/// The state the monitor and the dispatcher share with it is the [`Fleet`] it derefs to.
 pub(crate) struct PoolCore {
-    pub spec: Arc<ToolSpec>,
-    /// How prompts are encoded and answers framed and decoded (built once from the spec).
-    pub protocol: Arc<dyn crate::protocol::Protocol>,
-    pub supervision: SupervisionConfig,
-    pub queue_capacity: usize,
+    fleet: Arc<Fleet>,
     drain_timeout: Duration,
     start_at_once: usize,
     raise_fd_limit: bool,
-    pub sink: Option<Arc<dyn EventSink>>,
     record_metrics: bool,
     stuck_after: Duration,
-    instances: RwLock<Vec<Arc<InstanceHandle>>>,
     events_tx: Sender<IoEvent>,
     monitor_tx: Sender<MonitorCommand>,
     monitor: Mutex<Option<JoinHandle<()>>>,
-    hooks: Option<DispatchHooks>,
-    closed: AtomicBool,
     report: Mutex<Option<ShutdownReport>>,
     launched: Instant,
+}
+
+impl PoolCore {
+    /// The state shared with the monitor and the dispatcher.
+    pub(crate) fn fleet(&self) -> &Arc<Fleet> {
+        &self.fleet
+    }
+}
+
+impl std::ops::Deref for PoolCore {
+    type Target = Fleet;
+
+    fn deref(&self) -> &Fleet {
+        &self.fleet
+    }
 }
 
 impl std::fmt::Debug for PoolCore {
@@ -155,27 +154,30 @@ impl PoolCore {
         }
         let (events_tx, events_rx) = unbounded();
         let (monitor_tx, monitor_rx) = unbounded();
-        let core = Arc::new(PoolCore {
+        let fleet = Arc::new(Fleet {
             protocol: spec.build_protocol(),
             spec: Arc::new(spec),
             supervision: options.supervision,
             queue_capacity: options.queue_capacity,
+            sink: options.sink,
+            instances: RwLock::new(Vec::with_capacity(count)),
+            hooks,
+            closed: AtomicBool::new(false),
+        });
+        let core = Arc::new(PoolCore {
+            fleet: Arc::clone(&fleet),
             drain_timeout: options.drain_timeout,
             start_at_once: options.start_at_once,
             raise_fd_limit: options.raise_fd_limit,
-            sink: options.sink,
             record_metrics: options.record_metrics,
             stuck_after: options.stuck_after,
-            instances: RwLock::new(Vec::with_capacity(count)),
             events_tx,
             monitor_tx,
             monitor: Mutex::new(None),
-            hooks,
-            closed: AtomicBool::new(false),
             report: Mutex::new(None),
             launched: Instant::now(),
         });
-        let monitor = Monitor::new(Arc::clone(&core), events_rx, monitor_rx);
+        let monitor = Monitor::new(fleet, events_rx, monitor_rx);
         let thread = std::thread::Builder::new()
             .name(format!("aim-monitor-{}", core.spec.name))
             .spawn(move || monitor.run())
@@ -322,28 +324,6 @@ impl PoolCore {
         )))
     }
 
-    pub(crate) fn instance(&self, index: usize) -> Option<Arc<InstanceHandle>> {
-        self.instances.read().get(index).cloned()
-    }
-
-    pub(crate) fn instances(&self) -> Vec<Arc<InstanceHandle>> {
-        self.instances.read().clone()
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.instances.read().len()
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn notify_change(&self) {
-        if let Some(hooks) = &self.hooks {
-            let _ = hooks.changes.try_send(());
-        }
-    }
-
     /// Reads every instance's metrics and builds a snapshot.
     pub(crate) fn metrics(
         &self,
@@ -368,11 +348,6 @@ impl PoolCore {
             backlog,
             refused,
         )
-    }
-
-    /// Runs `f` on the instances under the read lock (no clone of the list).
-    pub(crate) fn with_instances<R>(&self, f: impl FnOnce(&[Arc<InstanceHandle>]) -> R) -> R {
-        f(&self.instances.read())
     }
 
     /// Builds a job for `prompt` that must end within `limit` (default: `default_timeout`).
@@ -427,7 +402,7 @@ impl PoolCore {
         crate::cancel::Canceller::new(
             Arc::clone(&job.cancel),
             Arc::clone(&job.placed),
-            Arc::downgrade(self),
+            Arc::downgrade(&self.fleet),
             dispatcher,
         )
     }

@@ -8,7 +8,7 @@ use crate::cancel::Canceller;
 use crate::error::{Error, Result};
 use crate::reply::Slot;
 use crate::response::Response;
-use crate::session::SessionLink;
+use crate::session_link::SessionLink;
 
 /// The text of a streamed answer as it arrives, from [`Ticket::chunks`]: an iterator whose
 /// `next` blocks until the next piece, or returns `None` once the answer has ended. `Send`,

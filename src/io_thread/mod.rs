@@ -29,11 +29,11 @@ use nix::sys::signal::Signal;
 use crate::ansi::AnsiStripper;
 use crate::breaker::CircuitState;
 use crate::error::{Error, Result};
+use crate::fleet::DispatchHooks;
 use crate::instance::{
     Control, Doorbell, ExitCause, InstanceShared, InstanceState, IoEvent, Job, Response,
     StopMethod, StopOutcome,
 };
-use crate::pool::DispatchHooks;
 use crate::process::{self, poll_timeout, ChildIo, ChildProcess};
 use crate::protocol::{Between, Context, Conversation, Protocol, Step};
 use crate::spec::{Stream, ToolSpec};
