@@ -165,7 +165,7 @@ impl Dispatch {
                 Some(i) if routing.snapshot.get(i).is_some_and(|c| c.is_eligible()) => {
                     match self.core.instance(i) {
                         Some(handle) => {
-                            handle.shared.pending.fetch_add(1, Ordering::AcqRel);
+                            handle.shared.reserve();
                             Ok(handle)
                         }
                         // Removed by a resize since the snapshot.

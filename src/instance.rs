@@ -75,9 +75,10 @@ pub(crate) struct InstanceShared {
     circuit: AtomicU8,
     generation: AtomicU64,
     pid: AtomicI32,
-    /// Prompts queued or in flight; incremented by whoever enqueues, decremented by the I/O
-    /// thread when it answers, fails or hands a prompt back.
-    pub pending: AtomicUsize,
+    /// Prompts queued or in flight. Changed only through `reserve`, `try_reserve` and
+    /// `release` (all here): +1 when a job is placed on the instance, -1 exactly once when the
+    /// I/O thread answers, fails or hands it back, or when handing it over fails.
+    pending: AtomicUsize,
     /// Answers completed by the current process (for `max_requests`).
     pub served: AtomicU64,
     /// Sessions that moved into this instance from another (shared mode): sessions already
@@ -177,6 +178,25 @@ impl InstanceShared {
 
     pub(crate) fn pending(&self) -> usize {
         self.pending.load(Ordering::Acquire)
+    }
+
+    /// Counts a job placed on this instance (the caller checked it has room).
+    pub(crate) fn reserve(&self) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Counts a job placed on this instance if it has fewer than `capacity`; false if full.
+    pub(crate) fn try_reserve(&self, capacity: usize) -> bool {
+        self.pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                (p < capacity).then_some(p + 1)
+            })
+            .is_ok()
+    }
+
+    /// A job placed here was answered, failed, handed back or never handed over.
+    pub(crate) fn release(&self) {
+        self.pending.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Records a new process; returns its generation.
@@ -548,7 +568,7 @@ impl InstanceHandle {
                 Ok(())
             }
             Err(e) => {
-                self.shared.pending.fetch_sub(1, Ordering::AcqRel);
+                self.shared.release();
                 Err(e.into_inner())
             }
         }

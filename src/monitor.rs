@@ -4,7 +4,6 @@
 //! restart budget and circuit breaker, schedules restarts, runs liveness probes and retires
 //! old processes. Timers are `select!` timeouts, never sleeps.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -487,7 +486,7 @@ impl Monitor {
             crate::reply::Reply::channel(self.probe_tx.clone()),
             true,
         );
-        handle.shared.pending.fetch_add(1, Ordering::AcqRel);
+        handle.shared.reserve();
         if handle.enqueue(job).is_ok() {
             self.instances[index].probe = Some(handle.shared.generation());
             // The next probe is timed from the answer.

@@ -429,12 +429,7 @@ impl PoolCore {
                 prompt: Some(job.prompt),
             });
         }
-        let reserved = shared
-            .pending
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
-                (p < self.queue_capacity).then_some(p + 1)
-            });
-        if reserved.is_err() {
+        if !shared.try_reserve(self.queue_capacity) {
             return Err(Error::Busy { prompt: job.prompt });
         }
         handle.enqueue(job).map_err(|job| Error::Shutdown {

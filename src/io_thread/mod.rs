@@ -327,7 +327,7 @@ impl IoThread {
             // Its process is gone; the next one replays the history again.
             return;
         }
-        self.cfg.shared.pending.fetch_sub(1, Ordering::AcqRel);
+        self.cfg.shared.release();
         if !job.pinned {
             if let Some(rehome) = self.cfg.hooks.as_ref().map(|h| &h.rehome) {
                 job.placed.store(usize::MAX, Ordering::Release);
@@ -429,7 +429,7 @@ impl IoThread {
             return;
         }
         let shared = &self.cfg.shared;
-        shared.pending.fetch_sub(1, Ordering::AcqRel);
+        shared.release();
         self.wake_dispatcher();
         match &result {
             Ok(response) => {
