@@ -12,7 +12,7 @@ use aim::{ClusterManager, Framing, Strategy, ToolSpec};
 use common::*;
 
 fn rss_kib() -> u64 {
-    aim::resident_memory_bytes(std::process::id(), false).unwrap_or(0) / 1024
+    aim::resident_memory_bytes(std::process::id() as i32, false).unwrap_or(0) / 1024
 }
 
 fn main() {

@@ -60,8 +60,7 @@ pub enum RetryPolicy {
 /// [`Error::UnknownTool`] (listing the known ids), [`Error::ToolsFile`],
 /// [`Error::InvalidConfig`], [`Error::Spawn`], [`Error::NotReady`].
 pub fn launch_cluster(tool_id: &str, count: usize, strategy: Strategy) -> Result<ClusterManager> {
-    let spec = ToolRegistry::from_env()?.resolve(tool_id)?;
-    ClusterManager::builder(spec)
+    ClusterManager::builder_for(tool_id)?
         .count(count)
         .strategy(strategy)
         .launch()
@@ -181,6 +180,25 @@ impl ClusterManager {
     /// A builder for a cluster of `spec`.
     pub fn builder(spec: ToolSpec) -> ClusterBuilder {
         ClusterBuilder::new(spec)
+    }
+
+    /// A builder for a cluster of the registry tool `tool_id`, found the way
+    /// [`launch_cluster`] finds it: the built-ins plus the file named by `AIM_TOOLS`
+    /// ([`ToolRegistry::from_env`]).
+    ///
+    /// ```
+    /// # aim::demo::serve_if_requested();
+    /// use aim::ClusterManager;
+    /// let cluster = ClusterManager::builder_for("demo")?.count(2).launch()?;
+    /// assert_eq!(cluster.len(), 2);
+    /// cluster.shutdown();
+    /// # Ok::<(), aim::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::UnknownTool`] (listing the known ids), [`Error::ToolsFile`].
+    pub fn builder_for(tool_id: &str) -> Result<ClusterBuilder> {
+        Ok(ClusterBuilder::new(ToolRegistry::from_env()?.get(tool_id)?))
     }
 
     pub(crate) fn inner(&self) -> &Arc<ClusterInner> {
@@ -308,6 +326,20 @@ impl ClusterManager {
         timeout: Duration,
     ) -> Result<Response> {
         self.submit_to(index, request.into().timeout(timeout))?
+            .wait()
+    }
+
+    /// As [`ClusterManager::send_to`], ending by `deadline`.
+    ///
+    /// # Errors
+    /// As [`ClusterManager::send_to`].
+    pub fn send_to_deadline(
+        &self,
+        index: usize,
+        request: impl Into<Request>,
+        deadline: Instant,
+    ) -> Result<Response> {
+        self.submit_to(index, request.into().deadline(deadline))?
             .wait()
     }
 

@@ -279,10 +279,7 @@ impl InstanceShared {
             total_uptime_s: Duration::from_micros(load(&stats.uptime_total_us)).as_secs_f64()
                 + status.uptime.as_secs_f64(),
             last_exit: status.last_exit,
-            rss_bytes: u32::try_from(status.pid)
-                .ok()
-                .filter(|&pid| pid > 0)
-                .and_then(|pid| crate::process::resident_memory_bytes(pid, true)),
+            rss_bytes: crate::process::resident_memory_bytes(status.pid, true),
             stray_output_bytes: load(&stats.stray_output),
         }
     }

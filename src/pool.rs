@@ -19,7 +19,7 @@ use crate::instance::{
 };
 use crate::io_thread::{IoThread, IoThreadConfig};
 use crate::monitor::{Monitor, MonitorCommand};
-use crate::request::TimeLimit;
+use crate::request::{Request, TimeLimit};
 use crate::spec::ToolSpec;
 use crate::supervision::SupervisionConfig;
 use crate::ticket::Ticket;
@@ -138,6 +138,7 @@ impl PoolCore {
         if count == 0 {
             return Err(Error::config("count", "must be at least 1"));
         }
+        let spec = crate::registry::resolve_demo_program(spec)?;
         spec.validate()?;
         options.supervision.validate()?;
         if options.queue_capacity == 0 {
@@ -597,7 +598,19 @@ impl ToolProcessPool {
     /// program cannot be executed; [`Error::NotReady`] when an instance exits during startup or
     /// does not become ready in time. Nothing is left running on error.
     pub fn new(spec: ToolSpec, count: usize) -> Result<Self> {
-        ToolProcessPool::builder(spec).count(count).build()
+        ToolProcessPool::builder(spec).count(count).launch()
+    }
+
+    /// A builder for a pool of the registry tool `tool_id`, found as
+    /// [`ClusterManager::builder_for`](crate::ClusterManager::builder_for) finds it: the
+    /// built-ins plus the file named by `AIM_TOOLS`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTool`] (listing the known ids), [`Error::ToolsFile`].
+    pub fn builder_for(tool_id: &str) -> Result<PoolBuilder> {
+        Ok(ToolProcessPool::builder(
+            crate::registry::ToolRegistry::from_env()?.get(tool_id)?,
+        ))
     }
 
     /// A builder for a pool with non-default options.
@@ -624,25 +637,36 @@ impl ToolProcessPool {
         &self.handle.core.spec
     }
 
-    /// Queues `prompt` on instance `index` and returns at once.
+    /// Queues a prompt on instance `index` and returns at once. Takes what
+    /// [`ClusterManager::submit_to`](crate::ClusterManager::submit_to) takes: a `&str`, a
+    /// `String` or a [`Request`] (its time limit and streaming apply; a pinned prompt has no
+    /// session and is never retried elsewhere).
     ///
     /// # Errors
     /// [`Error::InvalidPrompt`], [`Error::NoSuchInstance`], [`Error::Busy`] when the instance's
     /// queue is full, [`Error::InstanceUnavailable`] when it is failed, stopped or its circuit
     /// is open, [`Error::Shutdown`]. The prompt is handed back in every case.
-    pub fn submit_to(&self, index: usize, prompt: impl Into<String>) -> Result<Ticket> {
-        self.submit_to_inner(index, prompt.into(), TimeLimit::default())
+    pub fn submit_to(&self, index: usize, request: impl Into<Request>) -> Result<Ticket> {
+        let request = request.into();
+        let core = &self.handle.core;
+        core.submit_to(
+            index,
+            request.prompt,
+            request.limit,
+            core.spec.request_timeout,
+            request.stream,
+        )
     }
 
-    /// Sends `prompt` to instance `index` and blocks until the answer, up to the spec's
-    /// request timeout (which also covers time spent queued).
+    /// Sends a prompt to instance `index` and blocks until the answer, up to the request's
+    /// time limit or else the spec's request timeout (which also covers time spent queued).
     ///
     /// # Errors
     /// As [`ToolProcessPool::submit_to`], plus what the request fails with:
     /// [`Error::Timeout`] (the instance is then recycled), [`Error::InstanceDied`],
     /// [`Error::ResponseTooLarge`].
-    pub fn send_to(&self, index: usize, prompt: impl Into<String>) -> Result<Response> {
-        self.submit_to(index, prompt)?.wait()
+    pub fn send_to(&self, index: usize, request: impl Into<Request>) -> Result<Response> {
+        self.submit_to(index, request)?.wait()
     }
 
     /// As [`ToolProcessPool::send_to`], with `timeout` instead of the spec's request timeout.
@@ -652,31 +676,26 @@ impl ToolProcessPool {
     pub fn send_to_timeout(
         &self,
         index: usize,
-        prompt: impl Into<String>,
+        request: impl Into<Request>,
         timeout: Duration,
     ) -> Result<Response> {
-        self.submit_to_inner(index, prompt.into(), TimeLimit::timeout(timeout))?
+        self.submit_to(index, request.into().timeout(timeout))?
             .wait()
     }
 
     /// As [`ToolProcessPool::send_to`], ending by `deadline` instead of after the spec's
-    /// request timeout. The other forms delegate to this one's machinery.
+    /// request timeout.
     ///
     /// # Errors
     /// As [`ToolProcessPool::send_to`].
     pub fn send_to_deadline(
         &self,
         index: usize,
-        prompt: impl Into<String>,
+        request: impl Into<Request>,
         deadline: Instant,
     ) -> Result<Response> {
-        self.submit_to_inner(index, prompt.into(), TimeLimit::deadline(deadline))?
+        self.submit_to(index, request.into().deadline(deadline))?
             .wait()
-    }
-
-    fn submit_to_inner(&self, index: usize, prompt: String, limit: TimeLimit) -> Result<Ticket> {
-        let core = &self.handle.core;
-        core.submit_to(index, prompt, limit, core.spec.request_timeout, false)
     }
 
     /// Each instance's status, from what the I/O threads and the monitor last recorded.
@@ -878,10 +897,19 @@ impl PoolBuilder {
     ///
     /// # Errors
     /// As [`ToolProcessPool::new`].
-    pub fn build(self) -> Result<ToolProcessPool> {
+    pub fn launch(self) -> Result<ToolProcessPool> {
         let core = PoolCore::launch(self.spec, self.count, self.options, None)?;
         Ok(ToolProcessPool {
             handle: Arc::new(PoolHandle { core }),
         })
+    }
+
+    /// The former name of [`PoolBuilder::launch`], kept so existing programs still build.
+    ///
+    /// # Errors
+    /// As [`PoolBuilder::launch`].
+    #[deprecated(note = "renamed `launch`, as on `ClusterBuilder`")]
+    pub fn build(self) -> Result<ToolProcessPool> {
+        self.launch()
     }
 }

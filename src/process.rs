@@ -467,13 +467,17 @@ pub(crate) fn poll_timeout(deadline: Instant, now: Instant) -> PollTimeout {
 
 /// Resident memory of process `pid`, in bytes (`VmRSS` from `/proc/PID/status`), plus that
 /// of all its descendants when `descendants` is true. `None` when `pid` cannot be read
-/// (gone, or not Linux).
+/// (gone, not positive, or not Linux). Pids are `i32` (`pid_t`) throughout the crate.
 ///
 /// ```
-/// let me = aim::resident_memory_bytes(std::process::id(), false).unwrap();
+/// let me = std::process::id() as i32;
+/// let me = aim::resident_memory_bytes(me, false).unwrap();
 /// assert!(me > 0);
 /// ```
-pub fn resident_memory_bytes(pid: u32, descendants: bool) -> Option<u64> {
+pub fn resident_memory_bytes(pid: i32, descendants: bool) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
     let own = vm_rss_bytes(pid)?;
     if !descendants {
         return Some(own);
@@ -492,7 +496,7 @@ pub fn resident_memory_bytes(pid: u32, descendants: bool) -> Option<u64> {
     Some(total)
 }
 
-fn vm_rss_bytes(pid: u32) -> Option<u64> {
+fn vm_rss_bytes(pid: i32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: u64 = status
         .lines()
@@ -504,7 +508,7 @@ fn vm_rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn children_of(pid: u32) -> Vec<u32> {
+fn children_of(pid: i32) -> Vec<i32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
@@ -514,7 +518,7 @@ fn children_of(pid: u32) -> Vec<u32> {
             std::fs::read_to_string(task.path().join("children"))
                 .unwrap_or_default()
                 .split_whitespace()
-                .filter_map(|c| c.parse::<u32>().ok())
+                .filter_map(|c| c.parse::<i32>().ok())
                 .collect::<Vec<_>>()
         })
         .collect()

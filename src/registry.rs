@@ -100,7 +100,9 @@ impl ToolRegistry {
         self.tools.insert(spec.name.clone(), spec);
     }
 
-    /// The spec for `id`.
+    /// The spec for `id`, as registered. The demo agent's program is the placeholder
+    /// [`DEMO_PROGRAM_PLACEHOLDER`]; pools and clusters resolve it when they launch, and
+    /// [`ToolRegistry::resolve`] resolves it now.
     ///
     /// # Errors
     /// [`Error::UnknownTool`] listing the known ids.
@@ -120,17 +122,7 @@ impl ToolRegistry {
     /// [`Error::UnknownTool`], or [`Error::DemoAgentNotFound`] for `demo` when no demo agent
     /// executable can be found.
     pub fn resolve(&self, id: &str) -> Result<ToolSpec> {
-        let spec = self.get(id)?;
-        if spec.program == DEMO_PROGRAM_PLACEHOLDER {
-            let (program, env) = crate::demo::locate()?;
-            let mut spec = spec;
-            spec.program = program.to_string_lossy().into_owned();
-            for (k, v) in env {
-                spec.env.set.insert(k, v);
-            }
-            return Ok(spec);
-        }
-        Ok(spec)
+        resolve_demo_program(self.get(id)?)
     }
 
     /// Every known id, sorted.
@@ -361,6 +353,25 @@ fn codex_spec() -> ToolSpec {
         .startup_timeout(Duration::from_secs(60))
         .request_timeout(Duration::from_secs(600))
         .stop_grace(Duration::from_secs(5))
+}
+
+/// `spec` with the demo agent's placeholder program replaced by the located agent; any other
+/// spec unchanged. Pools call this at launch, so a spec from [`ToolRegistry::get`] or a
+/// tools file naming `<aim-demo>` launches the same way as one from
+/// [`ToolRegistry::resolve`].
+///
+/// # Errors
+/// [`Error::DemoAgentNotFound`], saying where it looked and what to call.
+pub(crate) fn resolve_demo_program(mut spec: ToolSpec) -> Result<ToolSpec> {
+    if spec.program != DEMO_PROGRAM_PLACEHOLDER {
+        return Ok(spec);
+    }
+    let (program, env) = crate::demo::locate()?;
+    spec.program = program.to_string_lossy().into_owned();
+    for (k, v) in env {
+        spec.env.set.insert(k, v);
+    }
+    Ok(spec)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub(crate) struct TimeLimit {
 }
 
 impl TimeLimit {
+    #[cfg(test)]
     pub(crate) fn timeout(timeout: Duration) -> Self {
         TimeLimit {
             timeout: Some(timeout),
@@ -19,6 +20,7 @@ impl TimeLimit {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn deadline(deadline: Instant) -> Self {
         TimeLimit {
             timeout: None,

@@ -183,7 +183,7 @@ fn queue_capacity_turns_extra_prompts_away_with_busy() {
     let pool = ToolProcessPool::builder(demo(&[]))
         .count(1)
         .queue_capacity(2)
-        .build()
+        .launch()
         .unwrap();
     let slow = pool.submit_to(0, "/sleep 300").unwrap();
     let queued = pool.submit_to(0, "queued").unwrap();

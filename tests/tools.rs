@@ -104,3 +104,66 @@ fn every_spec_field_has_a_setter() {
     assert!(matches!(err, aim::Error::InvalidPrompt { .. }), "{err}");
     stop_pool(&pool);
 }
+
+#[test]
+fn a_registered_spec_and_a_tool_id_launch_the_demo_agent_the_same_way() {
+    init_logs();
+    // `get` keeps the placeholder program; the pool resolves it when it launches.
+    let spec = ToolRegistry::builtin().get("demo").unwrap();
+    assert_eq!(spec.program, aim::DEMO_PROGRAM_PLACEHOLDER);
+    let pool = ToolProcessPool::builder(spec).launch().unwrap();
+    assert!(pool
+        .send_to(0, "hi")
+        .unwrap()
+        .text
+        .starts_with("You said: hi"));
+    assert!(pool.shutdown().all_reaped());
+
+    let pool = ToolProcessPool::builder_for("demo")
+        .unwrap()
+        .launch()
+        .unwrap();
+    assert!(pool
+        .send_to(0, "one")
+        .unwrap()
+        .text
+        .starts_with("You said: one"));
+    assert!(pool.shutdown().all_reaped());
+
+    let cluster = aim::ClusterManager::builder_for("demo")
+        .unwrap()
+        .count(2)
+        .launch()
+        .unwrap();
+    assert!(cluster
+        .send("two")
+        .unwrap()
+        .text
+        .starts_with("You said: two"));
+    assert!(cluster.shutdown().all_reaped());
+
+    match aim::ClusterManager::builder_for("no-such-tool") {
+        Err(aim::Error::UnknownTool { id, known }) => {
+            assert_eq!(id, "no-such-tool");
+            assert!(known.iter().any(|k| k == "demo"), "{known:?}");
+        }
+        other => panic!("expected UnknownTool, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_pinned_pool_prompt_takes_a_request_with_its_own_time_limit() {
+    init_logs();
+    let pool = ToolProcessPool::builder_for("demo")
+        .unwrap()
+        .launch()
+        .unwrap();
+    let request = aim::Request::new("/sleep 5000").timeout(std::time::Duration::from_millis(200));
+    match pool.send_to(0, request) {
+        Err(aim::Error::Timeout { prompt, .. }) => {
+            assert_eq!(prompt.as_deref(), Some("/sleep 5000"))
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(pool.shutdown().all_reaped());
+}

@@ -240,7 +240,7 @@ fn open_fds() -> usize {
 }
 
 fn rss_kib() -> u64 {
-    aim::resident_memory_bytes(std::process::id(), false).unwrap_or(0) / 1024
+    aim::resident_memory_bytes(std::process::id() as i32, false).unwrap_or(0) / 1024
 }
 
 /// Zombies whose parent is this process (a reaping bug).
