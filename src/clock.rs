@@ -60,7 +60,7 @@ impl Clock for SystemClock {
 /// A clock that only moves when told to; clones share the same time.
 ///
 /// ```
-/// use aim::{Clock, ManualClock};
+/// use aim::clock::{Clock, ManualClock};
 /// use std::time::Duration;
 /// let clock = ManualClock::new();
 /// let t0 = clock.now();

@@ -47,8 +47,8 @@ pub enum RetryPolicy {
 /// until every instance is ready.
 ///
 /// ```
-/// # aim::demo::serve_if_requested();
 /// use aim::{launch_cluster, Strategy};
+/// aim::demo::serve_if_requested(); // first in `main`, for the built-in demo agent
 /// let cluster = launch_cluster("demo", 3, Strategy::RoundRobin)?;
 /// let answer = cluster.send("hello")?;
 /// assert!(answer.text.starts_with("You said: hello"));
@@ -150,7 +150,7 @@ impl Drop for ClusterHandle {
 /// instance, instances that crash or hang are replaced, and nothing waits forever.
 ///
 /// `Send + Sync` and cheap to clone (an `Arc` inside); many threads may send at once. When the
-/// last clone (and the last [`Session`]) is dropped, the cluster shuts down, bounded, logging
+/// last clone (and the last [`Session`](crate::Session)) is dropped, the cluster shuts down, bounded, logging
 /// only. Prefer an explicit [`ClusterManager::shutdown`], which returns a report.
 ///
 /// ```
@@ -187,8 +187,8 @@ impl ClusterManager {
     /// ([`ToolRegistry::from_env`]).
     ///
     /// ```
-    /// # aim::demo::serve_if_requested();
     /// use aim::ClusterManager;
+    /// aim::demo::serve_if_requested(); // first in `main`, for the built-in demo agent
     /// let cluster = ClusterManager::builder_for("demo")?.count(2).launch()?;
     /// assert_eq!(cluster.len(), 2);
     /// cluster.shutdown();

@@ -155,7 +155,9 @@ fn parse(args: impl Iterator<Item = String>) -> std::result::Result<Options, Str
     Ok(o)
 }
 
-/// Runs the demo agent on this process's stdin and stdout; returns the exit code.
+/// Runs the demo agent on this process's stdin and stdout; returns the exit code. For the
+/// `aim-demo` binary; programs embed the agent with [`serve_if_requested`].
+#[doc(hidden)]
 pub fn run(args: impl Iterator<Item = String>) -> i32 {
     let options = match parse(args) {
         Ok(o) => o,

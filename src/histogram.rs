@@ -18,8 +18,9 @@ fn bucket_count() -> usize {
     ((MAX_US / MIN_US).ln() / RATIO.ln()).ceil() as usize + 2
 }
 
-/// Prometheus bucket bounds in seconds: tools answer in milliseconds to minutes.
-pub const PROMETHEUS_BOUNDS: [f64; 20] = [
+/// Prometheus bucket bounds in seconds: tools answer in milliseconds to minutes. Public as
+/// [`Histogram::PROMETHEUS_BOUNDS`].
+pub(crate) const PROMETHEUS_BOUNDS: [f64; 20] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     120.0, 300.0, 600.0, 1800.0, 3600.0,
 ];
@@ -114,7 +115,7 @@ pub struct Histogram {
     /// Fine bucket counts (serialised compactly as `[index, count]` pairs of non-empty ones).
     #[serde(with = "sparse")]
     buckets: Vec<u64>,
-    /// Counts per [`PROMETHEUS_BOUNDS`] bucket (not cumulative); larger values count only in
+    /// Counts per [`Histogram::PROMETHEUS_BOUNDS`] bucket (not cumulative); larger values count only in
     /// `count`.
     pub prometheus: [u64; PROMETHEUS_BOUNDS.len()],
     /// How many values.
@@ -162,6 +163,9 @@ impl std::fmt::Debug for Histogram {
 }
 
 impl Histogram {
+    /// The Prometheus bucket bounds, in seconds, of [`Histogram::prometheus`].
+    pub const PROMETHEUS_BOUNDS: [f64; 20] = PROMETHEUS_BOUNDS;
+
     /// Records one value.
     pub fn record(&mut self, latency: Duration) {
         let (us, bucket, prometheus) = locate(latency);

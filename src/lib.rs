@@ -9,8 +9,10 @@
 //! and blocks until the tool's protocol says the answer is complete.
 //!
 //! ```
-//! # aim::demo::serve_if_requested();
 //! use aim::{launch_cluster, Strategy};
+//!
+//! // First thing in `main`: lets this program serve as the demo agent (a no-op otherwise).
+//! aim::demo::serve_if_requested();
 //!
 //! let cluster = launch_cluster("demo", 3, Strategy::RoundRobin)?;
 //! let answer = cluster.send("hello")?;
@@ -142,7 +144,7 @@ mod backoff;
 mod breaker;
 mod budget;
 mod cancel;
-mod clock;
+pub mod clock;
 mod cluster;
 pub mod demo;
 mod dispatch;
@@ -179,22 +181,18 @@ pub use backoff::{Backoff, BackoffConfig, Jitter};
 pub use breaker::{BreakerConfig, BreakerTransition, CircuitBreaker, CircuitState};
 pub use budget::{BudgetConfig, RestartBudget};
 pub use cancel::CancelHandle;
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use cluster::{launch_cluster, ClusterBuilder, ClusterHealth, ClusterManager, RetryPolicy};
 pub use duration::MAX_DURATION;
 pub use error::{Error, Result, TimeoutStage};
 pub use events::{Event, EventSink};
 pub use guardian::start_guardian;
-pub use histogram::{Histogram, PROMETHEUS_BOUNDS};
+pub use histogram::Histogram;
 pub use instance::{InstanceStatus, StopMethod, StopOutcome};
-pub use metrics::{
-    ClusterMetrics, InstanceMetrics, LatencySummary, MetricsSnapshot, FAILURE_KINDS,
-    RESTART_REASONS,
-};
+pub use metrics::{ClusterMetrics, InstanceMetrics, LatencySummary, MetricsSnapshot};
 pub use metrics_server::MetricsServer;
 pub use pool::{PoolBuilder, ShutdownReport, ToolProcessPool};
 pub use process::resident_memory_bytes;
-pub use registry::{ToolRegistry, DEMO_PROGRAM_PLACEHOLDER, TOOLS_ENV};
+pub use registry::ToolRegistry;
 pub use request::Request;
 pub use response::Response;
 pub use routing::{

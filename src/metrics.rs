@@ -19,12 +19,13 @@ use crate::histogram::{AtomicHistogram, Histogram};
 use crate::state::ExitInfo;
 use crate::state::{ExitCause, InstanceState};
 
-/// The failure kinds counted per instance.
-pub const FAILURE_KINDS: [&str; 4] = ["timeout", "died", "rejected", "error"];
+/// The failure kinds counted per instance (public as [`MetricsSnapshot::FAILURE_KINDS`]).
+pub(crate) const FAILURE_KINDS: [&str; 4] = ["timeout", "died", "rejected", "error"];
 
 /// The restart reasons counted per instance: every [`ExitCause`] after which the monitor
-/// starts a new process (a shutdown never does).
-pub const RESTART_REASONS: [ExitCause; 9] = [
+/// starts a new process (a shutdown never does). Public as
+/// [`MetricsSnapshot::RESTART_REASONS`].
+pub(crate) const RESTART_REASONS: [ExitCause; 9] = [
     ExitCause::Crashed,
     ExitCause::SpawnFailed,
     ExitCause::NotReady,
@@ -348,6 +349,13 @@ pub struct MetricsSnapshot {
 }
 
 impl MetricsSnapshot {
+    /// The failure kinds counted per instance, in the order of the Prometheus series.
+    pub const FAILURE_KINDS: [&'static str; 4] = FAILURE_KINDS;
+
+    /// The restart reasons counted per instance: every [`ExitCause`] after which the monitor
+    /// starts a new process.
+    pub const RESTART_REASONS: [ExitCause; 9] = RESTART_REASONS;
+
     /// Builds a snapshot from per-instance metrics plus the dispatcher's own counts.
     pub(crate) fn build(
         tool: &str,

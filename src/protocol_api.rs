@@ -24,15 +24,15 @@ pub enum Stream {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum ProtocolKind {
-    /// The spec's `framing`, `input` and `readiness` fields decide everything ([`Framed`]).
+    /// The spec's `framing`, `input` and `readiness` fields decide everything ([`Framed`](crate::protocol::Framed)).
     #[default]
     Framed,
-    /// aider over pipes ([`Aider`]).
+    /// aider over pipes ([`Aider`](crate::protocol::Aider)).
     Aider,
     /// `claude -p --input-format stream-json --output-format stream-json --verbose`
-    /// ([`ClaudeStreamJson`]).
+    /// ([`ClaudeStreamJson`](crate::protocol::ClaudeStreamJson)).
     ClaudeStreamJson,
-    /// `codex app-server`, JSON-RPC over stdio ([`CodexAppServer`]).
+    /// `codex app-server`, JSON-RPC over stdio ([`CodexAppServer`](crate::protocol::CodexAppServer)).
     CodexAppServer,
 }
 
@@ -75,7 +75,7 @@ pub trait Protocol: Send + Sync + fmt::Debug {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Context {
-    /// The process id (for checks such as [`blocked_reading_stdin`]).
+    /// The process id (for checks such as [`blocked_reading_stdin`](crate::protocol::blocked_reading_stdin)).
     pub pid: i32,
     /// The instance index.
     pub instance: usize,

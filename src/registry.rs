@@ -9,7 +9,7 @@ use crate::protocol::ProtocolKind;
 use crate::spec::{Framing, InputFormat, Stream, ToolSpec};
 
 /// The environment variable naming a JSON tools file that [`ToolRegistry::from_env`] loads.
-pub const TOOLS_ENV: &str = "AIM_TOOLS";
+pub(crate) const TOOLS_ENV: &str = "AIM_TOOLS";
 
 /// Maps tool ids to specs.
 ///
@@ -32,6 +32,14 @@ pub struct ToolRegistry {
 }
 
 impl ToolRegistry {
+    /// The environment variable naming a JSON tools file that [`ToolRegistry::from_env`]
+    /// loads: `AIM_TOOLS`.
+    pub const TOOLS_ENV: &'static str = TOOLS_ENV;
+
+    /// The program of the built-in `demo` entry until a launch or [`ToolRegistry::resolve`]
+    /// finds the demo agent: `<aim-demo>`.
+    pub const DEMO_PROGRAM: &'static str = DEMO_PROGRAM_PLACEHOLDER;
+
     /// An empty registry.
     pub fn empty() -> Self {
         ToolRegistry::default()
@@ -101,7 +109,7 @@ impl ToolRegistry {
     }
 
     /// The spec for `id`, as registered. The demo agent's program is the placeholder
-    /// [`DEMO_PROGRAM_PLACEHOLDER`]; pools and clusters resolve it when they launch, and
+    /// [`ToolRegistry::DEMO_PROGRAM`]; pools and clusters resolve it when they launch, and
     /// [`ToolRegistry::resolve`] resolves it now.
     ///
     /// # Errors
@@ -244,7 +252,7 @@ fn faulty_field(spec_text: &str) -> Option<String> {
 }
 
 /// The program of the built-in `demo` entry before [`ToolRegistry::resolve`] finds the binary.
-pub const DEMO_PROGRAM_PLACEHOLDER: &str = "<aim-demo>";
+pub(crate) const DEMO_PROGRAM_PLACEHOLDER: &str = "<aim-demo>";
 
 fn demo_spec() -> ToolSpec {
     ToolSpec::new("demo", DEMO_PROGRAM_PLACEHOLDER)

@@ -28,7 +28,7 @@ impl Drop for SessionState {
 /// A conversation routed by its key: with [`crate::Strategy::Sticky`] every prompt goes to the
 /// same instance, so a tool that keeps context (`/add file.py`, then `/ask ...`) sees the
 /// whole conversation. When that instance dies or is recycled the session moves once, and
-/// the next [`Response`] has `context_lost` set.
+/// the next [`Response`](crate::Response) has `context_lost` set.
 ///
 /// Cheap to clone; the router forgets the session when the last clone is dropped. Use one
 /// `Session` value per conversation (two separate `cluster.session("k")` values share the

@@ -110,7 +110,7 @@ fn a_registered_spec_and_a_tool_id_launch_the_demo_agent_the_same_way() {
     init_logs();
     // `get` keeps the placeholder program; the pool resolves it when it launches.
     let spec = ToolRegistry::builtin().get("demo").unwrap();
-    assert_eq!(spec.program, aim::DEMO_PROGRAM_PLACEHOLDER);
+    assert_eq!(spec.program, ToolRegistry::DEMO_PROGRAM);
     let pool = ToolProcessPool::builder(spec).launch().unwrap();
     assert!(pool
         .send_to(0, "hi")
