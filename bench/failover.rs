@@ -23,21 +23,10 @@ fn demo_spec() -> aim::ToolSpec {
 
 fn main() {
     let kills = iterations(100, 3);
-    let supervision = SupervisionConfig {
-        backoff: BackoffConfig {
-            reset_after: Duration::from_millis(100),
-            ..BackoffConfig::default()
-        },
-        budget: aim::BudgetConfig {
-            max_restarts: 10_000,
-            ..aim::BudgetConfig::default()
-        },
-        breaker: aim::BreakerConfig {
-            failure_threshold: 10_000,
-            ..aim::BreakerConfig::default()
-        },
-        ..SupervisionConfig::default()
-    };
+    let supervision = SupervisionConfig::default()
+        .backoff(BackoffConfig::default().reset_after(Duration::from_millis(100)))
+        .budget(aim::BudgetConfig::default().max_restarts(10_000))
+        .breaker(aim::BreakerConfig::default().failure_threshold(10_000));
     let cluster = ClusterManager::builder(demo_spec())
         .count(3)
         .supervision(supervision)

@@ -23,6 +23,7 @@ pub enum Jitter {
 /// Backoff settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct BackoffConfig {
     /// The first delay's ceiling. Defaults to 500 ms.
     #[serde(rename = "base_ms", with = "crate::duration::duration_ms")]
@@ -38,6 +39,21 @@ pub struct BackoffConfig {
     /// Defaults to 60 s.
     #[serde(rename = "reset_after_ms", with = "crate::duration::duration_ms")]
     pub reset_after: Duration,
+}
+
+impl BackoffConfig {
+    crate::setters::config_setters! {
+        /// Sets [`BackoffConfig::base`], the first delay's ceiling.
+        base: Duration;
+        /// Sets [`BackoffConfig::factor`], the growth per restart.
+        factor: f64;
+        /// Sets [`BackoffConfig::max`], the largest delay.
+        max: Duration;
+        /// Sets [`BackoffConfig::jitter`].
+        jitter: Jitter;
+        /// Sets [`BackoffConfig::reset_after`], the healthy time after which delays start over.
+        reset_after: Duration;
+    }
 }
 
 impl Default for BackoffConfig {
@@ -57,7 +73,7 @@ impl Default for BackoffConfig {
 /// ```
 /// use aim::{Backoff, BackoffConfig, Jitter};
 /// use std::time::{Duration, Instant};
-/// let config = BackoffConfig { jitter: Jitter::None, ..BackoffConfig::default() };
+/// let config = BackoffConfig::default().jitter(Jitter::None);
 /// let mut backoff = Backoff::new(config, 7);
 /// let now = Instant::now();
 /// assert_eq!(backoff.next_delay(now), Duration::from_millis(500));

@@ -47,6 +47,7 @@ impl CircuitState {
 /// Circuit breaker settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct BreakerConfig {
     /// Consecutive failures that open the circuit. Defaults to 5.
     pub failure_threshold: u32,
@@ -57,6 +58,17 @@ pub struct BreakerConfig {
     /// this. Defaults to 300 s.
     #[serde(rename = "max_cooldown_ms", with = "crate::duration::duration_ms")]
     pub max_cooldown: Duration,
+}
+
+impl BreakerConfig {
+    crate::setters::config_setters! {
+        /// Sets [`BreakerConfig::failure_threshold`], the failures in a row that open it.
+        failure_threshold: u32;
+        /// Sets [`BreakerConfig::cooldown`], the first cooldown.
+        cooldown: Duration;
+        /// Sets [`BreakerConfig::max_cooldown`], the longest cooldown.
+        max_cooldown: Duration;
+    }
 }
 
 impl Default for BreakerConfig {
@@ -88,7 +100,7 @@ pub enum BreakerTransition {
 /// ```
 /// use aim::{BreakerConfig, CircuitBreaker, CircuitState};
 /// use std::time::{Duration, Instant};
-/// let config = BreakerConfig { failure_threshold: 2, ..BreakerConfig::default() };
+/// let config = BreakerConfig::default().failure_threshold(2);
 /// let mut breaker = CircuitBreaker::new(config);
 /// let t0 = Instant::now();
 /// breaker.on_failure(t0);

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 /// Restart budget settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct BudgetConfig {
     /// Restarts allowed within `window`; one more puts the instance in `Failed`. Defaults to 5.
     pub max_restarts: u32,
@@ -18,6 +19,17 @@ pub struct BudgetConfig {
     /// 10 minutes.
     #[serde(rename = "failed_cooldown_ms", with = "crate::duration::duration_ms")]
     pub failed_cooldown: Duration,
+}
+
+impl BudgetConfig {
+    crate::setters::config_setters! {
+        /// Sets [`BudgetConfig::max_restarts`], the restarts allowed within the window.
+        max_restarts: u32;
+        /// Sets [`BudgetConfig::window`], the sliding window.
+        window: Duration;
+        /// Sets [`BudgetConfig::failed_cooldown`], how long a failed instance waits.
+        failed_cooldown: Duration;
+    }
 }
 
 impl Default for BudgetConfig {
@@ -35,7 +47,7 @@ impl Default for BudgetConfig {
 /// ```
 /// use aim::{BudgetConfig, RestartBudget};
 /// use std::time::Instant;
-/// let mut budget = RestartBudget::new(BudgetConfig { max_restarts: 2, ..BudgetConfig::default() });
+/// let mut budget = RestartBudget::new(BudgetConfig::default().max_restarts(2));
 /// let now = Instant::now();
 /// assert!(budget.try_consume(now));
 /// assert!(budget.try_consume(now));

@@ -172,6 +172,7 @@ mod response;
 mod routing;
 mod session;
 mod session_link;
+mod setters;
 mod spec;
 mod state;
 mod supervision;

@@ -136,11 +136,21 @@ pub enum Readiness {
 /// tools whose prompts are safe to run twice (no side effects outside the process).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Replay {
     /// The most prompts kept. Defaults to 1000.
     pub max_prompts: usize,
     /// The most bytes of prompts kept. Defaults to 1 MiB.
     pub max_bytes: usize,
+}
+
+impl Replay {
+    crate::setters::config_setters! {
+        /// Sets [`Replay::max_prompts`], the most prompts kept.
+        max_prompts: usize;
+        /// Sets [`Replay::max_bytes`], the most bytes of prompts kept.
+        max_bytes: usize;
+    }
 }
 
 impl Default for Replay {
@@ -168,6 +178,7 @@ pub enum RestartPolicy {
 /// Environment changes for the child: start from ours (or an empty one), remove, then set.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct EnvSpec {
     /// Start from an empty environment instead of ours. Defaults to false.
     pub clear: bool,
@@ -195,6 +206,7 @@ pub struct EnvSpec {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ToolSpec {
     /// The tool id (`demo`, `python`); used in logs, errors and metric labels.
     pub name: String,

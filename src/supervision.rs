@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 /// `expect`. It catches instances that are alive but stuck.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct LivenessProbe {
     /// The prompt.
     pub prompt: String,
@@ -31,6 +32,7 @@ pub struct LivenessProbe {
 /// How instances are supervised.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SupervisionConfig {
     /// How often the monitor polls `waitpid` and checks timers. Defaults to 5 s.
     #[serde(rename = "health_interval_ms", with = "crate::duration::duration_ms")]
@@ -105,7 +107,51 @@ impl Default for SupervisionConfig {
     }
 }
 
+impl LivenessProbe {
+    /// A probe sending `prompt` to each idle instance every 30 s, whose answer must contain
+    /// `expect` within 10 s.
+    ///
+    /// ```
+    /// use aim::LivenessProbe;
+    /// use std::time::Duration;
+    /// let probe = LivenessProbe::new("1 + 1", "2").interval(Duration::from_secs(5));
+    /// assert_eq!(probe.timeout, Duration::from_secs(10));
+    /// ```
+    pub fn new(prompt: impl Into<String>, expect: impl Into<String>) -> Self {
+        LivenessProbe {
+            prompt: prompt.into(),
+            expect: expect.into(),
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    crate::setters::config_setters! {
+        /// Sets [`LivenessProbe::interval`], how often an idle instance is probed.
+        interval: Duration;
+        /// Sets [`LivenessProbe::timeout`], how long the answer may take.
+        timeout: Duration;
+    }
+}
+
 impl SupervisionConfig {
+    crate::setters::config_setters! {
+        /// Sets [`SupervisionConfig::health_interval`], how often the monitor polls.
+        health_interval: Duration;
+        /// Sets [`SupervisionConfig::backoff`].
+        backoff: BackoffConfig;
+        /// Sets [`SupervisionConfig::budget`].
+        budget: BudgetConfig;
+        /// Sets [`SupervisionConfig::breaker`].
+        breaker: BreakerConfig;
+        /// Sets [`SupervisionConfig::max_requests`] (`None`: never replaced for that).
+        max_requests: Option<u64>;
+        /// Sets [`SupervisionConfig::max_lifetime`] (`None`: never replaced for that).
+        max_lifetime: Option<Duration>;
+        /// Sets [`SupervisionConfig::probe`].
+        probe: Option<LivenessProbe>;
+    }
+
     /// Checks every field.
     ///
     /// # Errors
@@ -159,5 +205,72 @@ impl SupervisionConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backoff::Jitter;
+    use std::time::Duration;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    // The expected value is built field by field on purpose: that is what the setters replace.
+    #[allow(clippy::field_reassign_with_default)]
+    fn each_setter_sets_its_own_field_and_nothing_else() {
+        let config = SupervisionConfig::default()
+            .health_interval(ms(1))
+            .backoff(
+                BackoffConfig::default()
+                    .base(ms(2))
+                    .factor(3.0)
+                    .max(ms(4))
+                    .jitter(Jitter::None)
+                    .reset_after(ms(5)),
+            )
+            .budget(
+                BudgetConfig::default()
+                    .max_restarts(6)
+                    .window(ms(7))
+                    .failed_cooldown(ms(8)),
+            )
+            .breaker(
+                BreakerConfig::default()
+                    .failure_threshold(9)
+                    .cooldown(ms(10))
+                    .max_cooldown(ms(11)),
+            )
+            .max_requests(Some(12))
+            .max_lifetime(Some(ms(13)))
+            .probe(Some(
+                LivenessProbe::new("p", "e")
+                    .interval(ms(14))
+                    .timeout(ms(15)),
+            ));
+        let mut expected = SupervisionConfig::default();
+        expected.health_interval = ms(1);
+        expected.backoff.base = ms(2);
+        expected.backoff.factor = 3.0;
+        expected.backoff.max = ms(4);
+        expected.backoff.jitter = Jitter::None;
+        expected.backoff.reset_after = ms(5);
+        expected.budget.max_restarts = 6;
+        expected.budget.window = ms(7);
+        expected.budget.failed_cooldown = ms(8);
+        expected.breaker.failure_threshold = 9;
+        expected.breaker.cooldown = ms(10);
+        expected.breaker.max_cooldown = ms(11);
+        expected.max_requests = Some(12);
+        expected.max_lifetime = Some(ms(13));
+        let mut probe = LivenessProbe::new("p", "e");
+        probe.interval = ms(14);
+        probe.timeout = ms(15);
+        expected.probe = Some(probe);
+        assert_eq!(config, expected);
+        assert_ne!(config, SupervisionConfig::default());
     }
 }

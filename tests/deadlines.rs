@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use aim::{
     BudgetConfig, ClusterManager, Error, InstanceState, Request, RestartPolicy, Strategy,
-    SupervisionConfig, TimeoutStage,
+    TimeoutStage,
 };
 use support::*;
 
@@ -73,14 +73,12 @@ fn a_cluster_whose_instances_stopped_for_good_fails_every_prompt_at_once() {
 fn a_cluster_whose_budget_is_exhausted_fails_prompts_at_once_saying_when_it_returns() {
     init_logs();
     let _w = watchdog("failed-cluster drain", Duration::from_secs(120));
-    let supervision = SupervisionConfig {
-        budget: BudgetConfig {
-            max_restarts: 0,
-            window: Duration::from_secs(60),
-            failed_cooldown: Duration::from_secs(600),
-        },
-        ..fast_supervision()
-    };
+    let supervision = fast_supervision().budget(
+        BudgetConfig::default()
+            .max_restarts(0)
+            .window(Duration::from_secs(60))
+            .failed_cooldown(Duration::from_secs(600)),
+    );
     let cluster = demo_cluster(2, Strategy::RoundRobin)
         .supervision(supervision)
         .launch()

@@ -196,10 +196,7 @@ fn a_history_over_the_replay_limit_says_the_context_is_lost() {
         return;
     }
     let _w = watchdog("python replay limit", Duration::from_secs(60));
-    let cluster = python_with_replay(aim::Replay {
-        max_prompts: 1,
-        max_bytes: 1 << 20,
-    });
+    let cluster = python_with_replay(aim::Replay::default().max_prompts(1).max_bytes(1 << 20));
     let session = cluster.session("calc");
     session.send("x = 41").unwrap();
     session.send("y = 1").unwrap();

@@ -68,18 +68,16 @@ fn a_crash_loop_ends_in_failed_with_growing_delays() {
     init_logs();
     let recorder = Arc::new(Recorder::default());
     let mut supervision = fast_supervision();
-    supervision.backoff = BackoffConfig {
-        base: Duration::from_millis(40),
-        factor: 2.0,
-        max: Duration::from_secs(5),
-        jitter: Jitter::None,
-        reset_after: Duration::from_secs(60),
-    };
-    supervision.budget = BudgetConfig {
-        max_restarts: 3,
-        window: Duration::from_secs(60),
-        failed_cooldown: Duration::from_secs(600),
-    };
+    supervision.backoff = BackoffConfig::default()
+        .base(Duration::from_millis(40))
+        .factor(2.0)
+        .max(Duration::from_secs(5))
+        .jitter(Jitter::None)
+        .reset_after(Duration::from_secs(60));
+    supervision.budget = BudgetConfig::default()
+        .max_restarts(3)
+        .window(Duration::from_secs(60))
+        .failed_cooldown(Duration::from_secs(600));
     let cluster = ClusterManager::builder(demo(&["--exit-after-ms", "30"]))
         .count(1)
         .supervision(supervision)
@@ -137,11 +135,10 @@ fn the_breaker_opens_rejects_half_opens_and_closes() {
     init_logs();
     let recorder = Arc::new(Recorder::default());
     let mut supervision = fast_supervision();
-    supervision.breaker = BreakerConfig {
-        failure_threshold: 2,
-        cooldown: Duration::from_millis(1500),
-        max_cooldown: Duration::from_secs(10),
-    };
+    supervision.breaker = BreakerConfig::default()
+        .failure_threshold(2)
+        .cooldown(Duration::from_millis(1500))
+        .max_cooldown(Duration::from_secs(10));
     let cluster = ClusterManager::builder(demo(&[]))
         .count(1)
         .supervision(supervision)
@@ -371,12 +368,11 @@ fn a_liveness_probe_replaces_an_instance_that_is_alive_but_stuck() {
     init_logs();
     let recorder = Arc::new(Recorder::default());
     let cluster = supervised(1, Strategy::RoundRobin)
-        .liveness_probe(LivenessProbe {
-            prompt: "/echo ok".into(),
-            expect: "ok".into(),
-            interval: Duration::from_millis(100),
-            timeout: Duration::from_millis(300),
-        })
+        .liveness_probe(
+            LivenessProbe::new("/echo ok", "ok")
+                .interval(Duration::from_millis(100))
+                .timeout(Duration::from_millis(300)),
+        )
         .event_sink(recorder.clone())
         .launch()
         .unwrap();

@@ -166,26 +166,23 @@ impl Recorder {
 
 /// Supervision settings for fast tests: short, deterministic backoff and a roomy budget.
 pub fn fast_supervision() -> aim::SupervisionConfig {
-    aim::SupervisionConfig {
-        health_interval: Duration::from_secs(60),
-        backoff: aim::BackoffConfig {
-            base: Duration::from_millis(10),
-            factor: 2.0,
-            max: Duration::from_millis(200),
-            jitter: aim::Jitter::None,
-            reset_after: Duration::from_millis(100),
-        },
-        budget: aim::BudgetConfig {
-            max_restarts: 1000,
-            window: Duration::from_secs(60),
-            failed_cooldown: Duration::from_secs(600),
-        },
-        breaker: aim::BreakerConfig {
-            failure_threshold: 1000,
-            ..aim::BreakerConfig::default()
-        },
-        ..aim::SupervisionConfig::default()
-    }
+    aim::SupervisionConfig::default()
+        .health_interval(Duration::from_secs(60))
+        .backoff(
+            aim::BackoffConfig::default()
+                .base(Duration::from_millis(10))
+                .factor(2.0)
+                .max(Duration::from_millis(200))
+                .jitter(aim::Jitter::None)
+                .reset_after(Duration::from_millis(100)),
+        )
+        .budget(
+            aim::BudgetConfig::default()
+                .max_restarts(1000)
+                .window(Duration::from_secs(60))
+                .failed_cooldown(Duration::from_secs(600)),
+        )
+        .breaker(aim::BreakerConfig::default().failure_threshold(1000))
 }
 
 /// Shuts a pool down and asserts that every process it was running is gone.

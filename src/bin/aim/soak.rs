@@ -104,23 +104,15 @@ fn parse(args: &[String]) -> Result<Option<SoakArgs>, String> {
 }
 
 fn supervision() -> SupervisionConfig {
-    SupervisionConfig {
-        backoff: BackoffConfig {
-            base: Duration::from_millis(50),
-            max: Duration::from_secs(2),
-            reset_after: Duration::from_secs(1),
-            ..BackoffConfig::default()
-        },
-        budget: BudgetConfig {
-            max_restarts: u32::MAX,
-            ..BudgetConfig::default()
-        },
-        breaker: BreakerConfig {
-            failure_threshold: u32::MAX,
-            ..BreakerConfig::default()
-        },
-        ..SupervisionConfig::default()
-    }
+    SupervisionConfig::default()
+        .backoff(
+            BackoffConfig::default()
+                .base(Duration::from_millis(50))
+                .max(Duration::from_secs(2))
+                .reset_after(Duration::from_secs(1)),
+        )
+        .budget(BudgetConfig::default().max_restarts(u32::MAX))
+        .breaker(BreakerConfig::default().failure_threshold(u32::MAX))
 }
 
 /// What one sender saw.
