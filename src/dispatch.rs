@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, TimeoutStage};
 use crate::fleet::Fleet;
-use crate::instance::{InstanceHandle, Job};
+use crate::instance::{InstanceHandle, Job, QueueSlot};
 use crate::metrics::DispatchStats;
 use crate::routing::{Candidate, RouteContext, Router};
 use crate::state::InstanceOutlook;
@@ -145,7 +145,7 @@ impl Dispatch {
     #[allow(clippy::result_large_err)]
     pub(crate) fn try_place(&self, job: Job) -> Result<usize, Unplaced> {
         let capacity = self.core.queue_capacity;
-        let chosen: Result<Arc<InstanceHandle>, bool> = {
+        let chosen: Result<(Arc<InstanceHandle>, QueueSlot), bool> = {
             let mut guard = self.routing.lock();
             let routing = &mut *guard;
             // The snapshot is taken under the instance list's lock, the router runs without
@@ -165,8 +165,8 @@ impl Dispatch {
                 Some(i) if routing.snapshot.get(i).is_some_and(|c| c.is_eligible()) => {
                     match self.core.instance(i) {
                         Some(handle) => {
-                            handle.shared.reserve();
-                            Ok(handle)
+                            let slot = handle.shared.reserve();
+                            Ok((handle, slot))
                         }
                         // Removed by a resize since the snapshot.
                         None => Err(any_available(&routing.snapshot)),
@@ -183,7 +183,7 @@ impl Dispatch {
             }
         };
         match chosen {
-            Ok(handle) => {
+            Ok((handle, slot)) => {
                 let index = handle.shared.index;
                 let mut job = job;
                 if job.session_from.is_some_and(|from| from != index) {
@@ -192,10 +192,13 @@ impl Dispatch {
                     handle.shared.moved_in.fetch_add(1, Ordering::AcqRel);
                 }
                 job.mixing = handle.shared.moved_in.load(Ordering::Acquire);
-                handle.enqueue(job).map(|()| index).map_err(|job| Unplaced {
-                    job,
-                    any_available: false,
-                })
+                handle
+                    .enqueue(job, slot)
+                    .map(|()| index)
+                    .map_err(|job| Unplaced {
+                        job,
+                        any_available: false,
+                    })
             }
             Err(any_available) => Err(Unplaced { job, any_available }),
         }

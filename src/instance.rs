@@ -180,23 +180,20 @@ impl InstanceShared {
         self.pending.load(Ordering::Acquire)
     }
 
-    /// Counts a job placed on this instance (the caller checked it has room).
-    pub(crate) fn reserve(&self) {
+    /// A queue slot on this instance for one job (the caller checked it has room).
+    pub(crate) fn reserve(self: &Arc<Self>) -> QueueSlot {
         self.pending.fetch_add(1, Ordering::AcqRel);
+        QueueSlot(Arc::clone(self))
     }
 
-    /// Counts a job placed on this instance if it has fewer than `capacity`; false if full.
-    pub(crate) fn try_reserve(&self, capacity: usize) -> bool {
+    /// A queue slot on this instance if it has fewer than `capacity` jobs; `None` if full.
+    pub(crate) fn try_reserve(self: &Arc<Self>, capacity: usize) -> Option<QueueSlot> {
         self.pending
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
                 (p < capacity).then_some(p + 1)
             })
-            .is_ok()
-    }
-
-    /// A job placed here was answered, failed, handed back or never handed over.
-    pub(crate) fn release(&self) {
-        self.pending.fetch_sub(1, Ordering::AcqRel);
+            .ok()
+            .map(|_| QueueSlot(Arc::clone(self)))
     }
 
     /// Records a new process; returns its generation.
@@ -309,6 +306,18 @@ impl InstanceShared {
     }
 }
 
+/// One job's place in an instance's `pending` count, given back when dropped: when the job
+/// is answered, failed, handed back, or never handed over. Slots are the only way `pending`
+/// changes, so it counts exactly the jobs that hold one.
+#[derive(Debug)]
+pub(crate) struct QueueSlot(Arc<InstanceShared>);
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// One prompt on its way to an answer.
 #[derive(Debug)]
 pub(crate) struct Job {
@@ -339,6 +348,9 @@ pub(crate) struct Job {
     pub stream: Option<Sender<String>>,
     /// How long the answer may take once the prompt is written.
     pub answer_timeout: Option<Duration>,
+    /// Its slot in the `pending` count of the instance it is placed on (none while it waits
+    /// for an instance, and for replays, which are not counted).
+    slot: Option<QueueSlot>,
 }
 
 impl Job {
@@ -371,7 +383,13 @@ impl Job {
             cancel: Arc::default(),
             stream: None,
             answer_timeout: None,
+            slot: None,
         }
+    }
+
+    /// Gives the job's queue slot back, if it holds one.
+    pub(crate) fn release_slot(&mut self) {
+        self.slot = None;
     }
 
     /// Sends the result to whoever waits (a caller that gave up is not an error).
@@ -553,10 +571,12 @@ impl InstanceHandle {
         }
     }
 
-    /// Hands a job to the I/O thread; the caller has already counted it in `pending`.
-    // The error hands the job itself back, without allocating.
+    /// Hands a job to the I/O thread with the queue slot reserved for it on this instance.
+    // The error hands the job itself back (its slot given back), without allocating.
     #[allow(clippy::result_large_err)]
-    pub(crate) fn enqueue(&self, job: Job) -> std::result::Result<(), Job> {
+    pub(crate) fn enqueue(&self, mut job: Job, slot: QueueSlot) -> std::result::Result<(), Job> {
+        debug_assert!(Arc::ptr_eq(&slot.0, &self.shared));
+        job.slot = Some(slot);
         job.placed.store(self.shared.index, Ordering::Release);
         let deadline = job.deadline;
         match self.jobs.send(job) {
@@ -565,8 +585,9 @@ impl InstanceHandle {
                 Ok(())
             }
             Err(e) => {
-                self.shared.release();
-                Err(e.into_inner())
+                let mut job = e.into_inner();
+                job.release_slot();
+                Err(job)
             }
         }
     }
@@ -583,5 +604,48 @@ impl InstanceHandle {
                 log::error!("I/O thread of instance {} panicked", self.shared.index);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        let now = Instant::now();
+        Job::new(
+            "p".into(),
+            b"p\n".to_vec(),
+            now,
+            now,
+            crate::reply::Reply::none(),
+            false,
+        )
+    }
+
+    #[test]
+    fn a_slot_counts_one_pending_job_until_it_is_given_back_or_dropped() {
+        let shared = Arc::new(InstanceShared::new(0, Arc::from("t"), false));
+        let first = shared.try_reserve(2).expect("room for the first");
+        let second = shared.reserve();
+        assert_eq!(shared.pending(), 2);
+        assert!(shared.try_reserve(2).is_none(), "full at capacity");
+        assert_eq!(shared.pending(), 2, "a refused reservation counts nothing");
+
+        let mut held = job();
+        held.slot = Some(first);
+        held.release_slot();
+        assert_eq!(shared.pending(), 1);
+        held.release_slot();
+        assert_eq!(shared.pending(), 1, "giving back twice gives back once");
+
+        let mut dropped = job();
+        dropped.slot = Some(second);
+        drop(dropped);
+        assert_eq!(
+            shared.pending(),
+            0,
+            "a job dropped anywhere gives its slot back"
+        );
     }
 }

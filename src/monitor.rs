@@ -486,8 +486,8 @@ impl Monitor {
             crate::reply::Reply::channel(self.probe_tx.clone()),
             true,
         );
-        handle.shared.reserve();
-        if handle.enqueue(job).is_ok() {
+        let slot = handle.shared.reserve();
+        if handle.enqueue(job, slot).is_ok() {
             self.instances[index].probe = Some(handle.shared.generation());
             // The next probe is timed from the answer.
             self.instances[index].next_probe = None;

@@ -430,10 +430,10 @@ impl PoolCore {
                 prompt: Some(job.prompt),
             });
         }
-        if !shared.try_reserve(self.queue_capacity) {
+        let Some(slot) = shared.try_reserve(self.queue_capacity) else {
             return Err(Error::Busy { prompt: job.prompt });
-        }
-        handle.enqueue(job).map_err(|job| Error::Shutdown {
+        };
+        handle.enqueue(job, slot).map_err(|job| Error::Shutdown {
             prompt: Some(job.prompt),
         })
     }

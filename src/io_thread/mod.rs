@@ -322,12 +322,12 @@ impl IoThread {
     }
 
     /// Moves a job to another instance when it may move; otherwise fails it with `error`.
-    fn hand_back(&mut self, job: Job, error: impl FnOnce() -> Error) {
+    fn hand_back(&mut self, mut job: Job, error: impl FnOnce() -> Error) {
         if job.replay {
             // Its process is gone; the next one replays the history again.
             return;
         }
-        self.cfg.shared.release();
+        job.release_slot();
         if !job.pinned {
             if let Some(rehome) = self.cfg.hooks.as_ref().map(|h| &h.rehome) {
                 job.placed.store(usize::MAX, Ordering::Release);
@@ -423,13 +423,13 @@ impl IoThread {
     }
 
     /// Sends a job's result, keeping `pending`, statistics and the breaker's input right.
-    fn complete(&mut self, job: Job, result: Result<Response>) {
+    fn complete(&mut self, mut job: Job, result: Result<Response>) {
         if job.replay {
             self.replay_done(&result);
             return;
         }
+        job.release_slot();
         let shared = &self.cfg.shared;
-        shared.release();
         self.wake_dispatcher();
         match &result {
             Ok(response) => {
