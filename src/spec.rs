@@ -119,7 +119,10 @@ pub enum Readiness {
     Auto,
     /// Ready as soon as the process has started.
     Immediate,
-    /// Ready once `text` has appeared on `stream`.
+    /// Ready once `text` has appeared on `stream`. Under [`Framing::Prompt`] the tool's
+    /// prompt marker must also end the output after the text (a prompt-framed tool reads
+    /// only after printing its prompt), so a prompt printed after the text cannot end the
+    /// first answer.
     Text {
         /// The text to wait for.
         text: String,

@@ -279,11 +279,8 @@ fn readiness_text_waits_for_its_text_and_then_answers() {
     let pool = ToolProcessPool::new(spec, 1).unwrap();
     // Not ready before the tool printed its text (after its 200 ms startup).
     assert!(began.elapsed() >= Duration::from_millis(200));
-    assert!(pool
-        .send_to(0, "hello")
-        .unwrap()
-        .text
-        .starts_with("You said: hello"));
+    let hello = pool.send_to(0, "hello").unwrap();
+    assert!(hello.text.starts_with("You said: hello"), "{hello:?}");
     stop_pool(&pool);
 }
 
@@ -302,5 +299,30 @@ fn init_lines_run_before_the_first_prompt() {
         pool.send_to(0, "print(math.floor(2.5))").unwrap().text,
         "2\n"
     );
+    stop_pool(&pool);
+}
+
+#[test]
+fn readiness_text_with_prompt_framing_waits_for_the_prompt_that_follows_it() {
+    init_logs();
+    // The tool says it is ready, and only later prints the prompt it reads after: the first
+    // answer must be framed by the prompt after the answer, not by that late startup prompt.
+    let script = "printf 'warming up\\nREADY-NOW\\n'; sleep 0.3; printf '> '; \
+                  while read l; do printf 'You said: %s\\n> ' \"$l\"; done";
+    let spec = aim::ToolSpec::new("late-prompt", "sh")
+        .args(["-c", script])
+        .framing(Framing::Prompt {
+            marker: "> ".into(),
+            stream: Stream::Stdout,
+            settle: Duration::ZERO,
+            await_read: false,
+        })
+        .readiness(Readiness::Text {
+            text: "READY-NOW".into(),
+            stream: Stream::Stdout,
+        });
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    assert_eq!(pool.send_to(0, "one").unwrap().text, "You said: one\n");
+    assert_eq!(pool.send_to(0, "two").unwrap().text, "You said: two\n");
     stop_pool(&pool);
 }

@@ -52,6 +52,7 @@ impl Protocol for Framed {
             absorbed: Vec::new(),
             await_read,
             recheck: None,
+            marker_after_text: None,
         })
     }
 }
@@ -68,6 +69,10 @@ struct FramedConversation {
     /// and the pause after that. The framer stays complete meanwhile (it knows the marker
     /// to strip); new output reopens it.
     recheck: Option<(Instant, Duration)>,
+    /// Prompt framing with a readiness text other than the marker: once the text has
+    /// appeared, the tool is ready only when its prompt follows (a prompt printed after the
+    /// text would otherwise end the first answer).
+    marker_after_text: Option<Rule>,
 }
 
 impl FramedConversation {
@@ -117,6 +122,22 @@ impl Conversation for FramedConversation {
                         stream,
                         settle: *settle,
                     },
+                    Framing::Prompt {
+                        marker,
+                        stream: marker_stream,
+                        settle,
+                        ..
+                    } => {
+                        self.marker_after_text = Some(Rule::EndsWith {
+                            marker: marker.clone().into_bytes(),
+                            stream: *marker_stream,
+                            settle: *settle,
+                        });
+                        Rule::Contains {
+                            text: text.into_bytes(),
+                            stream,
+                        }
+                    }
                     _ => Rule::Contains {
                         text: text.into_bytes(),
                         stream,
@@ -147,7 +168,22 @@ impl Conversation for FramedConversation {
             return Step::Done;
         };
         match f.feed(stream, bytes, now) {
-            Progress::Complete => Step::Done,
+            Progress::Complete => match self.marker_after_text.take() {
+                None => Step::Done,
+                Some(rule) => {
+                    // The marker must end the output after the text. This chunk holds the
+                    // text's end, and a marker only counts at the very end of the output,
+                    // so feeding the whole chunk cannot match a marker printed before it.
+                    let limit = self.spec.max_response_bytes.max(STARTUP_WINDOW);
+                    let mut next = Framer::new(rule, limit, now);
+                    let progress = next.feed(stream, bytes, now);
+                    *f = next;
+                    match progress {
+                        Progress::Complete => Step::Done,
+                        _ => Step::Pending,
+                    }
+                }
+            },
             Progress::TooLarge => {
                 // Keep only recent startup output; the marker is still ahead.
                 *f = Framer::new(f.rule().clone(), STARTUP_WINDOW, now);
