@@ -23,7 +23,6 @@ use crate::pool::{DispatchHooks, PoolCore, PoolOptions, ShutdownReport, ToolProc
 use crate::protocol::ProtocolKind;
 use crate::registry::ToolRegistry;
 use crate::request::Request;
-use crate::response::Response;
 use crate::routing::{Router, SessionMode, Sticky, Strategy};
 use crate::session_link::SessionLink;
 use crate::spec::ToolSpec;
@@ -306,57 +305,19 @@ impl ClusterManager {
         Ok(Ticket::new(rx, placed, submitted, session.cloned(), canceller).with_chunks(chunks))
     }
 
-    /// Sends a prompt to instance `index`, bypassing the router, and blocks for the answer.
-    ///
-    /// # Errors
-    /// [`Error::NoSuchInstance`], [`Error::InstanceUnavailable`], [`Error::Busy`], and as
-    /// [`ClusterManager::send`].
-    pub fn send_to(&self, index: usize, request: impl Into<Request>) -> Result<Response> {
-        self.submit_to(index, request)?.wait()
-    }
+    crate::request::pinned_sends!("ClusterManager");
 
-    /// As [`ClusterManager::send_to`], with `timeout` for the whole request.
+    /// Submits a prompt to instance `index`, bypassing the router, and returns at once.
     ///
     /// # Errors
-    /// As [`ClusterManager::send_to`].
-    pub fn send_to_timeout(
-        &self,
-        index: usize,
-        request: impl Into<Request>,
-        timeout: Duration,
-    ) -> Result<Response> {
-        self.submit_to(index, request.into().timeout(timeout))?
-            .wait()
-    }
-
-    /// As [`ClusterManager::send_to`], ending by `deadline`.
-    ///
-    /// # Errors
-    /// As [`ClusterManager::send_to`].
-    pub fn send_to_deadline(
-        &self,
-        index: usize,
-        request: impl Into<Request>,
-        deadline: Instant,
-    ) -> Result<Response> {
-        self.submit_to(index, request.into().deadline(deadline))?
-            .wait()
-    }
-
-    /// Submits a prompt to instance `index`, bypassing the router.
-    ///
-    /// # Errors
-    /// As [`ClusterManager::send_to`].
+    /// [`Error::InvalidPrompt`], [`Error::NoSuchInstance`], [`Error::Busy`] when the instance's
+    /// queue is full, [`Error::InstanceUnavailable`], [`Error::Shutdown`]; the prompt is
+    /// handed back.
     pub fn submit_to(&self, index: usize, request: impl Into<Request>) -> Result<Ticket> {
         let inner = self.inner();
-        let request = request.into();
-        inner.core.submit_to(
-            index,
-            request.prompt,
-            request.limit,
-            inner.request_timeout,
-            request.stream,
-        )
+        inner
+            .core
+            .submit_to(index, request.into(), inner.request_timeout)
     }
 
     /// A snapshot of every metric: per instance and for the cluster. Reads atomics and, for

@@ -15,7 +15,7 @@ pub(crate) use crate::fleet::DispatchHooks;
 use crate::fleet::Fleet;
 use crate::instance::{
     Control, Doorbell, InstanceHandle, InstanceShared, InstanceState, InstanceStatus, IoEvent, Job,
-    Response, StopMethod, StopOutcome,
+    StopMethod, StopOutcome,
 };
 use crate::io_thread::{IoThread, IoThreadConfig};
 use crate::monitor::{Monitor, MonitorCommand};
@@ -377,19 +377,20 @@ impl PoolCore {
 
     /// Builds a pinned job for `prompt` and queues it on instance `index`: manual addressing
     /// for both the pool and the cluster.
+    /// Queues `request` on instance `index` (a pinned prompt: no session, never moved, and
+    /// its answer timeout ignored: the request's time limit covers the whole wait).
     pub(crate) fn submit_to(
         self: &Arc<Self>,
         index: usize,
-        prompt: String,
-        limit: TimeLimit,
+        request: Request,
         default_timeout: Duration,
-        stream: bool,
     ) -> Result<Ticket> {
-        let (mut job, slot) = self.make_job(prompt, limit, default_timeout, true)?;
+        let (mut job, slot) =
+            self.make_job(request.prompt, request.limit, default_timeout, true)?;
         let canceller = self.canceller(&job, None);
         let placed = Arc::clone(&job.placed);
         let submitted = job.submitted;
-        let chunks = stream_into(&mut job, stream);
+        let chunks = stream_into(&mut job, request.stream);
         self.submit_pinned(index, job)?;
         Ok(Ticket::new(slot, placed, submitted, None, canceller).with_chunks(chunks))
     }
@@ -647,56 +648,11 @@ impl ToolProcessPool {
     /// queue is full, [`Error::InstanceUnavailable`] when it is failed, stopped or its circuit
     /// is open, [`Error::Shutdown`]. The prompt is handed back in every case.
     pub fn submit_to(&self, index: usize, request: impl Into<Request>) -> Result<Ticket> {
-        let request = request.into();
         let core = &self.handle.core;
-        core.submit_to(
-            index,
-            request.prompt,
-            request.limit,
-            core.spec.request_timeout,
-            request.stream,
-        )
+        core.submit_to(index, request.into(), core.spec.request_timeout)
     }
 
-    /// Sends a prompt to instance `index` and blocks until the answer, up to the request's
-    /// time limit or else the spec's request timeout (which also covers time spent queued).
-    ///
-    /// # Errors
-    /// As [`ToolProcessPool::submit_to`], plus what the request fails with:
-    /// [`Error::Timeout`] (the instance is then recycled), [`Error::InstanceDied`],
-    /// [`Error::ResponseTooLarge`].
-    pub fn send_to(&self, index: usize, request: impl Into<Request>) -> Result<Response> {
-        self.submit_to(index, request)?.wait()
-    }
-
-    /// As [`ToolProcessPool::send_to`], with `timeout` instead of the spec's request timeout.
-    ///
-    /// # Errors
-    /// As [`ToolProcessPool::send_to`].
-    pub fn send_to_timeout(
-        &self,
-        index: usize,
-        request: impl Into<Request>,
-        timeout: Duration,
-    ) -> Result<Response> {
-        self.submit_to(index, request.into().timeout(timeout))?
-            .wait()
-    }
-
-    /// As [`ToolProcessPool::send_to`], ending by `deadline` instead of after the spec's
-    /// request timeout.
-    ///
-    /// # Errors
-    /// As [`ToolProcessPool::send_to`].
-    pub fn send_to_deadline(
-        &self,
-        index: usize,
-        request: impl Into<Request>,
-        deadline: Instant,
-    ) -> Result<Response> {
-        self.submit_to(index, request.into().deadline(deadline))?
-            .wait()
-    }
+    crate::request::pinned_sends!("ToolProcessPool");
 
     /// Each instance's status, from what the I/O threads and the monitor last recorded.
     /// Never blocks on a child.

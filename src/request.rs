@@ -72,6 +72,45 @@ macro_rules! blocking_sends {
 }
 pub(crate) use blocking_sends;
 
+/// The pinned blocking family for a type with `submit_to(usize, Request) -> Result<Ticket>`:
+/// `send_to`, `send_to_timeout` and `send_to_deadline`, all delegating to `submit_to` and
+/// `Ticket::wait`.
+macro_rules! pinned_sends {
+    ($owner:literal) => {
+        #[doc = concat!("Sends a prompt to instance `index`, bypassing any router, and blocks until its answer, for at most the request's time limit (else the default request timeout, which also covers time spent queued).\n\n# Errors\nAs [`", $owner, "::submit_to`], plus what the request fails with: [`Error::Timeout`](crate::Error::Timeout) (the instance is then recycled), [`Error::InstanceDied`](crate::Error::InstanceDied), [`Error::ResponseTooLarge`](crate::Error::ResponseTooLarge).")]
+        pub fn send_to(
+            &self,
+            index: usize,
+            request: impl Into<crate::Request>,
+        ) -> crate::Result<crate::Response> {
+            self.submit_to(index, request)?.wait()
+        }
+
+        #[doc = concat!("As [`", $owner, "::send_to`], with `timeout` for the whole request.\n\n# Errors\nAs [`", $owner, "::send_to`].")]
+        pub fn send_to_timeout(
+            &self,
+            index: usize,
+            request: impl Into<crate::Request>,
+            timeout: std::time::Duration,
+        ) -> crate::Result<crate::Response> {
+            self.submit_to(index, request.into().timeout(timeout))?
+                .wait()
+        }
+
+        #[doc = concat!("As [`", $owner, "::send_to`], ending by `deadline`.\n\n# Errors\nAs [`", $owner, "::send_to`].")]
+        pub fn send_to_deadline(
+            &self,
+            index: usize,
+            request: impl Into<crate::Request>,
+            deadline: std::time::Instant,
+        ) -> crate::Result<crate::Response> {
+            self.submit_to(index, request.into().deadline(deadline))?
+                .wait()
+        }
+    };
+}
+pub(crate) use pinned_sends;
+
 /// A prompt and its options. `&str` and `String` convert into a plain request, so
 /// `cluster.send("hi")` works; build one to set options:
 ///

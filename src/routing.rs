@@ -343,13 +343,19 @@ struct Bindings {
 
 impl Bindings {
     fn bind(&mut self, key: &str, index: usize, exclusive: bool) {
-        if let Some(old) = self.by_session.insert(key.to_string(), index) {
-            if self.owner.get(&old).is_some_and(|k| k == key) {
-                self.owner.remove(&old);
-            }
-        }
+        self.forget(key);
+        self.by_session.insert(key.to_string(), index);
         if exclusive {
             self.owner.insert(index, key.to_string());
+        }
+    }
+
+    /// Drops `key`'s binding, and its ownership of its instance if it had it.
+    fn forget(&mut self, key: &str) {
+        if let Some(index) = self.by_session.remove(key) {
+            if self.owner.get(&index).is_some_and(|k| k == key) {
+                self.owner.remove(&index);
+            }
         }
     }
 }
@@ -378,30 +384,21 @@ impl Sticky {
         self.bindings.by_session.len()
     }
 
-    fn select_shared(
-        placement: &mut LeastBusy,
-        bindings: &mut Bindings,
-        candidates: &[Candidate],
-        key: &str,
-    ) -> Option<usize> {
-        if let Some(&bound) = bindings.by_session.get(key) {
+    fn select_shared(&mut self, candidates: &[Candidate], key: &str) -> Option<usize> {
+        if let Some(&bound) = self.bindings.by_session.get(key) {
             if let Some(c) = find(candidates, bound) {
                 if c.is_available() {
                     return c.is_eligible().then_some(bound);
                 }
             }
         }
-        let chosen = placement.select_where(candidates, |_| true)?;
-        bindings.bind(key, chosen, false);
+        let chosen = self.placement.select_where(candidates, |_| true)?;
+        self.bindings.bind(key, chosen, false);
         Some(chosen)
     }
 
-    fn select_exclusive(
-        placement: &mut LeastBusy,
-        bindings: &mut Bindings,
-        candidates: &[Candidate],
-        key: &str,
-    ) -> Option<usize> {
+    fn select_exclusive(&mut self, candidates: &[Candidate], key: &str) -> Option<usize> {
+        let bindings = &mut self.bindings;
         if let Some(&bound) = bindings.by_session.get(key) {
             match find(candidates, bound) {
                 // Coming back (or merely busy): wait for it, its conversation lives there.
@@ -416,7 +413,9 @@ impl Sticky {
             }
         }
         let owner = &bindings.owner;
-        let chosen = placement.select_where(candidates, |c| !owner.contains_key(&c.index))?;
+        let chosen = self
+            .placement
+            .select_where(candidates, |c| !owner.contains_key(&c.index))?;
         bindings.bind(key, chosen, true);
         Some(chosen)
     }
@@ -434,26 +433,21 @@ fn find(candidates: &[Candidate], index: usize) -> Option<&Candidate> {
 impl Router for Sticky {
     fn select(&mut self, candidates: &[Candidate], context: &RouteContext<'_>) -> Option<usize> {
         let exclusive = self.mode == SessionMode::Exclusive;
-        let (placement, bindings) = (&mut self.placement, &mut self.bindings);
         match (context.session, exclusive) {
-            (None, false) => placement.select_where(candidates, |_| true),
+            (None, false) => self.placement.select_where(candidates, |_| true),
             // Never into a session's process: it would join that conversation.
             (None, true) => {
-                let owner = &bindings.owner;
-                placement.select_where(candidates, |c| !owner.contains_key(&c.index))
+                let owner = &self.bindings.owner;
+                self.placement
+                    .select_where(candidates, |c| !owner.contains_key(&c.index))
             }
-            (Some(key), false) => Self::select_shared(placement, bindings, candidates, key),
-            (Some(key), true) => Self::select_exclusive(placement, bindings, candidates, key),
+            (Some(key), false) => self.select_shared(candidates, key),
+            (Some(key), true) => self.select_exclusive(candidates, key),
         }
     }
 
     fn end_session(&mut self, key: &str) {
-        let bindings = &mut self.bindings;
-        if let Some(index) = bindings.by_session.remove(key) {
-            if bindings.owner.get(&index).is_some_and(|k| k == key) {
-                bindings.owner.remove(&index);
-            }
-        }
+        self.bindings.forget(key);
     }
 
     fn name(&self) -> &str {
