@@ -485,9 +485,23 @@ fn aider_sessions_survive_restarts_and_never_mix() {
 
 // ----- cancel ------------------------------------------------------------------------------
 
+/// How many requests the backend got whose last message asks for the slow reply.
+fn slow_requests_received(llm: &FakeLlm) -> usize {
+    llm.conversations()
+        .iter()
+        .filter(|c| {
+            c["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .and_then(|m| m["text"].as_str())
+                .is_some_and(|t| t.contains("[[delay:3000]]"))
+        })
+        .count()
+}
+
 /// Cancels a slowly streamed answer twice in a row; the instance keeps its process and
 /// answers the next prompt exactly.
-fn cancel_keeps_the_instance(spec: ToolSpec, slow: &str) {
+fn cancel_keeps_the_instance(spec: ToolSpec, llm: &FakeLlm, slow: &str) {
     let _w = watchdog("agent cancel", Duration::from_secs(120));
     let cluster = ClusterManager::builder(spec)
         .request_timeout(Duration::from_secs(60))
@@ -497,10 +511,12 @@ fn cancel_keeps_the_instance(spec: ToolSpec, slow: &str) {
     let first = cluster.send("warm up").unwrap();
     for round in 0..2 {
         let ticket = cluster.submit(slow).unwrap();
-        wait_until(Duration::from_secs(10), "the slow answer in flight", || {
-            cluster.metrics().cluster.in_flight == 1
-        });
-        std::thread::sleep(Duration::from_millis(300)); // let the stream begin
+        // Cancel inside the model call: once the backend has this round's request.
+        wait_until(
+            Duration::from_secs(30),
+            "the slow request at the backend",
+            || slow_requests_received(llm) > round,
+        );
         ticket.cancel();
         let result = ticket.wait();
         assert!(
@@ -524,6 +540,7 @@ fn aider_cancel_stops_the_answer_and_aider_survives_two_in_a_row() {
     let llm = FakeLlm::start(&dir);
     cancel_keeps_the_instance(
         agents::aider(&program, &llm, &dir),
+        &llm,
         "/ask [[chunks:one|two|three|four]] [[delay:3000]]",
     );
 }
@@ -538,6 +555,7 @@ fn claude_cancel_interrupts_the_turn() {
     let llm = FakeLlm::start(&dir);
     cancel_keeps_the_instance(
         agents::claude(&program, &llm, &dir),
+        &llm,
         "[[chunks:one|two|three|four]] [[delay:3000]]",
     );
 }
@@ -552,6 +570,7 @@ fn codex_cancel_interrupts_the_turn() {
     let llm = FakeLlm::start(&dir);
     cancel_keeps_the_instance(
         agents::codex(&program, &llm, &dir),
+        &llm,
         "[[chunks:one|two|three|four]] [[delay:3000]]",
     );
 }
