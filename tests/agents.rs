@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use aim::{ClusterManager, Error, Strategy, ToolSpec};
@@ -61,22 +59,13 @@ fn aim_run_answers_exactly(
     let tools = dir.join("tools.json");
     let file = serde_json::json!({ name: spec });
     std::fs::write(&tools, file.to_string()).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aim"))
-        .args(["run", name, "-n", "3", "-s", "least-busy", "--tools"])
-        .arg(&tools)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let input: String = (0..PROMPTS).map(|i| format!("run-{i} asks\n")).collect();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let args = ["run", name, "-n", "3", "-s", "least-busy", "--tools"];
+    let args = args
+        .iter()
+        .map(std::ffi::OsStr::new)
+        .chain([tools.as_os_str()]);
+    let out = run_aim(args, input.as_bytes());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

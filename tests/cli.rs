@@ -1,6 +1,7 @@
 //! The `aim` command, run as a real process.
 
-use std::io::Write;
+mod support;
+
 use std::process::{Command, Stdio};
 
 fn aim() -> Command {
@@ -8,20 +9,7 @@ fn aim() -> Command {
 }
 
 fn run_with_input(args: &[&str], input: &str) -> (i32, String, String) {
-    let mut child = aim()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = support::run_aim(args, input.as_bytes());
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -4,22 +4,11 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use support::*;
-
-fn aim(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_aim"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
 
 fn json_lines(text: &str) -> Vec<serde_json::Value> {
     text.lines()
@@ -29,9 +18,7 @@ fn json_lines(text: &str) -> Vec<serde_json::Value> {
 
 /// Runs `aim run ARGS` with `input`; returns (exit code, stdout lines, stderr).
 fn run(args: &[&str], input: &[u8]) -> (i32, Vec<serde_json::Value>, String) {
-    let mut child = aim(&[&["run"], args].concat());
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_aim([&["run"], args].concat(), input);
     (
         out.status.code().unwrap_or(-1),
         json_lines(&String::from_utf8_lossy(&out.stdout)),
@@ -41,7 +28,7 @@ fn run(args: &[&str], input: &[u8]) -> (i32, Vec<serde_json::Value>, String) {
 
 fn signal_mid_run(signal: Signal, expected_code: i32) {
     let _w = watchdog("signal mid-run", Duration::from_secs(60));
-    let mut child = aim(&["run", "demo", "-n", "2"]);
+    let mut child = spawn_aim(["run", "demo", "-n", "2"]);
     let mut stdin = child.stdin.take().unwrap();
     // Four quick prompts, two slow ones in flight, and more input that never gets read.
     stdin
@@ -96,7 +83,7 @@ fn sigterm_mid_run_exits_143() {
 fn a_second_signal_cancels_the_prompts_in_flight() {
     init_logs();
     let _w = watchdog("second signal", Duration::from_secs(60));
-    let mut child = aim(&["run", "demo", "-n", "1"]);
+    let mut child = spawn_aim(["run", "demo", "-n", "1"]);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"a\n/sleep 30000\n").unwrap();
     stdin.flush().unwrap();
@@ -129,7 +116,7 @@ fn a_second_signal_cancels_the_prompts_in_flight() {
 fn soak_prints_its_verdict_when_interrupted() {
     init_logs();
     let _w = watchdog("soak signal", Duration::from_secs(60));
-    let mut child = aim(&["soak", "--duration", "60s"]);
+    let mut child = spawn_aim(["soak", "--duration", "60s"]);
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     while !line.contains("answered") {
@@ -154,7 +141,7 @@ fn soak_prints_its_verdict_when_interrupted() {
 fn a_closed_stdout_ends_the_run_promptly() {
     init_logs();
     let _w = watchdog("closed stdout", Duration::from_secs(60));
-    let mut child = aim(&["run", "demo", "-n", "2"]);
+    let mut child = spawn_aim(["run", "demo", "-n", "2"]);
     let mut stdin = child.stdin.take().unwrap();
     let input: String = (0..500).map(|_| "/sleep 20\n").collect();
     let writer = std::thread::spawn(move || {

@@ -1,9 +1,32 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::io::Write;
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use aim::{Framing, InputFormat, Readiness, ToolRegistry, ToolSpec};
+
+/// Starts the `aim` command with `args`, its stdin, stdout and stderr piped.
+pub fn spawn_aim<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_aim"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Runs the `aim` command with `args` to its end, with `input` on its stdin.
+pub fn run_aim<S: AsRef<std::ffi::OsStr>>(
+    args: impl IntoIterator<Item = S>,
+    input: &[u8],
+) -> Output {
+    let mut child = spawn_aim(args);
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
 
 /// Logs go to the test's captured output; `RUST_LOG=aim=debug cargo test` shows them.
 /// Also arms a watchdog for the whole test binary (10 minutes): a lost wake-up then fails the
