@@ -300,7 +300,7 @@ impl ClusterManager {
         let canceller = inner
             .core
             .canceller(&job, Some(inner.dispatch.wake_sender()));
-        let chunks = crate::pool::stream_into(&mut job, stream);
+        let chunks = job.stream_to_caller(stream);
         inner.dispatch.submit(job, wait)?;
         Ok(Ticket::new(rx, placed, submitted, session.cloned(), canceller).with_chunks(chunks))
     }

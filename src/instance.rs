@@ -387,6 +387,19 @@ impl Job {
         }
     }
 
+    /// With `stream`, gives the job a channel for its answer's text as it arrives; the
+    /// receiver goes to the ticket.
+    pub(crate) fn stream_to_caller(
+        &mut self,
+        stream: bool,
+    ) -> Option<crossbeam_channel::Receiver<String>> {
+        stream.then(|| {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            self.stream = Some(tx);
+            rx
+        })
+    }
+
     /// Gives the job's queue slot back, if it holds one.
     pub(crate) fn release_slot(&mut self) {
         self.slot = None;

@@ -375,10 +375,8 @@ impl PoolCore {
         Ok((Job::new(prompt, input, now, deadline, reply, pinned), slot))
     }
 
-    /// Builds a pinned job for `prompt` and queues it on instance `index`: manual addressing
-    /// for both the pool and the cluster.
-    /// Queues `request` on instance `index` (a pinned prompt: no session, never moved, and
-    /// its answer timeout ignored: the request's time limit covers the whole wait).
+    /// Builds a pinned job for `request` and queues it on instance `index`: manual addressing
+    /// for both the pool and the cluster. A pinned prompt has no session and never moves.
     pub(crate) fn submit_to(
         self: &Arc<Self>,
         index: usize,
@@ -390,7 +388,7 @@ impl PoolCore {
         let canceller = self.canceller(&job, None);
         let placed = Arc::clone(&job.placed);
         let submitted = job.submitted;
-        let chunks = stream_into(&mut job, request.stream);
+        let chunks = job.stream_to_caller(request.stream);
         self.submit_pinned(index, job)?;
         Ok(Ticket::new(slot, placed, submitted, None, canceller).with_chunks(chunks))
     }
@@ -766,19 +764,6 @@ macro_rules! shared_setters {
     };
 }
 pub(crate) use shared_setters;
-
-/// With `stream`, gives `job` a channel for its answer's text as it arrives; the receiver
-/// goes to the ticket.
-pub(crate) fn stream_into(
-    job: &mut Job,
-    stream: bool,
-) -> Option<crossbeam_channel::Receiver<String>> {
-    stream.then(|| {
-        let (tx, rx) = unbounded();
-        job.stream = Some(tx);
-        rx
-    })
-}
 
 /// Starts instances at most `at_once` at a time and reports each one's outcome.
 struct Starter {
