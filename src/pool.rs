@@ -388,6 +388,7 @@ impl PoolCore {
         let canceller = self.canceller(&job, None);
         let placed = Arc::clone(&job.placed);
         let submitted = job.submitted;
+        job.answer_timeout = request.answer_timeout;
         let chunks = job.stream_to_caller(request.stream);
         self.submit_pinned(index, job)?;
         Ok(Ticket::new(slot, placed, submitted, None, canceller).with_chunks(chunks))
@@ -638,8 +639,8 @@ impl ToolProcessPool {
 
     /// Queues a prompt on instance `index` and returns at once. Takes what
     /// [`ClusterManager::submit_to`](crate::ClusterManager::submit_to) takes: a `&str`, a
-    /// `String` or a [`Request`] (its time limit and streaming apply; a pinned prompt has no
-    /// session and is never retried elsewhere).
+    /// `String` or a [`Request`] (its time limit, answer timeout and streaming apply; a
+    /// pinned prompt has no session and is never retried elsewhere).
     ///
     /// # Errors
     /// [`Error::InvalidPrompt`], [`Error::NoSuchInstance`], [`Error::Busy`] when the instance's

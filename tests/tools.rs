@@ -167,3 +167,22 @@ fn a_pinned_pool_prompt_takes_a_request_with_its_own_time_limit() {
     }
     assert!(pool.shutdown().all_reaped());
 }
+
+#[test]
+fn a_pinned_prompt_keeps_its_answer_timeout() {
+    init_logs();
+    let pool = ToolProcessPool::builder_for("demo")
+        .unwrap()
+        .launch()
+        .unwrap();
+    let request = aim::Request::new("/sleep 5000")
+        .answer_timeout(std::time::Duration::from_millis(200))
+        .timeout(std::time::Duration::from_secs(60));
+    match pool.send_to(0, request) {
+        Err(aim::Error::Timeout { stage, .. }) => {
+            assert_eq!(stage, aim::TimeoutStage::Answering)
+        }
+        other => panic!("expected the answer timeout, got {other:?}"),
+    }
+    assert!(pool.shutdown().all_reaped());
+}
