@@ -102,7 +102,7 @@ pub(crate) struct InstanceInfo {
     pub last_exit: Option<ExitInfo>,
     pub failure: Option<String>,
     pub stderr_tail: VecDeque<String>,
-    pub process: Option<Arc<crate::process::ChildProcess>>,
+    pub process: Option<Arc<dyn crate::launch::Launched>>,
 }
 
 impl InstanceShared {
@@ -197,7 +197,7 @@ impl InstanceShared {
     }
 
     /// Records a new process; returns its generation.
-    pub(crate) fn begin_generation(&self, process: Arc<crate::process::ChildProcess>) -> u64 {
+    pub(crate) fn begin_generation(&self, process: Arc<dyn crate::launch::Launched>) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         self.pid.store(process.pid(), Ordering::Release);
         self.served.store(0, Ordering::Release);

@@ -157,6 +157,7 @@ mod guardian;
 mod histogram;
 mod instance;
 mod io_thread;
+mod launch;
 mod metrics;
 mod metrics_server;
 mod monitor;
@@ -175,6 +176,7 @@ mod session_link;
 mod setters;
 mod spec;
 mod state;
+mod stdin_wait;
 mod supervision;
 mod ticket;
 

@@ -18,6 +18,7 @@ use crate::instance::{
     StopMethod, StopOutcome,
 };
 use crate::io_thread::{IoThread, IoThreadConfig};
+use crate::launch::{Launcher, LocalLauncher};
 use crate::monitor::{Monitor, MonitorCommand};
 use crate::request::{Request, TimeLimit};
 use crate::spec::ToolSpec;
@@ -66,6 +67,8 @@ pub(crate) struct PoolOptions {
     pub min_ready: Option<usize>,
     /// Raise the soft open-file limit up to the hard one when the instances need it.
     pub raise_fd_limit: bool,
+    /// How instances' processes are started (locally by default).
+    pub launcher: Arc<dyn Launcher>,
 }
 
 impl Default for PoolOptions {
@@ -80,6 +83,7 @@ impl Default for PoolOptions {
             start_at_once: 0,
             min_ready: None,
             raise_fd_limit: false,
+            launcher: Arc::new(LocalLauncher),
         }
     }
 }
@@ -93,6 +97,7 @@ pub(crate) struct PoolCore {
     raise_fd_limit: bool,
     record_metrics: bool,
     stuck_after: Duration,
+    launcher: Arc<dyn Launcher>,
     events_tx: Sender<IoEvent>,
     monitor_tx: Sender<MonitorCommand>,
     monitor: Mutex<Option<JoinHandle<()>>>,
@@ -172,6 +177,7 @@ impl PoolCore {
             raise_fd_limit: options.raise_fd_limit,
             record_metrics: options.record_metrics,
             stuck_after: options.stuck_after,
+            launcher: options.launcher,
             events_tx,
             monitor_tx,
             monitor: Mutex::new(None),
@@ -306,6 +312,7 @@ impl PoolCore {
         let doorbell = Arc::new(Doorbell::new()?);
         let config = IoThreadConfig {
             spec: Arc::new(self.spec.for_instance(index)),
+            launcher: Arc::clone(&self.launcher),
             protocol: Arc::clone(&self.protocol),
             shared: Arc::clone(&shared),
             jobs: jobs_rx,

@@ -75,8 +75,12 @@ pub trait Protocol: Send + Sync + fmt::Debug {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Context {
-    /// The process id (for checks such as [`blocked_reading_stdin`](crate::protocol::blocked_reading_stdin)).
+    /// The process id of what was launched: the tool itself when it runs locally, the
+    /// `ssh` client when it runs on another host.
     pub pid: i32,
+    /// "Is the tool blocked reading its stdin?", answered by whatever launched it (use this,
+    /// not `/proc` of [`pid`](Context::pid): the tool may run elsewhere).
+    pub stdin: crate::stdin_wait::StdinProbe,
     /// The instance index.
     pub instance: usize,
     /// The most output one answer may have.
@@ -89,10 +93,12 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context for the first process of an instance.
+    /// A context for the first process of an instance, a local process `pid` (its
+    /// [`stdin`](Context::stdin) probe reads `/proc/PID/syscall`).
     pub fn new(pid: i32, instance: usize, max_response_bytes: usize) -> Self {
         Context {
             pid,
+            stdin: crate::stdin_wait::StdinProbe::local(pid),
             instance,
             max_response_bytes,
             generation: 1,

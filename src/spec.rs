@@ -54,7 +54,7 @@ pub enum Framing {
         #[serde(default, rename = "settle_ms", with = "duration_ms")]
         settle: Duration,
         /// The marker only counts once the tool's main thread is blocked reading its stdin
-        /// (Linux, `/proc/PID/syscall`): an answer that merely contains the marker while the
+        /// (asked of the launcher; locally Linux `/proc/PID/syscall`): an answer that merely contains the marker while the
         /// tool is still working never ends early, and no quiet time is needed. Checked again
         /// every few milliseconds while the tool is busy; where the check is unavailable,
         /// `settle` decides. Defaults to false.

@@ -59,8 +59,7 @@ impl IoThread {
         }
         child.sigint_due = None;
         child.last_sigint = Some(now);
-        let pid = nix::unistd::Pid::from_raw(child.process.pid());
-        let _ = nix::sys::signal::kill(pid, Signal::SIGINT);
+        child.process.signal_tool(Signal::SIGINT);
     }
 
     /// The cancel timers of the answer in flight: a deferred SIGINT, and the end of the

@@ -20,8 +20,8 @@ impl IoThread {
             with_resume.args.extend(extra);
             Arc::new(with_resume)
         };
-        let (process, io) = match process::spawn(&spawn_spec, shared.index) {
-            Ok(pair) => pair,
+        let launched = match self.cfg.launcher.launch(&spawn_spec, shared.index) {
+            Ok(launched) => launched,
             Err(err) => {
                 log::warn!("{}[{}]: {err}", spec.name, shared.index);
                 shared.set_state(InstanceState::Restarting);
@@ -36,7 +36,7 @@ impl IoThread {
                 return;
             }
         };
-        let process = Arc::new(process);
+        let crate::launch::Launch { process, io } = launched;
         let generation = shared.begin_generation(Arc::clone(&process));
         self.last_pid = process.pid();
         shared.info.lock().stderr_tail.clear();
@@ -56,6 +56,8 @@ impl IoThread {
         let mut context = Context::new(process.pid(), shared.index, spec.max_response_bytes);
         context.generation = generation;
         context.resume = resume.clone();
+        let probe = Arc::clone(&process);
+        context.stdin = crate::protocol::StdinProbe::new(move || probe.reading_stdin());
         let mut conversation = self.cfg.protocol.conversation(&context);
         let opened = conversation.open(now, &mut out);
         let strip = spec

@@ -5,7 +5,7 @@
 //! a command on its crossbeam channels. Nothing here sleeps: every wait is a `poll` whose
 //! timeout is the nearest deadline (an answer's, the startup's, a stop step's, a settle timer).
 //!
-//! It spawns the child itself; the guardian process (`crate::guardian`) kills the child's
+//! It starts the child itself, through its launcher (`crate::launch`); the guardian process (`crate::guardian`) kills the child's
 //! process group if the supervisor dies.
 
 mod cancel;
@@ -34,7 +34,8 @@ use crate::instance::{
     Control, Doorbell, ExitCause, InstanceShared, InstanceState, IoEvent, Job, Response,
     StopMethod, StopOutcome,
 };
-use crate::process::{self, poll_timeout, ChildIo, ChildProcess};
+use crate::launch::{ChildIo, Launched, Launcher};
+use crate::process::poll_timeout;
 use crate::protocol::{Between, Context, Conversation, Protocol, Step};
 use crate::spec::{Stream, ToolSpec};
 use crate::state::ExitInfo;
@@ -55,6 +56,8 @@ const TURN_STDERR_CAP: usize = 64 * 1024;
 /// What an I/O thread needs.
 pub(crate) struct IoThreadConfig {
     pub spec: Arc<ToolSpec>,
+    /// How the tool's process is started, signalled, watched and reaped.
+    pub launcher: Arc<dyn Launcher>,
     /// How prompts are encoded and answers framed and decoded.
     pub protocol: Arc<dyn Protocol>,
     pub shared: Arc<InstanceShared>,
@@ -106,7 +109,7 @@ enum Phase {
 }
 
 struct Running {
-    process: Arc<ChildProcess>,
+    process: Arc<dyn Launched>,
     io: ChildIo,
     generation: u64,
     phase: Phase,

@@ -2,9 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{
-    check_prompt, stdin_wait, Answer, Between, Context, Conversation, Protocol, Step, Usage,
-};
+use super::{check_prompt, Answer, Between, Context, Conversation, Protocol, Step, Usage};
 use crate::spec::{Stream, ToolSpec};
 
 /// The tag of multi-line blocks: `{aim` ... `aim}`.
@@ -12,13 +10,13 @@ const BLOCK_TAG: &str = "aim";
 /// Pauses between checks that aider is blocked reading its stdin.
 const READ_CHECK_FIRST: Duration = Duration::from_millis(1);
 const READ_CHECK_MAX: Duration = Duration::from_millis(50);
-/// Where `/proc/PID/syscall` cannot be read: how long the prompt must stand unchanged.
+/// Where the launcher cannot tell whether aider reads stdin: how long the prompt must stand unchanged.
 const FALLBACK_SETTLE: Duration = Duration::from_millis(500);
 
 /// aider's chat over pipes. After every answer aider prints a blank line, one line per file in
 /// the chat, and its prompt (`> `, or `ask> ` and the like in other modes), then reads stdin.
 /// An answer is complete when the output ends that way **and** aider's main thread is blocked
-/// reading its stdin (`/proc/PID/syscall`): a reply that merely contains `\n\n> ` while the
+/// reading its stdin (asked of its launcher: locally `/proc/PID/syscall`): a reply that merely contains `\n\n> ` while the
 /// model is still streaming never ends early, and no quiet time is needed. (Where the check
 /// is unavailable, the prompt must stand unchanged for 500 ms.)
 ///
@@ -106,7 +104,7 @@ impl Protocol for Aider {
             .then(|| self.restore_outcome(context.instance))
             .flatten();
         Box::new(AiderConversation {
-            pid: context.pid,
+            stdin: context.stdin.clone(),
             limit: context.max_response_bytes,
             out: Vec::new(),
             timer: None,
@@ -126,7 +124,7 @@ enum Timer {
 
 #[derive(Debug)]
 struct AiderConversation {
-    pid: i32,
+    stdin: crate::stdin_wait::StdinProbe,
     limit: usize,
     /// Stdout since the prompt was written (or since start).
     out: Vec<u8>,
@@ -141,7 +139,7 @@ impl AiderConversation {
             self.timer = None;
             return Step::Pending;
         }
-        match stdin_wait::blocked_reading_stdin(self.pid) {
+        match self.stdin.check() {
             Some(true) => {
                 self.timer = None;
                 Step::Done

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{check_prompt, stdin_wait, Answer, Between, Context, Conversation, Protocol, Step};
+use super::{check_prompt, Answer, Between, Context, Conversation, Protocol, Step};
 use crate::framing::{fresh_nonce, Framer, Progress, Rule};
 use crate::spec::{Framing, Readiness, Stream, ToolSpec};
 
@@ -47,7 +47,7 @@ impl Protocol for Framed {
         );
         Box::new(FramedConversation {
             spec: self.spec.clone(),
-            pid: context.pid,
+            stdin: context.stdin.clone(),
             framer: None,
             absorbed: Vec::new(),
             await_read,
@@ -60,7 +60,7 @@ impl Protocol for Framed {
 #[derive(Debug)]
 struct FramedConversation {
     spec: ToolSpec,
-    pid: i32,
+    stdin: crate::stdin_wait::StdinProbe,
     framer: Option<Framer>,
     /// Output of the other stream read right after the answer was complete.
     absorbed: Vec<(Stream, Vec<u8>)>,
@@ -90,7 +90,7 @@ impl FramedConversation {
             Progress::Pending => Step::Pending,
             Progress::TooLarge => Step::TooLarge,
             Progress::Complete if !self.await_read => Step::Done,
-            Progress::Complete => match stdin_wait::blocked_reading_stdin(self.pid) {
+            Progress::Complete => match self.stdin.check() {
                 Some(false) => {
                     let pause = self.recheck.map_or(READ_CHECK_FIRST, |(_, p)| p);
                     self.recheck = Some((now + pause, (pause * 2).min(READ_CHECK_MAX)));

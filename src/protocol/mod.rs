@@ -23,7 +23,6 @@ mod claude;
 mod codex;
 mod framed;
 mod jsonl;
-mod stdin_wait;
 
 use std::sync::Arc;
 
@@ -33,11 +32,11 @@ pub(crate) use crate::protocol_api::check_prompt;
 pub use crate::protocol_api::{
     Answer, Between, Context, Conversation, Interrupt, Protocol, ProtocolKind, Step, Usage,
 };
+pub use crate::stdin_wait::{blocked_reading_stdin, StdinProbe};
 pub use aider::Aider;
 pub use claude::ClaudeStreamJson;
 pub use codex::CodexAppServer;
 pub use framed::Framed;
-pub use stdin_wait::blocked_reading_stdin;
 
 impl ProtocolKind {
     /// The protocol for `spec`.

@@ -1,5 +1,10 @@
-//! "The child is waiting for input": whether a process's main thread is blocked in `read(2)`
-//! on its stdin, from `/proc/PID/syscall` (Linux).
+//! "The tool is waiting for input": whether a process's main thread is blocked in `read(2)`
+//! on its stdin, from `/proc/PID/syscall` (Linux), and [`StdinProbe`], the question as a
+//! protocol asks it of whatever launched the tool (a local process answers from `/proc`, a
+//! relay on another host from the far side's `/proc`).
+
+use std::fmt;
+use std::sync::Arc;
 
 /// The `read` system call's number on this architecture.
 #[cfg(target_arch = "x86_64")]
@@ -26,6 +31,49 @@ pub fn blocked_reading_stdin(pid: i32) -> Option<bool> {
     }
     let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
     Some(parse(&text))
+}
+
+/// How a protocol asks "is the tool blocked reading its stdin?" of the launcher that started
+/// the tool: `Some(true)` waiting for input, `Some(false)` doing anything else, `None` when it
+/// cannot be known (then protocols fall back to a settle period). Cheap to clone; checking
+/// never blocks.
+///
+/// ```
+/// use aim::protocol::StdinProbe;
+/// let me = std::process::id() as i32;
+/// assert_ne!(StdinProbe::local(me).check(), Some(true));
+/// assert_eq!(StdinProbe::unknown().check(), None);
+/// assert_eq!(StdinProbe::new(|| Some(true)).check(), Some(true));
+/// ```
+#[derive(Clone)]
+pub struct StdinProbe(Arc<dyn Fn() -> Option<bool> + Send + Sync>);
+
+impl StdinProbe {
+    /// Asks `check` each time.
+    pub fn new(check: impl Fn() -> Option<bool> + Send + Sync + 'static) -> Self {
+        StdinProbe(Arc::new(check))
+    }
+
+    /// Reads `/proc/PID/syscall` of local process `pid` ([`blocked_reading_stdin`]).
+    pub fn local(pid: i32) -> Self {
+        StdinProbe::new(move || blocked_reading_stdin(pid))
+    }
+
+    /// Always `None`: nothing can tell (a plain `ssh -T` without a relay).
+    pub fn unknown() -> Self {
+        StdinProbe::new(|| None)
+    }
+
+    /// Whether the tool is blocked reading its stdin right now (see the type's docs).
+    pub fn check(&self) -> Option<bool> {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for StdinProbe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StdinProbe")
+    }
 }
 
 /// `/proc/PID/syscall` reads `NR ARG1 ARG2 ...` (hex arguments) while blocked in a system

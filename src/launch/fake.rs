@@ -1,0 +1,227 @@
+//! A launcher whose "tool" is a thread of this process, for in-memory tests of the I/O
+//! thread, the monitor and the pool: no process is started, and the test decides what the
+//! tool answers, when it exits and whether it reads its stdin.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use nix::sys::signal::Signal;
+use parking_lot::Mutex;
+
+use super::{ChildIo, Launch, Launched, Launcher};
+use crate::error::{Error, Result};
+use crate::process::set_nonblocking;
+use crate::spec::ToolSpec;
+use crate::state::ExitInfo;
+
+/// Starts [`FakeProcess`]es: each answers a line `X` with `echo: X\n> ` (after a first `> `).
+#[derive(Debug, Default)]
+pub(crate) struct FakeLauncher {
+    /// Every process launched, in order.
+    pub launched: Mutex<Vec<Arc<FakeProcess>>>,
+    /// What `reading_stdin` answers for every process.
+    pub reading: Arc<AtomicBool>,
+    /// Launches so far.
+    pub count: AtomicUsize,
+}
+
+/// A fake tool: a thread reading the stdin pipe and writing the stdout pipe. Its "pidfd" is
+/// an eventfd written when it "exits" (on any signal, or at end of input).
+#[derive(Debug)]
+pub(crate) struct FakeProcess {
+    exit: Mutex<Option<ExitInfo>>,
+    exited: Mutex<Option<ExitInfo>>,
+    signals: Mutex<Vec<Signal>>,
+    doorbell: OwnedFd,
+    reading: Arc<AtomicBool>,
+}
+
+impl FakeProcess {
+    fn end(&self, info: ExitInfo) {
+        let mut exited = self.exited.lock();
+        if exited.is_none() {
+            *exited = Some(info);
+            let _ = nix::unistd::write(&self.doorbell, &1u64.to_ne_bytes());
+        }
+    }
+
+    /// The signals it was sent, in order.
+    pub(crate) fn signals(&self) -> Vec<Signal> {
+        self.signals.lock().clone()
+    }
+}
+
+impl Launched for FakeProcess {
+    fn pid(&self) -> i32 {
+        // No process: a pid that is never ours.
+        i32::MAX
+    }
+
+    fn exit(&self) -> Option<ExitInfo> {
+        *self.exit.lock()
+    }
+
+    fn try_reap(&self) -> Option<ExitInfo> {
+        let mut exit = self.exit.lock();
+        if exit.is_none() {
+            *exit = *self.exited.lock();
+        }
+        *exit
+    }
+
+    fn signal_group(&self, signal: Signal) {
+        self.signals.lock().push(signal);
+        self.end(ExitInfo::Signal(signal as i32));
+    }
+
+    fn signal_tool(&self, signal: Signal) {
+        self.signal_group(signal);
+    }
+
+    fn reading_stdin(&self) -> Option<bool> {
+        Some(self.reading.load(Ordering::Acquire))
+    }
+}
+
+impl Launcher for FakeLauncher {
+    fn launch(&self, _spec: &ToolSpec, _instance: usize) -> Result<Launch> {
+        let io_err = |e: nix::errno::Errno| Error::io("fake launcher", e.into());
+        let (stdin_read, stdin_write) = nix::unistd::pipe().map_err(io_err)?;
+        let (stdout_read, stdout_write) = nix::unistd::pipe().map_err(io_err)?;
+        let (stderr_read, stderr_write) = nix::unistd::pipe().map_err(io_err)?;
+        let doorbell = nix::sys::eventfd::EventFd::from_flags(
+            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
+        )
+        .map_err(io_err)?;
+        let watch = doorbell
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Error::io("fake launcher", e))?;
+        let process = Arc::new(FakeProcess {
+            exit: Mutex::new(None),
+            exited: Mutex::new(None),
+            signals: Mutex::new(Vec::new()),
+            doorbell: OwnedFd::from(doorbell),
+            reading: Arc::clone(&self.reading),
+        });
+        for fd in [&stdin_write, &stdout_read, &stderr_read] {
+            set_nonblocking(fd)?;
+        }
+        let tool = Arc::clone(&process);
+        std::thread::spawn(move || {
+            let _stderr = stderr_write;
+            let mut out = std::fs::File::from(stdout_write);
+            let _ = out.write_all(b"> ");
+            for line in BufReader::new(std::fs::File::from(stdin_read)).lines() {
+                let Ok(line) = line else { break };
+                if tool.exited.lock().is_some()
+                    || out
+                        .write_all(format!("echo: {line}\n> ").as_bytes())
+                        .is_err()
+                {
+                    break;
+                }
+            }
+            tool.end(ExitInfo::Code(0));
+        });
+        self.count.fetch_add(1, Ordering::AcqRel);
+        self.launched.lock().push(Arc::clone(&process));
+        Ok(Launch {
+            process,
+            io: ChildIo {
+                stdin: Some(stdin_write),
+                stdout: Some(stdout_read),
+                stderr: Some(stderr_read),
+                pidfd: Some(watch),
+                pty: false,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::pool::{PoolCore, PoolOptions};
+    use crate::spec::Framing;
+    use crate::ToolProcessPool;
+
+    fn pool(launcher: &Arc<FakeLauncher>, framing: Framing) -> ToolProcessPool {
+        let spec = ToolSpec::new("fake", "/nonexistent/fake-tool").framing(framing);
+        let options = PoolOptions {
+            launcher: Arc::clone(launcher) as Arc<dyn Launcher>,
+            ..PoolOptions::default()
+        };
+        ToolProcessPool::from_core(PoolCore::launch(spec, 1, options, None).unwrap())
+    }
+
+    fn prompt(await_read: bool) -> Framing {
+        Framing::Prompt {
+            marker: "> ".into(),
+            stream: crate::spec::Stream::Stdout,
+            settle: Duration::ZERO,
+            await_read,
+        }
+    }
+
+    #[test]
+    fn a_pool_answers_through_the_launcher_without_any_process() {
+        let launcher = Arc::new(FakeLauncher::default());
+        let pool = pool(&launcher, prompt(false));
+        let answer = pool.send_to(0, "hello").unwrap();
+        assert_eq!(answer.text, "echo: hello\n");
+        let report = pool.shutdown();
+        assert!(report.all_reaped());
+        assert_eq!(launcher.count.load(Ordering::Acquire), 1);
+    }
+
+    #[test]
+    fn a_launched_process_that_exits_is_reaped_and_relaunched() {
+        let launcher = Arc::new(FakeLauncher::default());
+        let pool = pool(&launcher, prompt(false));
+        pool.send_to(0, "one").unwrap();
+        let first = Arc::clone(&launcher.launched.lock()[0]);
+        first.signal_group(Signal::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while launcher.count.load(Ordering::Acquire) < 2 {
+            assert!(Instant::now() < deadline, "no relaunch after the fake exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(first.exit(), Some(ExitInfo::Signal(Signal::SIGKILL as i32)));
+        assert_eq!(pool.send_to(0, "two").unwrap().text, "echo: two\n");
+        pool.shutdown();
+    }
+
+    #[test]
+    fn await_read_asks_the_launched_process_not_proc() {
+        let launcher = Arc::new(FakeLauncher::default());
+        launcher.reading.store(true, Ordering::Release);
+        let pool = pool(&launcher, prompt(true));
+        launcher.reading.store(false, Ordering::Release);
+        let ticket = pool.submit_to(0, "wait").unwrap();
+        // The prompt is out, but the fake says the tool is not reading stdin: no answer yet.
+        assert!(ticket.wait_timeout(Duration::from_millis(200)).is_none());
+        launcher.reading.store(true, Ordering::Release);
+        let answer = ticket.wait().unwrap();
+        assert_eq!(answer.text, "echo: wait\n");
+        pool.shutdown();
+    }
+
+    #[test]
+    fn cancel_interrupts_the_tool_through_the_launcher() {
+        let launcher = Arc::new(FakeLauncher::default());
+        let pool = pool(&launcher, prompt(true));
+        // Never "reading": the answer never completes until cancelled.
+        let ticket = pool.submit_to(0, "forever").unwrap();
+        assert!(ticket.wait_timeout(Duration::from_millis(50)).is_none());
+        ticket.cancel();
+        assert!(matches!(ticket.wait(), Err(Error::Cancelled { .. })));
+        let first = Arc::clone(&launcher.launched.lock()[0]);
+        assert_eq!(first.signals().first(), Some(&Signal::SIGINT));
+        pool.shutdown();
+    }
+}
