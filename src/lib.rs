@@ -158,6 +158,8 @@ mod histogram;
 mod instance;
 mod io_thread;
 mod launch;
+#[cfg(test)]
+mod launch_tests;
 mod metrics;
 mod metrics_server;
 mod monitor;
