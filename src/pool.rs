@@ -796,14 +796,7 @@ impl Starter {
                 return;
             }
             if self.waiting.is_empty() {
-                // Nothing left to start: take the outcomes in order (a Select over hundreds
-                // of receivers, rebuilt per outcome, would be quadratic).
-                for (index, rx) in starting.drain(..) {
-                    let result = rx
-                        .recv_deadline(deadline)
-                        .unwrap_or(Err(Error::Shutdown { prompt: None }));
-                    let _ = self.progress.send((index, result));
-                }
+                self.finish(starting, deadline);
                 return;
             }
             let mut select = crossbeam_channel::Select::new();
@@ -821,6 +814,31 @@ impl Starter {
             let (index, _) = starting.swap_remove(slot);
             // Nobody may be listening any more (launch returned at min_ready): keep starting.
             let _ = self.progress.send((index, result));
+        }
+    }
+
+    /// Nothing left to start: reports the outcomes of those `starting` as they come (never in
+    /// index order: a slow first instance must not hold back the others). One `Select`,
+    /// each finished receiver removed from it, so hundreds of instances stay linear.
+    fn finish(
+        &self,
+        starting: Vec<(usize, crossbeam_channel::Receiver<Result<()>>)>,
+        deadline: Instant,
+    ) {
+        let mut select = crossbeam_channel::Select::new();
+        for (_, rx) in &starting {
+            select.recv(rx);
+        }
+        for _ in 0..starting.len() {
+            let Ok(op) = select.select_deadline(deadline) else {
+                return;
+            };
+            let slot = op.index();
+            let result = op
+                .recv(&starting[slot].1)
+                .unwrap_or(Err(Error::Shutdown { prompt: None }));
+            select.remove(slot);
+            let _ = self.progress.send((starting[slot].0, result));
         }
     }
 }

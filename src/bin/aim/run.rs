@@ -1,6 +1,6 @@
 //! `aim run`: prompts from stdin through a cluster, one JSON answer per line on stdout.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -134,12 +134,45 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
     let signals = crate::signals::install()?;
     let spec = cluster_args.spec()?;
     let answer_timeout = options.answer_timeout.unwrap_or(spec.request_timeout);
-    let cluster = cluster_args
+    let builder = cluster_args
         .builder()?
         .request_timeout(options.queue_timeout + answer_timeout)
-        .submit_timeout(options.queue_timeout)
-        .launch()
-        .map_err(|e| e.to_string())?;
+        .submit_timeout(options.queue_timeout);
+    // Input is read, and signals heard, while the instances start.
+    let lines = spawn_reader();
+    let (done_tx, done_rx) = unbounded::<Finished>();
+    let (closed_tx, closed_rx) = bounded::<()>(1);
+    let unordered = options.unordered;
+    let printer = std::thread::spawn(move || print_results(done_rx, unordered, closed_tx));
+    let mut startup = Startup {
+        pending: VecDeque::new(),
+        window: (2 * cluster_args.count).max(2),
+        queue_timeout: options.queue_timeout,
+        next_id: 0,
+        input_open: true,
+        outcome: Outcome::default(),
+    };
+    let launched = startup.wait(launch(builder), &lines, &signals, &closed_rx, &done_tx);
+    let cluster = match launched {
+        Ok(Some(cluster)) => cluster,
+        Ok(None) => {
+            // A signal or a closed stdout before any instance was ready: the starting tools
+            // die with this process (the guardian kills their groups).
+            drop(done_tx);
+            let (_, closed) = printer.join().map_err(|_| "the output thread panicked")?;
+            let mut outcome = startup.outcome;
+            outcome.stdout_closed |= closed;
+            if let Some(signal) = outcome.signal {
+                eprintln!("aim: {signal} during start-up: stopping");
+            }
+            return Ok(ExitCode::from(outcome.exit_code()));
+        }
+        Err(message) => {
+            drop(done_tx);
+            let _ = printer.join();
+            return Err(message);
+        }
+    };
     let _server = match &cluster_args.metrics_addr {
         Some(addr) => {
             let server = if options.metrics_public {
@@ -147,7 +180,9 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
             } else {
                 cluster.serve_metrics(addr)
             };
-            Some(server.map_err(|e| e.to_string())?)
+            let server = server.map_err(|e| e.to_string())?;
+            eprintln!("aim: metrics at http://{}/metrics", server.local_addr());
+            Some(server)
         }
         None => None,
     };
@@ -157,7 +192,7 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
         answer_timeout,
         sticky: cluster_args.strategy == Strategy::Sticky,
     };
-    let outcome = run.pump(&signals);
+    let outcome = run.pump(startup, lines, &signals, (done_tx, printer, closed_rx));
     print_metrics_summary(&cluster.metrics());
     let report = cluster.shutdown();
     log::debug!("shut down in {:?}", report.took);
@@ -166,6 +201,91 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
         eprintln!("aim: {ended}");
     }
     Ok(ExitCode::from(outcome.exit_code()))
+}
+
+/// Launches the cluster on a thread of its own; its result arrives on the channel.
+fn launch(builder: aim::ClusterBuilder) -> Receiver<aim::Result<ClusterManager>> {
+    let (tx, rx) = bounded(1);
+    std::thread::spawn(move || {
+        let _ = tx.send(builder.launch());
+    });
+    rx
+}
+
+/// A prompt read while the instances start: its id, raw line and when it was read.
+type Pending = (usize, Vec<u8>, Instant);
+
+/// The start-up phase: waits for the cluster while reading input (up to the window) and
+/// listening for signals; a prompt that waits longer than the queue timeout gets its
+/// timeout line then, not when the instances are up.
+struct Startup {
+    pending: VecDeque<Pending>,
+    window: usize,
+    queue_timeout: Duration,
+    next_id: usize,
+    input_open: bool,
+    outcome: Outcome,
+}
+
+impl Startup {
+    /// The cluster once launched; `None` when a signal or a closed stdout came first.
+    fn wait(
+        &mut self,
+        launching: Receiver<aim::Result<ClusterManager>>,
+        lines: &Receiver<InputLine>,
+        signals: &Receiver<Signal>,
+        closed: &Receiver<()>,
+        done: &Sender<Finished>,
+    ) -> Result<Option<ClusterManager>, String> {
+        loop {
+            let now = Instant::now();
+            while let Some(&(id, _, read)) = self.pending.front() {
+                if now.saturating_duration_since(read) < self.queue_timeout {
+                    break;
+                }
+                self.pending.pop_front();
+                let record = serde_json::json!({"id": id, "kind": "timeout", "error": format!(
+                    "timed out after {:?} waiting for an instance (still starting)",
+                    self.queue_timeout
+                )});
+                let _ = done.send((id, record, true));
+            }
+            let expiry = self
+                .pending
+                .front()
+                .map_or_else(crossbeam_channel::never, |&(_, _, read)| {
+                    crossbeam_channel::at(read + self.queue_timeout)
+                });
+            let input = if self.input_open && self.pending.len() < self.window {
+                lines.clone()
+            } else {
+                crossbeam_channel::never()
+            };
+            select! {
+                recv(launching) -> launched => {
+                    return match launched {
+                        Ok(Ok(cluster)) => Ok(Some(cluster)),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err("the launch thread ended without a result".into()),
+                    };
+                }
+                recv(signals) -> s => { self.outcome.signal = s.ok(); return Ok(None); }
+                recv(closed) -> _ => { self.outcome.stdout_closed = true; return Ok(None); }
+                recv(input) -> line => match line {
+                    Ok(Ok(raw)) => {
+                        self.pending.push_back((self.next_id, raw, Instant::now()));
+                        self.next_id += 1;
+                    }
+                    Ok(Err(e)) => {
+                        self.outcome.ended_by = Some(format!("cannot read stdin: {e}"));
+                        self.input_open = false;
+                    }
+                    Err(_) => self.input_open = false,
+                },
+                recv(expiry) -> _ => {}
+            }
+        }
+    }
 }
 
 /// How a run ended.
@@ -294,22 +414,32 @@ impl Run<'_> {
     /// Reads, submits and prints until the input ends, a signal arrives or stdout closes.
     /// At most two prompts per instance are outstanding; a slot frees when an answer
     /// arrives (not when it is printed), so one slow prompt never stops the input.
-    fn pump(&self, signals: &Receiver<Signal>) -> Result<Outcome, String> {
+    fn pump(
+        &self,
+        startup: Startup,
+        lines: Receiver<InputLine>,
+        signals: &Receiver<Signal>,
+        (done_tx, printer, closed_rx): (
+            Sender<Finished>,
+            std::thread::JoinHandle<(usize, bool)>,
+            Receiver<()>,
+        ),
+    ) -> Result<Outcome, String> {
         let window = (2 * self.cluster.len()).max(2);
         let (slots_tx, slots_rx) = bounded::<()>(window);
         for _ in 0..window {
             let _ = slots_tx.send(());
         }
-        let (done_tx, done_rx) = unbounded::<Finished>();
-        let (closed_tx, closed_rx) = bounded::<()>(1);
-        let unordered = self.options.unordered;
-        let printer = std::thread::spawn(move || print_results(done_rx, unordered, closed_tx));
         let outstanding: std::sync::Arc<parking_lot::Mutex<BTreeMap<usize, CancelHandle>>> =
             Default::default();
-        let lines = spawn_reader();
         let mut sessions = Sessions::default();
-        let mut outcome = Outcome::default();
-        let mut id = 0usize;
+        let Startup {
+            mut pending,
+            next_id: mut id,
+            input_open,
+            mut outcome,
+            ..
+        } = startup;
         'input: loop {
             // A free slot first, then a line; a signal or a closed stdout ends either wait.
             select! {
@@ -317,26 +447,39 @@ impl Run<'_> {
                 recv(signals) -> s => { outcome.signal = s.ok(); break 'input; }
                 recv(closed_rx) -> _ => { outcome.stdout_closed = true; break 'input; }
             }
-            let raw = select! {
-                recv(lines) -> line => match line {
-                    Ok(Ok(raw)) => raw,
-                    Ok(Err(e)) => {
-                        outcome.ended_by = Some(format!("cannot read stdin: {e}"));
-                        break 'input;
-                    }
-                    Err(_) => break 'input, // end of input
-                },
-                recv(signals) -> s => { outcome.signal = s.ok(); break 'input; }
-                recv(closed_rx) -> _ => { outcome.stdout_closed = true; break 'input; }
+            // Lines read while the instances started go first, with what is left of their
+            // queue time.
+            let (this, raw, deadline) = if let Some((this, raw, read)) = pending.pop_front() {
+                let deadline = read + self.options.queue_timeout + self.answer_timeout;
+                (this, raw, Some(deadline))
+            } else {
+                if !input_open {
+                    break 'input;
+                }
+                let raw = select! {
+                    recv(lines) -> line => match line {
+                        Ok(Ok(raw)) => raw,
+                        Ok(Err(e)) => {
+                            outcome.ended_by = Some(format!("cannot read stdin: {e}"));
+                            break 'input;
+                        }
+                        Err(_) => break 'input, // end of input
+                    },
+                    recv(signals) -> s => { outcome.signal = s.ok(); break 'input; }
+                    recv(closed_rx) -> _ => { outcome.stdout_closed = true; break 'input; }
+                };
+                id += 1;
+                (id - 1, raw, None)
             };
-            let this = id;
-            id += 1;
             let submitted = parse_line(self.options.input, this + 1, &raw)
                 .map_err(|reason| (reason, "input"))
                 .and_then(|(prompt, session)| {
-                    let request = Request::new(prompt)
+                    let mut request = Request::new(prompt)
                         .stream(self.options.stream)
                         .answer_timeout(self.answer_timeout);
+                    if let Some(deadline) = deadline {
+                        request = request.deadline(deadline);
+                    }
                     match session {
                         Some(_) if !self.sticky => Err((
                             format!(
