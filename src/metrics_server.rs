@@ -11,15 +11,17 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::instance::Doorbell;
 
 const MAX_HEAD: usize = 8 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
@@ -45,7 +47,7 @@ type Render = dyn Fn() -> Option<String> + Send + Sync;
 #[derive(Debug)]
 pub struct MetricsServer {
     addr: SocketAddr,
-    stop: Arc<Doorbell>,
+    stop: Arc<Stop>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -92,12 +94,12 @@ impl MetricsServer {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::io("cannot read the metrics address", e))?;
-        let stop = Arc::new(Doorbell::new()?);
+        let stop = Arc::new(Stop::new()?);
         let bell = Arc::clone(&stop);
         let render: Arc<Render> = Arc::new(render);
         let thread = std::thread::Builder::new()
             .name("aim-metrics".into())
-            .spawn(move || serve(listener, &bell, &*render))
+            .spawn(move || run(listener, &bell, &*render))
             .map_err(|e| Error::io("cannot start the metrics thread", e))?;
         if addr.ip().is_loopback() {
             log::info!("serving metrics at http://{addr}/metrics");
@@ -122,7 +124,7 @@ impl MetricsServer {
     }
 
     fn stop_and_join(&mut self) {
-        self.stop.ring();
+        self.stop.request();
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
                 log::error!("metrics thread panicked");
@@ -237,9 +239,109 @@ fn response(status: &str, headers: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// The server's loop: the stop doorbell, the listener and every connection in one
-/// `poll(2)`, whose timeout is the nearest connection deadline.
-fn serve(listener: TcpListener, stop: &Doorbell, render: &Render) {
+/// How the server is told to stop: a flag, and a pipe that wakes its `poll(2)`. A wake-up
+/// without the flag, or a pipe that breaks, is not a stop: the server logs it at error, makes
+/// a new pipe and goes on serving.
+#[derive(Debug)]
+struct Stop {
+    requested: AtomicBool,
+    /// `(read end, write end)`, both nonblocking.
+    bell: Mutex<(OwnedFd, OwnedFd)>,
+    /// How many times the server loop ended without being asked to and was started again.
+    recovered: AtomicU64,
+}
+
+impl Stop {
+    fn new() -> Result<Self> {
+        Ok(Stop {
+            requested: AtomicBool::new(false),
+            bell: Mutex::new(Self::pipe()?),
+            recovered: AtomicU64::new(0),
+        })
+    }
+
+    fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+        nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+            .map_err(|e| crate::process::fd_error("cannot create the metrics stop pipe", e))
+    }
+
+    fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        self.ring();
+    }
+
+    /// Wakes the server (a full pipe is already ringing).
+    fn ring(&self) {
+        let _ = nix::unistd::write(&self.bell.lock().1, b"!");
+    }
+
+    fn requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// A descriptor of the current pipe's read end for the server to poll.
+    fn listen(&self) -> std::io::Result<OwnedFd> {
+        self.bell.lock().0.try_clone()
+    }
+
+    fn renew(&self) -> Result<()> {
+        let fresh = Self::pipe()?;
+        *self.bell.lock() = fresh;
+        Ok(())
+    }
+}
+
+/// Why one run of the server loop ended.
+enum Ended {
+    /// [`Stop::request`] was called.
+    Requested,
+    /// Anything else: a broken stop pipe, a failed `poll(2)`, a panic.
+    Unexpectedly(String),
+}
+
+/// Serves until a requested stop; every other end of the loop is logged at error and the
+/// loop starts again on the same listener (after 100 ms, so a persistent fault cannot spin).
+fn run(listener: TcpListener, stop: &Stop, render: &Render) {
+    loop {
+        let ended = match stop.listen() {
+            Ok(bell) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                serve(&listener, stop, &bell, render)
+            }))
+            .unwrap_or_else(|_| Ended::Unexpectedly("it panicked".into())),
+            Err(e) => Ended::Unexpectedly(format!("cannot read its stop pipe: {e}")),
+        };
+        let Ended::Unexpectedly(why) = ended else {
+            return;
+        };
+        if stop.requested() {
+            return;
+        }
+        stop.recovered.fetch_add(1, Ordering::SeqCst);
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        log::error!("metrics server at {addr} stopped unexpectedly ({why}); serving again");
+        if let Err(e) = stop.renew() {
+            log::error!("metrics server at {addr}: {e}");
+        }
+        // Not a sleep to synchronise: a pause so that a fault that persists is retried at
+        // 10 Hz, not in a busy loop. It ends early when a stop is requested.
+        let bell = stop.listen().ok();
+        let mut fds: Vec<PollFd<'_>> = bell
+            .iter()
+            .map(|b| PollFd::new(b.as_fd(), PollFlags::POLLIN))
+            .collect();
+        let _ = poll(&mut fds, PollTimeout::from(100u16));
+        if stop.requested() {
+            return;
+        }
+    }
+}
+
+/// The server's loop: the stop pipe, the listener and every connection in one `poll(2)`,
+/// whose timeout is the nearest connection deadline.
+fn serve(listener: &TcpListener, stop: &Stop, bell: &OwnedFd, render: &Render) -> Ended {
     let mut connections: Vec<Connection> = Vec::new();
     loop {
         let now = Instant::now();
@@ -251,9 +353,9 @@ fn serve(listener: TcpListener, stop: &Doorbell, render: &Render) {
             .min()
             .map_or(PollTimeout::NONE, |d| crate::process::poll_timeout(d, now));
         let mut revents = Vec::with_capacity(connections.len());
-        let (stopping, accepting) = {
+        let (bell_events, accepting) = {
             let mut fds = Vec::with_capacity(connections.len() + 2);
-            fds.push(PollFd::new(stop.fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(bell.as_fd(), PollFlags::POLLIN));
             fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
             for c in &connections {
                 let want = if c.writing() {
@@ -266,17 +368,29 @@ fn serve(listener: TcpListener, stop: &Doorbell, render: &Render) {
             match poll(&mut fds, timeout) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => {
-                    log::error!("metrics server poll failed: {e}");
-                    return;
-                }
+                Err(e) => return Ended::Unexpectedly(format!("poll failed: {e}")),
             }
-            let ready = |fd: &PollFd<'_>| !fd.revents().unwrap_or(PollFlags::empty()).is_empty();
-            revents.extend(fds[2..].iter().map(ready));
-            (ready(&fds[0]), ready(&fds[1]))
+            let events = |fd: &PollFd<'_>| fd.revents().unwrap_or(PollFlags::empty());
+            revents.extend(fds[2..].iter().map(|fd| !events(fd).is_empty()));
+            (events(&fds[0]), !events(&fds[1]).is_empty())
         };
-        if stopping {
-            return;
+        if !bell_events.is_empty() {
+            if stop.requested() {
+                return Ended::Requested;
+            }
+            if bell_events.intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL)
+            {
+                return Ended::Unexpectedly(format!("its stop pipe broke ({bell_events:?})"));
+            }
+            // Rung without a stop request: drained, and serving goes on.
+            let mut buf = [0u8; 64];
+            match nix::unistd::read(bell, &mut buf) {
+                Ok(0) => return Ended::Unexpectedly("its stop pipe was closed".into()),
+                Ok(_) | Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {
+                    log::warn!("metrics server woken without a stop request; serving on");
+                }
+                Err(e) => return Ended::Unexpectedly(format!("its stop pipe failed: {e}")),
+            }
         }
         let mut i = 0;
         connections.retain_mut(|c| {
@@ -292,7 +406,7 @@ fn serve(listener: TcpListener, stop: &Doorbell, render: &Render) {
             }
         });
         if accepting {
-            accept_all(&listener, &mut connections);
+            accept_all(listener, &mut connections);
         }
     }
 }
@@ -323,5 +437,67 @@ fn accept_all(listener: &TcpListener, connections: &mut Vec<Connection>) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(addr: SocketAddr) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply)?;
+        Ok(reply)
+    }
+
+    /// Polls `get` until it answers 200 or `limit` passes (the listener may be coming back).
+    fn answers(addr: SocketAddr, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        loop {
+            if matches!(get(addr), Ok(r) if r.starts_with("HTTP/1.1 200 OK")) {
+                return true;
+            }
+            if Instant::now() > until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_ring_nobody_asked_for_does_not_stop_the_server() {
+        let server = MetricsServer::bind("127.0.0.1:0", || Some("aim_up 1\n".into())).unwrap();
+        let addr = server.local_addr();
+        assert!(answers(addr, Duration::from_secs(10)));
+        for _ in 0..3 {
+            server.stop.ring();
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(answers(addr, Duration::from_secs(10)), "stopped silently");
+        }
+        server.shutdown();
+        assert!(get(addr).is_err(), "still serving after shutdown");
+    }
+
+    #[test]
+    fn a_broken_stop_pipe_is_logged_and_the_listener_comes_back() {
+        let server = MetricsServer::bind("127.0.0.1:0", || Some("aim_up 1\n".into())).unwrap();
+        let addr = server.local_addr();
+        assert!(answers(addr, Duration::from_secs(10)));
+        for round in 1..=3 {
+            // Closing the only write end: the server's end reports a hang-up.
+            let (_, write) = Stop::pipe().unwrap();
+            drop(std::mem::replace(&mut server.stop.bell.lock().1, write));
+            let until = Instant::now() + Duration::from_secs(10);
+            while server.stop.recovered.load(Ordering::SeqCst) < round {
+                assert!(Instant::now() < until, "the broken pipe went unnoticed");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert!(answers(addr, Duration::from_secs(10)), "not serving again");
+        }
+        server.shutdown();
+        assert!(get(addr).is_err(), "still serving after shutdown");
     }
 }

@@ -231,7 +231,7 @@ pub(crate) fn render(snap: &MetricsSnapshot) -> String {
         |m| Some(m.uptime_s),
     );
     w.per_instance(
-        "aim_instance_uptime_seconds_total",
+        "aim_instance_run_seconds_total",
         "counter",
         "Time all of the instance's processes have run.",
         instances,
