@@ -65,7 +65,7 @@ pub enum Error {
         /// The program we tried to run.
         program: String,
         /// The cause in words: the program is not found, not executable, or the working
-        /// directory is missing.
+        /// directory is missing, not a directory or may not be entered.
         reason: String,
         /// The operating system's error.
         source: io::Error,

@@ -84,11 +84,12 @@ impl ToolRegistry {
         Ok(registry)
     }
 
-    /// Adds or replaces the tools in the JSON file at `path`.
+    /// Adds or replaces the tools in the JSON file at `path` (a built-in or an earlier
+    /// file's tool of the same id is replaced; an id twice in one file is an error).
     ///
     /// # Errors
-    /// [`Error::ToolsFile`] naming the file, the tool and the field when anything is invalid;
-    /// on error the registry is unchanged.
+    /// [`Error::ToolsFile`] naming the file, the tool, the field and the line when anything is
+    /// invalid (a duplicate id included); on error the registry is unchanged.
     pub fn load_file(&mut self, path: &Path) -> Result<()> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ToolsFileError {
@@ -170,13 +171,13 @@ impl ToolsFileError {
 /// top-level field at fault and the line and column in the whole file.
 fn parse_tools(text: &str) -> std::result::Result<Vec<ToolSpec>, ToolsFileError> {
     let location = |e: &serde_json::Error| (e.line() > 0).then(|| (e.line(), e.column()));
-    let raw: BTreeMap<String, &serde_json::value::RawValue> =
-        serde_json::from_str(text).map_err(|e| ToolsFileError {
-            location: location(&e),
-            reason: format!("invalid JSON: {}", strip_position(&e)),
-            ..ToolsFileError::default()
-        })?;
+    let Entries(raw) = serde_json::from_str(text).map_err(|e| ToolsFileError {
+        location: location(&e),
+        reason: format!("invalid JSON: {}", strip_position(&e)),
+        ..ToolsFileError::default()
+    })?;
     let mut parsed = Vec::with_capacity(raw.len());
+    let mut seen = std::collections::BTreeSet::new();
     for (id, value) in raw {
         let fail = |field: Option<String>, location, reason| ToolsFileError {
             tool: Some(id.clone()),
@@ -184,9 +185,26 @@ fn parse_tools(text: &str) -> std::result::Result<Vec<ToolSpec>, ToolsFileError>
             location,
             reason,
         };
+        // Where the tool's entry starts, and where one of its fields is (for checks made
+        // after parsing, which serde cannot place).
+        let offset = value.get().as_ptr() as usize - text.as_ptr() as usize;
+        let entry = Some(shift(text, offset, 1, 1));
+        let field_at = |field: &str| {
+            value
+                .get()
+                .find(&format!("\"{field}\""))
+                .map(|at| shift(text, offset + at, 1, 1))
+                .or(entry)
+        };
+        if !seen.insert(id.clone()) {
+            return Err(fail(
+                None,
+                entry,
+                "duplicate tool id (each id may appear once in a file)".into(),
+            ));
+        }
         let mut spec: ToolSpec = serde_json::from_str(value.get()).map_err(|e| {
             // Positions are relative to the tool's own text: shift them into the file's.
-            let offset = value.get().as_ptr() as usize - text.as_ptr() as usize;
             let where_ = location(&e).map(|(line, column)| shift(text, offset, line, column));
             fail(
                 faulty_field(value.get()),
@@ -200,7 +218,7 @@ fn parse_tools(text: &str) -> std::result::Result<Vec<ToolSpec>, ToolsFileError>
         if spec.name != id {
             return Err(fail(
                 Some("name".into()),
-                None,
+                field_at("name"),
                 format!(
                     "must equal the tool id or be left out (found {:?})",
                     spec.name
@@ -208,12 +226,43 @@ fn parse_tools(text: &str) -> std::result::Result<Vec<ToolSpec>, ToolsFileError>
             ));
         }
         spec.validate().map_err(|e| match e {
-            Error::InvalidConfig { field, reason } => fail(Some(field), None, reason),
-            other => fail(None, None, other.to_string()),
+            Error::InvalidConfig { field, reason } => {
+                // `env.set`, `framing.marker`: the top-level key is what the file shows.
+                let key = field.split(['.', '[']).next().unwrap_or(&field).to_string();
+                fail(Some(field.clone()), field_at(&key), reason)
+            }
+            other => fail(None, entry, other.to_string()),
         })?;
         parsed.push(spec);
     }
     Ok(parsed)
+}
+
+/// A tools file's top level: its entries in file order, duplicates kept (a map would keep
+/// only the last, silently).
+struct Entries<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Entries<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Entries<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of tool id to tool spec")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> std::result::Result<Entries<'a>, M::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
 }
 
 /// serde_json's message without its trailing " at line L column C" (reported separately).

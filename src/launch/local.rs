@@ -243,7 +243,8 @@ fn spawn(spec: &ToolSpec, instance: usize) -> Result<(ChildProcess, ChildIo)> {
 }
 
 /// Says in words why `spec` could not be started: the OS error alone blames the program for a
-/// missing working directory (both are ENOENT from `exec`).
+/// missing working directory (both are ENOENT from `exec`) or one the user may not enter
+/// (both are EACCES).
 fn spawn_failure_reason(spec: &ToolSpec, error: &std::io::Error) -> String {
     if let Some(dir) = spec.cwd_path() {
         if !dir.is_dir() {
@@ -253,6 +254,14 @@ fn spawn_failure_reason(spec: &ToolSpec, error: &std::io::Error) -> String {
                 "does not exist"
             };
             return format!("working directory {} {what}", dir.display());
+        }
+        if error.kind() == std::io::ErrorKind::PermissionDenied
+            && nix::unistd::access(&dir, nix::unistd::AccessFlags::X_OK).is_err()
+        {
+            return format!(
+                "working directory {} cannot be entered (permission denied)",
+                dir.display()
+            );
         }
     }
     if let Some(limit) = fd_limit_reason(error.raw_os_error()) {
