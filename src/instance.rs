@@ -478,6 +478,9 @@ pub(crate) enum IoEvent {
     SpawnFailed {
         index: usize,
         error: String,
+        /// Someone waits for this start and gets the error (a launch, a manual restart):
+        /// logged at debug, so the caller's one clear error is not preceded by warnings.
+        reported: bool,
     },
     Exited {
         index: usize,

@@ -113,7 +113,12 @@ impl Monitor {
     }
 
     fn emit(&self, event: Event) {
-        log::log!(event.level(), "{}: {event}", self.core.spec.name);
+        self.emit_at(event.level(), event);
+    }
+
+    /// As `emit`, logged at `level` (the sink hears it as usual).
+    fn emit_at(&self, level: log::Level, event: Event) {
+        log::log!(level, "{}: {event}", self.core.spec.name);
         if let Some(sink) = &self.core.sink {
             sink.on_event(&event);
         }
@@ -246,11 +251,20 @@ impl Monitor {
                 });
                 self.core.notify_change();
             }
-            IoEvent::SpawnFailed { index, error } => {
-                self.emit(Event::SpawnFailed {
+            IoEvent::SpawnFailed {
+                index,
+                error,
+                reported,
+            } => {
+                let event = Event::SpawnFailed {
                     instance: index,
                     error,
-                });
+                };
+                if reported {
+                    self.emit_at(log::Level::Debug, event);
+                } else {
+                    self.emit(event);
+                }
                 self.on_down(index, ExitCause::SpawnFailed, None, now);
                 self.core.notify_change();
             }

@@ -293,7 +293,8 @@ impl PoolCore {
         // Keep the instances up to the first that is not ready (failed or still starting).
         let cut = first_index + is_ready.iter().position(|r| !r).unwrap_or(count);
         let removed = self.remove_from(cut);
-        log::warn!(
+        // The caller gets `e`: debug only, so it reads one clear error, not warnings first.
+        log::debug!(
             "{}: instance {index} did not start; removed {} instances: {e}",
             self.spec.name,
             removed.len()

@@ -23,11 +23,17 @@ impl IoThread {
         let launched = match self.cfg.launcher.launch(&spawn_spec, shared.index) {
             Ok(launched) => launched,
             Err(err) => {
-                log::warn!("{}[{}]: {err}", spec.name, shared.index);
+                let level = if notify.is_some() {
+                    log::Level::Debug
+                } else {
+                    log::Level::Warn
+                };
+                log::log!(level, "{}[{}]: {err}", spec.name, shared.index);
                 shared.set_state(InstanceState::Restarting);
                 self.send_event(IoEvent::SpawnFailed {
                     index: shared.index,
                     error: err.to_string(),
+                    reported: notify.is_some(),
                 });
                 if let Some(n) = notify {
                     let _ = n.send(Err(err));

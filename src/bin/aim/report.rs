@@ -8,19 +8,24 @@ fn ms(seconds: Option<f64>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-pub fn print_metrics_summary(m: &MetricsSnapshot) {
+/// The run's summary line: `answered` and `failed` are the run's own counts (what its
+/// output lines and exit code say, bad input lines included); latency, throughput and
+/// restarts come from the cluster.
+pub fn print_metrics_summary(m: &MetricsSnapshot, answered: usize, failed: usize) {
     let c = &m.cluster;
-    let failed: u64 = c.failures.values().sum();
+    let total = answered + failed;
     eprintln!(
         "aim: {} x {} ({}): {} answered, {} failed, success {}, p50 {}, p99 {}, {:.1}/s, {} restarts",
         m.instances.len(),
         m.tool,
         m.strategy,
-        c.responses,
+        answered,
         failed,
-        c.success_rate
-            .map(|r| format!("{:.2}%", r * 100.0))
-            .unwrap_or_else(|| "-".into()),
+        if total == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.2}%", answered as f64 * 100.0 / total as f64)
+        },
         ms(c.latency.p50_s),
         ms(c.latency.p99_s),
         c.throughput_per_s,

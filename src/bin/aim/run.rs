@@ -25,9 +25,10 @@ prompts from stdin and writes one JSON line per prompt to stdout, in input order
   \"context_note\" for sessions when they apply)
   {\"id\":1,\"error\":\"...\",\"kind\":\"timeout\"}
   {\"id\":2,\"error\":\"line 3: invalid UTF-8\",\"kind\":\"input\"}
-Ids count input lines from 0. A bad line gets its error line and the run goes on. A metrics
-summary goes to stderr at the end. Exit code 0 when every prompt was answered, 1 when any
-failed, 2 for bad arguments, 130/143 after SIGINT/SIGTERM, 141 when stdout was closed.
+Ids count input lines from 0. A bad line gets its error line and the run goes on; a blank
+line is no prompt and gets no line (its id is skipped). A summary goes to stderr at the end
+(answered and failed count output lines, bad input lines included). Exit code 0 when every
+prompt was answered, 1 when any failed, 2 for bad arguments, 130/143 after SIGINT/SIGTERM, 141 when stdout was closed.
 
 Input (--input):
   text   (default) each line is one prompt, verbatim (a line starting with { too)
@@ -159,7 +160,7 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
             // A signal or a closed stdout before any instance was ready: the starting tools
             // die with this process (the guardian kills their groups).
             drop(done_tx);
-            let (_, closed) = printer.join().map_err(|_| "the output thread panicked")?;
+            let (_, _, closed) = printer.join().map_err(|_| "the output thread panicked")?;
             let mut outcome = startup.outcome;
             outcome.stdout_closed |= closed;
             if let Some(signal) = outcome.signal {
@@ -193,10 +194,10 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
         sticky: cluster_args.strategy == Strategy::Sticky,
     };
     let outcome = run.pump(startup, lines, &signals, (done_tx, printer, closed_rx));
-    print_metrics_summary(&cluster.metrics());
+    let outcome = outcome?;
+    print_metrics_summary(&cluster.metrics(), outcome.answered, outcome.failures);
     let report = cluster.shutdown();
     log::debug!("shut down in {:?}", report.took);
-    let outcome = outcome?;
     if let Some(ended) = &outcome.ended_by {
         eprintln!("aim: {ended}");
     }
@@ -248,7 +249,7 @@ impl Startup {
                     "timed out after {:?} waiting for an instance (still starting)",
                     self.queue_timeout
                 )});
-                let _ = done.send((id, record, true));
+                let _ = done.send((id, Some(record), true));
             }
             let expiry = self
                 .pending
@@ -273,7 +274,11 @@ impl Startup {
                 recv(closed) -> _ => { self.outcome.stdout_closed = true; return Ok(None); }
                 recv(input) -> line => match line {
                     Ok(Ok(raw)) => {
-                        self.pending.push_back((self.next_id, raw, Instant::now()));
+                        if is_blank(&raw) {
+                            let _ = done.send((self.next_id, None, false));
+                        } else {
+                            self.pending.push_back((self.next_id, raw, Instant::now()));
+                        }
                         self.next_id += 1;
                     }
                     Ok(Err(e)) => {
@@ -291,6 +296,7 @@ impl Startup {
 /// How a run ended.
 #[derive(Debug, Default)]
 struct Outcome {
+    answered: usize,
     failures: usize,
     signal: Option<Signal>,
     stdout_closed: bool,
@@ -318,6 +324,11 @@ struct JsonLine {
     session: Option<String>,
 }
 
+/// A line of only whitespace: no prompt, no answer line, no failure (its id is skipped).
+fn is_blank(raw: &[u8]) -> bool {
+    raw.iter().all(u8::is_ascii_whitespace)
+}
+
 /// A prompt read from one input line, or why the line is not one.
 fn parse_line(
     mode: InputMode,
@@ -331,11 +342,17 @@ fn parse_line(
     match mode {
         InputMode::Text => Ok((line.to_string(), None)),
         InputMode::Jsonl => {
-            if line.trim().is_empty() {
-                return Err(format!("line {number}: empty line"));
-            }
-            let parsed: JsonLine =
-                serde_json::from_str(line).map_err(|e| format!("line {number}: {e}"))?;
+            let parsed: JsonLine = serde_json::from_str(line).map_err(|e| {
+                // serde's message without its own "at line 1 column C": one line number.
+                let message = e.to_string();
+                let message = message
+                    .rfind(" at line ")
+                    .map_or(message.as_str(), |i| &message[..i]);
+                match e.column() {
+                    0 => format!("line {number}: {message}"),
+                    column => format!("line {number} column {column}: {message}"),
+                }
+            })?;
             Ok((parsed.prompt, parsed.session))
         }
     }
@@ -370,7 +387,9 @@ fn spawn_reader() -> Receiver<InputLine> {
 }
 
 /// One prompt's result line, with its id.
-type Finished = (usize, serde_json::Value, bool);
+/// One prompt's result line (`None`: a blank input line, which has none), with its id and
+/// whether it failed.
+type Finished = (usize, Option<serde_json::Value>, bool);
 
 struct Run<'a> {
     cluster: &'a ClusterManager,
@@ -421,7 +440,7 @@ impl Run<'_> {
         signals: &Receiver<Signal>,
         (done_tx, printer, closed_rx): (
             Sender<Finished>,
-            std::thread::JoinHandle<(usize, bool)>,
+            std::thread::JoinHandle<(usize, usize, bool)>,
             Receiver<()>,
         ),
     ) -> Result<Outcome, String> {
@@ -471,6 +490,11 @@ impl Run<'_> {
                 id += 1;
                 (id - 1, raw, None)
             };
+            if is_blank(&raw) {
+                let _ = done_tx.send((this, None, false));
+                let _ = slots_tx.send(());
+                continue;
+            }
             let submitted = parse_line(self.options.input, this + 1, &raw)
                 .map_err(|reason| (reason, "input"))
                 .and_then(|(prompt, session)| {
@@ -511,7 +535,7 @@ impl Run<'_> {
                 }
                 Err((reason, kind)) => {
                     let record = serde_json::json!({"id": this, "error": reason, "kind": kind});
-                    let _ = done_tx.send((this, record, true));
+                    let _ = done_tx.send((this, Some(record), true));
                     let _ = slots_tx.send(());
                 }
             }
@@ -538,7 +562,9 @@ impl Run<'_> {
                 }
             });
         }
-        let (failures, closed) = printer.join().map_err(|_| "the output thread panicked")?;
+        let (answered, failures, closed) =
+            printer.join().map_err(|_| "the output thread panicked")?;
+        outcome.answered = answered;
         outcome.failures = failures;
         outcome.stdout_closed |= closed;
         Ok(outcome)
@@ -574,34 +600,42 @@ impl Run<'_> {
                     true,
                 ),
             };
-            let _ = done.send((id, record, failed));
+            let _ = done.send((id, Some(record), failed));
         });
     }
 }
 
-/// Prints result lines, in id order or as they come; returns how many failed and whether
-/// stdout was closed. Tells the pump at once when stdout closes.
-fn print_results(done: Receiver<Finished>, unordered: bool, closed: Sender<()>) -> (usize, bool) {
-    let mut failures = 0;
+/// Prints result lines, in id order or as they come; returns how many were answered, how
+/// many failed and whether stdout was closed. Tells the pump at once when stdout closes.
+fn print_results(
+    done: Receiver<Finished>,
+    unordered: bool,
+    closed: Sender<()>,
+) -> (usize, usize, bool) {
+    let (mut answered, mut failures) = (0, 0);
     let mut next = 0usize;
-    let mut waiting: BTreeMap<usize, serde_json::Value> = BTreeMap::new();
+    let mut waiting: BTreeMap<usize, Option<serde_json::Value>> = BTreeMap::new();
     let mut stdout_closed = false;
     let print = |record: &serde_json::Value| -> bool {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{record}").and_then(|()| out.flush()).is_ok()
     };
     for (id, record, failed) in done {
-        failures += usize::from(failed);
+        if failed {
+            failures += 1;
+        } else if record.is_some() {
+            answered += 1;
+        }
         if stdout_closed {
             continue;
         }
         let ready: Vec<serde_json::Value> = if unordered {
-            vec![record]
+            record.into_iter().collect()
         } else {
             waiting.insert(id, record);
             let mut ready = Vec::new();
             while let Some(record) = waiting.remove(&next) {
-                ready.push(record);
+                ready.extend(record);
                 next += 1;
             }
             ready
@@ -614,7 +648,7 @@ fn print_results(done: Receiver<Finished>, unordered: bool, closed: Sender<()>) 
             }
         }
     }
-    (failures, stdout_closed)
+    (answered, failures, stdout_closed)
 }
 
 /// One answer's output line: what every answer has, plus what the protocol reports
@@ -663,11 +697,14 @@ mod tests {
             ("hi".into(), Some("a".into()))
         );
         let unknown = parse_line(InputMode::Jsonl, 3, br#"{"prompt":"hi","sesion":"a"}"#);
-        assert!(unknown
-            .unwrap_err()
-            .contains("line 3: unknown field `sesion`"));
+        let unknown = unknown.unwrap_err();
+        assert!(
+            unknown.starts_with("line 3 column ") && unknown.contains(": unknown field `sesion`"),
+            "{unknown}"
+        );
         assert!(parse_line(InputMode::Jsonl, 1, b"{broken").is_err());
-        assert!(parse_line(InputMode::Jsonl, 1, b"   ").is_err());
+        let broken = parse_line(InputMode::Jsonl, 4, b"{x}").unwrap_err();
+        assert_eq!(broken, "line 4 column 2: key must be a string");
         let bad = parse_line(InputMode::Text, 2, b"ok \xff bytes\n").unwrap_err();
         assert!(bad.contains("line 2: invalid UTF-8 at byte 3"), "{bad}");
     }
