@@ -178,7 +178,8 @@ fn bad_input_lines_get_their_own_error_and_the_rest_is_answered() {
     for i in [0, 1, 3, 4] {
         assert!(lines[i]["text"].is_string(), "{:?}", lines[i]);
     }
-    // jsonl: unknown fields and garbage are errors of their line only.
+    // jsonl: unknown fields and garbage are errors of their line only; a blank line is
+    // skipped.
     let input = b"{\"prompt\": \"ok\"}\n{\"prompt\": \"x\", \"sesion\": \"a\"}\n{nope\n\n{\"prompt\": \"fine\"}\n";
     let (code, lines, _) = run(&["demo", "--input", "jsonl"], input);
     assert_eq!(code, 1);
@@ -186,7 +187,8 @@ fn bad_input_lines_get_their_own_error_and_the_rest_is_answered() {
         .iter()
         .map(|l| l["kind"].as_str().unwrap_or("ok"))
         .collect();
-    assert_eq!(kinds, ["ok", "input", "input", "input", "ok"]);
+    assert_eq!(kinds, ["ok", "input", "input", "ok"]);
+    assert_eq!(lines[3]["id"], 4);
     assert!(lines[1]["error"].as_str().unwrap().contains("sesion"));
 }
 

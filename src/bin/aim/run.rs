@@ -387,6 +387,14 @@ fn spawn_reader() -> Receiver<InputLine> {
 }
 
 /// One prompt's result line, with its id.
+/// The printer's side: where results go, its thread (answered, failed, stdout closed) and
+/// the channel that says stdout closed.
+type Output = (
+    Sender<Finished>,
+    std::thread::JoinHandle<(usize, usize, bool)>,
+    Receiver<()>,
+);
+
 /// One prompt's result line (`None`: a blank input line, which has none), with its id and
 /// whether it failed.
 type Finished = (usize, Option<serde_json::Value>, bool);
@@ -438,11 +446,7 @@ impl Run<'_> {
         startup: Startup,
         lines: Receiver<InputLine>,
         signals: &Receiver<Signal>,
-        (done_tx, printer, closed_rx): (
-            Sender<Finished>,
-            std::thread::JoinHandle<(usize, usize, bool)>,
-            Receiver<()>,
-        ),
+        (done_tx, printer, closed_rx): Output,
     ) -> Result<Outcome, String> {
         let window = (2 * self.cluster.len()).max(2);
         let (slots_tx, slots_rx) = bounded::<()>(window);
