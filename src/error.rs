@@ -118,6 +118,9 @@ pub enum Error {
         exit: Option<ExitInfo>,
         /// The child's last stderr lines.
         stderr: Vec<String>,
+        /// What the tool had answered before it died (its stdout, as the protocol decodes
+        /// it), if anything.
+        partial: Option<String>,
         /// The prompt, handed back.
         prompt: Option<String>,
     },
@@ -228,6 +231,19 @@ impl Error {
             | Error::ToolReported { prompt, .. }
             | Error::Cancelled { prompt }
             | Error::Shutdown { prompt } => prompt.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// What the tool had answered before it died ([`Error::InstanceDied`]), if anything.
+    ///
+    /// ```
+    /// let err = aim::Error::Shutdown { prompt: None };
+    /// assert_eq!(err.partial_answer(), None);
+    /// ```
+    pub fn partial_answer(&self) -> Option<&str> {
+        match self {
+            Error::InstanceDied { partial, .. } => partial.as_deref(),
             _ => None,
         }
     }
@@ -429,6 +445,7 @@ impl fmt::Display for Error {
                 pid,
                 exit,
                 stderr,
+                partial,
                 ..
             } => {
                 match exit {
@@ -439,6 +456,9 @@ impl fmt::Display for Error {
                         f,
                         "instance {instance} (pid {pid}) closed its output while answering"
                     )?,
+                }
+                if let Some(partial) = partial {
+                    write!(f, " after {} bytes of its answer", partial.len())?;
                 }
                 stderr_suffix(f, stderr)
             }

@@ -27,7 +27,21 @@ pub(crate) enum Rule {
     Idle { quiet: std::time::Duration },
     /// `text` appears anywhere on `stream` (readiness only).
     Contains { text: Vec<u8>, stream: Stream },
+    /// `inner` (an `EndsWith`) once its marker has appeared `count` times on its stream,
+    /// the last at the very end.
+    Counted { inner: Box<Rule>, count: usize },
+    /// Numbered prompts on `stream`: `nonce`, a decimal number N and `>` (a main prompt) or
+    /// `.` (a continuation prompt). Complete at the first main prompt whose N is above
+    /// `after`; every numbered prompt is left out of the answer.
+    Numbered {
+        nonce: Vec<u8>,
+        stream: Stream,
+        after: u64,
+    },
 }
+
+/// The longest prompt number read (digits after the nonce).
+const MAX_NUMBER_DIGITS: usize = 19;
 
 impl Rule {
     /// The rule for an answer under `framing`; `nonce` is used by sentinel framing.
@@ -52,6 +66,23 @@ impl Rule {
                 value: value.clone(),
             },
             Framing::Idle { quiet } => Rule::Idle { quiet: *quiet },
+            Framing::NumberedPrompt { stream, .. } => Rule::Numbered {
+                nonce: nonce.as_bytes().to_vec(),
+                stream: *stream,
+                after: 0,
+            },
+        }
+    }
+
+    /// This rule, needing `count` markers instead of one (prompt framing at startup: the
+    /// first prompt and one for each init line).
+    pub(crate) fn counting(self, count: usize) -> Rule {
+        match self {
+            Rule::EndsWith { .. } if count > 1 => Rule::Counted {
+                inner: Box::new(self),
+                count,
+            },
+            other => other,
         }
     }
 }
@@ -73,6 +104,17 @@ pub(crate) enum Progress {
 pub(crate) struct Collected {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// The number of the main prompt that ended the answer (numbered prompts).
+    pub prompt_number: Option<u64>,
+}
+
+/// A numbered prompt found in the output: where it is and what it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NumberedPrompt {
+    start: usize,
+    end: usize,
+    number: u64,
+    main: bool,
 }
 
 /// Collects output for one answer (or one startup) and says when it is complete.
@@ -93,6 +135,14 @@ pub(crate) struct Framer {
     /// When the settle or idle timer fires.
     timer: Option<Instant>,
     complete: bool,
+    /// Counted markers: how many were seen, and how far the marker stream was searched.
+    markers_seen: usize,
+    marker_searched: usize,
+    /// Numbered prompts: every one found so far, how far the stream was searched, and how
+    /// many continuation prompts at or above `after` were not yet reported.
+    prompts: Vec<NumberedPrompt>,
+    continuations: usize,
+    prompt_number: Option<u64>,
 }
 
 impl Framer {
@@ -113,6 +163,11 @@ impl Framer {
             marker_tail: 0,
             timer,
             complete: false,
+            markers_seen: 0,
+            marker_searched: 0,
+            prompts: Vec::new(),
+            continuations: 0,
+            prompt_number: None,
         }
     }
 
@@ -185,6 +240,70 @@ impl Framer {
             Rule::Nonce { .. } | Rule::JsonField { .. } if stream == Stream::Stdout => {
                 self.scan_lines();
             }
+            Rule::Counted { inner, count } => {
+                if let Rule::EndsWith {
+                    marker,
+                    stream: marker_stream,
+                    settle,
+                } = inner.as_ref()
+                {
+                    let buf = match marker_stream {
+                        Stream::Stdout => &self.stdout,
+                        Stream::Stderr => &self.stderr,
+                    };
+                    let mut from = self.marker_searched;
+                    while let Some(at) = find(&buf[from..], marker) {
+                        self.markers_seen += 1;
+                        from += at + marker.len();
+                    }
+                    self.marker_searched = from.max(buf.len().saturating_sub(marker.len() - 1));
+                    if self.markers_seen >= *count && buf.ends_with(marker) {
+                        if settle.is_zero() {
+                            self.marker_tail = marker.len();
+                            self.complete = true;
+                        } else {
+                            self.timer = Some(now + *settle);
+                        }
+                    } else {
+                        self.timer = None;
+                    }
+                }
+            }
+            Rule::Numbered {
+                nonce,
+                stream: marker_stream,
+                after,
+            } if *marker_stream == stream => {
+                let buf = match marker_stream {
+                    Stream::Stdout => &mut self.stdout,
+                    Stream::Stderr => &mut self.stderr,
+                };
+                let before = self.prompts.len();
+                self.marker_searched =
+                    scan_numbered(buf, self.marker_searched, nonce, &mut self.prompts);
+                let mut end = None;
+                for (i, prompt) in self.prompts.iter().enumerate().skip(before) {
+                    if prompt.main && prompt.number > *after {
+                        end = Some((i, *prompt));
+                        break;
+                    }
+                    if !prompt.main && prompt.number >= *after {
+                        self.continuations += 1;
+                    }
+                }
+                if let Some((i, prompt)) = end {
+                    let trailing = buf.len() - prompt.end;
+                    buf.truncate(prompt.end);
+                    self.prompts.truncate(i + 1);
+                    self.prompt_number = Some(prompt.number);
+                    self.complete = true;
+                    if trailing > 0 {
+                        log::debug!(
+                            "{trailing} bytes of output arrived after the end of an answer"
+                        );
+                    }
+                }
+            }
             Rule::Contains { text, stream: s } if *s == stream => {
                 let buf = match s {
                     Stream::Stdout => &self.stdout,
@@ -204,13 +323,64 @@ impl Framer {
     pub(crate) fn tick(&mut self, now: Instant) -> Progress {
         if let Some(at) = self.timer {
             if now >= at && !self.complete {
-                if let Rule::EndsWith { marker, .. } = &self.rule {
+                if let Some(marker) = self.marker() {
                     self.marker_tail = marker.len();
                 }
                 self.complete = true;
             }
         }
         self.progress()
+    }
+
+    /// The fixed prompt marker of a prompt rule.
+    fn marker(&self) -> Option<&[u8]> {
+        match &self.rule {
+            Rule::EndsWith { marker, .. } => Some(marker),
+            Rule::Counted { inner, .. } => match inner.as_ref() {
+                Rule::EndsWith { marker, .. } => Some(marker),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Continuation prompts (numbered prompts) seen since the last call: the tool waits for
+    /// the rest of a statement.
+    pub(crate) fn take_continuations(&mut self) -> usize {
+        std::mem::take(&mut self.continuations)
+    }
+
+    /// The stdout collected so far that is surely part of the answer (no marker, sentinel
+    /// or unfinished UTF-8 character that later bytes may complete), for streaming.
+    pub(crate) fn settled_stdout(&self) -> &[u8] {
+        let end = match &self.rule {
+            Rule::EndsWith {
+                marker,
+                stream: Stream::Stdout,
+                ..
+            } => self.stdout.len() - held_back(&self.stdout, marker),
+            Rule::EndsWith { .. } => self.stdout.len(),
+            Rule::Numbered {
+                stream: Stream::Stderr,
+                ..
+            } => self.stdout.len(),
+            Rule::Nonce { .. } => self.body_end.unwrap_or(self.scanned),
+            Rule::JsonField { .. } | Rule::Idle { .. } => self.stdout.len(),
+            // Decided only at the end.
+            Rule::Line | Rule::Counted { .. } | Rule::Numbered { .. } | Rule::Contains { .. } => 0,
+        };
+        let end = end.min(self.stdout.len());
+        &self.stdout[..utf8_complete(&self.stdout[..end])]
+    }
+
+    /// The number of the main prompt that completed this framer (numbered prompts).
+    pub(crate) fn prompt_number(&self) -> Option<u64> {
+        self.prompt_number
+    }
+
+    /// The stdout collected so far, as it is (for a partial answer).
+    pub(crate) fn stdout(&self) -> &[u8] {
+        &self.stdout
     }
 
     fn progress(&self) -> Progress {
@@ -279,7 +449,15 @@ impl Framer {
                 self.stdout.pop();
             }
         }
-        if let Rule::EndsWith { stream, .. } = &self.rule {
+        let marker_stream = match &self.rule {
+            Rule::EndsWith { stream, .. } => Some(*stream),
+            Rule::Counted { inner, .. } => match inner.as_ref() {
+                Rule::EndsWith { stream, .. } => Some(*stream),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(stream) = marker_stream {
             let buf = match stream {
                 Stream::Stdout => &mut self.stdout,
                 Stream::Stderr => &mut self.stderr,
@@ -287,11 +465,100 @@ impl Framer {
             let keep = buf.len().saturating_sub(self.marker_tail);
             buf.truncate(keep);
         }
+        if let Rule::Numbered { stream, .. } = &self.rule {
+            let buf = match stream {
+                Stream::Stdout => &mut self.stdout,
+                Stream::Stderr => &mut self.stderr,
+            };
+            *buf = without_prompts(buf, &self.prompts);
+        }
         Collected {
             stdout: self.stdout,
             stderr: self.stderr,
+            prompt_number: self.prompt_number,
         }
     }
+}
+
+/// Finds numbered prompts (`nonce`, digits, `>` or `.`) in `buf` from `from`; returns where
+/// to search from next time (a prompt cut off at the end of `buf` is looked at again).
+fn scan_numbered(
+    buf: &[u8],
+    mut from: usize,
+    nonce: &[u8],
+    found: &mut Vec<NumberedPrompt>,
+) -> usize {
+    loop {
+        let Some(at) = find(&buf[from..], nonce) else {
+            return from.max(buf.len().saturating_sub(nonce.len().saturating_sub(1)));
+        };
+        let start = from + at;
+        let digits = start + nonce.len();
+        let mut i = digits;
+        while i < buf.len() && buf[i].is_ascii_digit() && i - digits < MAX_NUMBER_DIGITS {
+            i += 1;
+        }
+        if i == buf.len() {
+            // The rest of the prompt has not arrived yet.
+            return start;
+        }
+        let number = std::str::from_utf8(&buf[digits..i])
+            .ok()
+            .and_then(|d| d.parse::<u64>().ok());
+        match (number, buf[i]) {
+            (Some(number), kind @ (b'>' | b'.')) => {
+                found.push(NumberedPrompt {
+                    start,
+                    end: i + 1,
+                    number,
+                    main: kind == b'>',
+                });
+                from = i + 1;
+            }
+            _ => from = start + 1,
+        }
+    }
+}
+
+/// `buf` without the numbered prompts in it.
+fn without_prompts(buf: &[u8], prompts: &[NumberedPrompt]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(buf.len());
+    let mut at = 0;
+    for prompt in prompts {
+        if prompt.start >= at && prompt.end <= buf.len() {
+            out.extend_from_slice(&buf[at..prompt.start]);
+            at = prompt.end;
+        }
+    }
+    out.extend_from_slice(&buf[at.min(buf.len())..]);
+    out
+}
+
+/// How many bytes at the end of `buf` may be the start of `marker` (all of it included).
+fn held_back(buf: &[u8], marker: &[u8]) -> usize {
+    (1..=marker.len().min(buf.len()))
+        .rev()
+        .find(|&k| buf.ends_with(&marker[..k]))
+        .unwrap_or(0)
+}
+
+/// The length of `bytes` without a last UTF-8 character that more bytes may still complete.
+pub(crate) fn utf8_complete(bytes: &[u8]) -> usize {
+    let n = bytes.len();
+    for back in 1..=n.min(4) {
+        let b = bytes[n - back];
+        if b & 0xC0 == 0x80 {
+            continue;
+        }
+        let need = match b {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1,
+        };
+        return if back < need { n - back } else { n };
+    }
+    n
 }
 
 fn json_field_is(line: &[u8], field: &str, value: &str) -> bool {
@@ -620,6 +887,108 @@ mod tests {
             assert_eq!(f.feed(Stream::Stdout, b"a", now), Progress::Pending);
         }
         assert_eq!(f.len(), 4 << 20);
+    }
+
+    fn numbered(after: u64) -> Framer {
+        let rule = Rule::Numbered {
+            nonce: b"#S#".to_vec(),
+            stream: Stream::Stderr,
+            after,
+        };
+        Framer::new(rule, 1 << 20, Instant::now())
+    }
+
+    #[test]
+    fn numbered_prompts_end_only_at_a_newer_main_prompt() {
+        let mut f = numbered(4);
+        // A forged plain prompt, a stale prompt and a prompt split across reads.
+        let p = feed_all(
+            &mut f,
+            &[
+                ("out\n", Stream::Stdout),
+                (">>> #S#4>", Stream::Stderr),
+                ("err\n#S", Stream::Stderr),
+                ("#", Stream::Stderr),
+                ("5", Stream::Stderr),
+            ],
+        );
+        assert_eq!(p, Progress::Pending);
+        assert_eq!(f.take_continuations(), 0);
+        assert_eq!(
+            feed_all(&mut f, &[(">late", Stream::Stderr)]),
+            Progress::Complete
+        );
+        assert_eq!(f.prompt_number(), Some(5));
+        let c = f.into_collected();
+        assert_eq!(c.stdout, b"out\n");
+        assert_eq!(
+            c.stderr, b">>> err\n",
+            "prompts and what followed are left out"
+        );
+    }
+
+    #[test]
+    fn numbered_continuation_prompts_are_reported() {
+        let mut f = numbered(4);
+        assert_eq!(
+            feed_all(&mut f, &[("#S#3.#S#4.", Stream::Stderr)]),
+            Progress::Pending
+        );
+        assert_eq!(f.take_continuations(), 1, "only the current statement's");
+        assert_eq!(f.take_continuations(), 0);
+        assert_eq!(
+            feed_all(&mut f, &[("#S#4.#S#x>#S#5>", Stream::Stderr)]),
+            Progress::Complete
+        );
+        assert_eq!(f.take_continuations(), 1);
+        assert_eq!(f.into_collected().stderr, b"#S#x>");
+    }
+
+    #[test]
+    fn counted_markers_wait_for_every_prompt() {
+        let rule = prompt_rule("> ", Stream::Stdout).counting(3);
+        let mut f = Framer::new(rule, 1 << 20, Instant::now());
+        assert_eq!(
+            feed_all(&mut f, &[("> ", Stream::Stdout)]),
+            Progress::Pending
+        );
+        assert_eq!(
+            feed_all(&mut f, &[("one\n>", Stream::Stdout), (" ", Stream::Stdout)]),
+            Progress::Pending
+        );
+        assert_eq!(
+            feed_all(&mut f, &[("two\n> ", Stream::Stdout)]),
+            Progress::Complete
+        );
+    }
+
+    #[test]
+    fn settled_stdout_holds_back_markers_and_split_characters() {
+        let mut f = Framer::new(prompt_rule("> ", Stream::Stdout), 1 << 20, Instant::now());
+        f.feed(Stream::Stdout, b"caf\xc3", Instant::now());
+        assert_eq!(f.settled_stdout(), b"caf");
+        f.feed(Stream::Stdout, b"\xa9\n>", Instant::now());
+        assert_eq!(f.settled_stdout(), "caf\u{e9}\n".as_bytes());
+        let mut s = Framer::new(
+            Rule::Nonce {
+                nonce: b"__n__".to_vec(),
+            },
+            1 << 20,
+            Instant::now(),
+        );
+        s.feed(Stream::Stdout, b"1\n__n", Instant::now());
+        assert_eq!(s.settled_stdout(), b"1\n");
+    }
+
+    #[test]
+    fn utf8_complete_cuts_only_unfinished_characters() {
+        assert_eq!(utf8_complete(b"abc"), 3);
+        assert_eq!(utf8_complete("\u{e9}".as_bytes()), 2);
+        assert_eq!(utf8_complete(b"a\xe2\x82"), 1);
+        assert_eq!(utf8_complete(b"a\xf0\x9f\x98"), 1);
+        assert_eq!(utf8_complete("a\u{1f600}".as_bytes()), 5);
+        assert_eq!(utf8_complete(b"a\xff"), 2);
+        assert_eq!(utf8_complete(b""), 0);
     }
 
     #[test]

@@ -488,6 +488,8 @@ pub(crate) enum IoEvent {
         pid: i32,
         exit: Option<ExitInfo>,
         cause: ExitCause,
+        /// A prompt was in flight: a failure whatever the exit code.
+        answering: bool,
     },
     /// A request outcome that changes the breaker's input (sent on failures, and on the first
     /// success after a failure).

@@ -265,7 +265,7 @@ impl Monitor {
                 } else {
                     self.emit(event);
                 }
-                self.on_down(index, ExitCause::SpawnFailed, None, now);
+                self.on_down(index, ExitCause::SpawnFailed, None, false, now);
                 self.core.notify_change();
             }
             IoEvent::Exited {
@@ -274,6 +274,7 @@ impl Monitor {
                 pid,
                 exit,
                 cause,
+                answering,
             } => {
                 self.emit(Event::Exited {
                     instance: index,
@@ -282,7 +283,7 @@ impl Monitor {
                     exit,
                     cause,
                 });
-                self.on_down(index, cause, exit, now);
+                self.on_down(index, cause, exit, answering, now);
                 self.core.notify_change();
             }
             IoEvent::Outcome {
@@ -331,7 +332,15 @@ impl Monitor {
     }
 
     /// A process ended (or could not start): decide whether, and when, to restart it.
-    fn on_down(&mut self, index: usize, cause: ExitCause, exit: Option<ExitInfo>, now: Instant) {
+    /// `answering`: a prompt was in flight, which makes any exit a failure.
+    fn on_down(
+        &mut self,
+        index: usize,
+        cause: ExitCause,
+        exit: Option<ExitInfo>,
+        answering: bool,
+        now: Instant,
+    ) {
         if cause == ExitCause::Shutdown || self.core.is_closed() {
             return;
         }
@@ -350,7 +359,8 @@ impl Monitor {
             RestartPolicy::Always => true,
             RestartPolicy::Never => false,
             RestartPolicy::OnFailure => {
-                !(cause == ExitCause::Crashed && exit.is_some_and(|e| e.success()))
+                // A clean exit 0 is not a failure, unless a prompt was in flight.
+                answering || !(cause == ExitCause::Crashed && exit.is_some_and(|e| e.success()))
             }
         };
         if !wants_restart {

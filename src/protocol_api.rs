@@ -121,6 +121,10 @@ pub enum Step {
     /// The tool cannot go on (a failed handshake, output that breaks the protocol); the
     /// process is recycled.
     Failed(String),
+    /// A turn: send the tool SIGINT now (never two within 2 s) and keep waiting for the end
+    /// of the answer (a REPL abandons an unfinished statement and prompts again). While
+    /// starting, the same as [`Step::Pending`].
+    Interrupt,
 }
 
 /// How a protocol stops the answer in progress when its prompt is cancelled.
@@ -211,6 +215,12 @@ pub trait Conversation: Send + fmt::Debug {
     /// that decode text deltas (claude, codex) return those instead.
     fn take_delta(&mut self, raw: &[u8]) -> Option<String> {
         (!raw.is_empty()).then(|| String::from_utf8_lossy(raw).into_owned())
+    }
+
+    /// The answer so far, for the error of a turn that ends early (the process died while
+    /// answering). Defaults to none.
+    fn partial(&self) -> Option<String> {
+        None
     }
 
     /// What a replacement process needs to restore this conversation (claude's session id,

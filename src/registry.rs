@@ -326,14 +326,23 @@ fn python_spec() -> ToolSpec {
         .args(["-i", "-q", "-u"])
         .env("PYTHONIOENCODING", "utf-8")
         .env("PYTHON_BASIC_REPL", "1")
-        .framing(Framing::Prompt {
-            marker: ">>> ".into(),
+        .framing(Framing::NumberedPrompt {
+            setup: PYTHON_NUMBERED_PROMPTS.into(),
             stream: Stream::Stderr,
-            settle: Duration::ZERO,
-            await_read: false,
+            end_block: Some(String::new()),
         })
         .quit_command("exit()")
 }
+
+/// Makes python show `{nonce}N>` as its main prompt and `{nonce}N.` as its continuation
+/// prompt, N counting statements: python calls `str(sys.ps1)` once per statement, then
+/// `str(sys.ps2)`. Nothing is left in the user's namespace.
+const PYTHON_NUMBERED_PROMPTS: &str = concat!(
+    r#"__import__("sys").ps1=type("",(),{"n":0,"__str__":lambda s:"#,
+    r#"(setattr(s,"n",s.n+1),"{nonce}%d>"%s.n)[1]})();"#,
+    r#"__import__("sys").ps2=type("",(),{"__str__":lambda s:"#,
+    r#""{nonce}%d."%__import__("sys").ps1.n})()"#
+);
 
 fn bc_spec() -> ToolSpec {
     ToolSpec::new("bc", "bc")
@@ -348,8 +357,10 @@ fn bc_spec() -> ToolSpec {
 fn sqlite3_spec() -> ToolSpec {
     ToolSpec::new("sqlite3", "sqlite3")
         .args(["-batch"])
+        // `;` ends a statement left without one (an empty statement otherwise); `.print` is
+        // the same in every `.mode` and with `.headers` on.
         .framing(Framing::Sentinel {
-            command: "SELECT '{nonce}';".into(),
+            command: ";\n.print {nonce}".into(),
         })
         .quit_command(".quit")
 }

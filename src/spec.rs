@@ -67,6 +67,8 @@ pub enum Framing {
     /// written too; the answer ends at the line that contains the nonce.
     Sentinel {
         /// The command that makes the tool print `{nonce}`, e.g. `print "{nonce}\n"` for bc.
+        /// It may be several lines: sqlite3's `;` then `.print {nonce}` first ends a
+        /// statement left without its `;`.
         command: String,
     },
     /// Output is JSON, one object per line; the answer ends at the object whose `field` is the
@@ -82,6 +84,27 @@ pub enum Framing {
         /// How long the tool must be quiet.
         #[serde(rename = "quiet_ms", with = "duration_ms")]
         quiet: Duration,
+    },
+    /// Prompts that cannot be forged or mistaken for a stale one: `setup` (one line, with
+    /// `{nonce}` replaced by a fresh secret per process) is written first and makes the tool
+    /// show `{nonce}N>` before each statement it reads and `{nonce}N.` before each
+    /// continuation line, N counting statements from 1 (python: an object as `sys.ps1`).
+    /// The answer ends at the first main prompt numbered above the one it was written at;
+    /// prompts are left out of the answer. When the tool shows a continuation prompt instead
+    /// (an unfinished statement), `end_block` is written once (python: an empty line); if the
+    /// tool still waits for more, it gets SIGINT and the answer is
+    /// [`Error::ToolReported`](crate::Error::ToolReported) with what the tool said; the
+    /// process stays.
+    NumberedPrompt {
+        /// The line that makes the tool number its prompts; must contain `{nonce}`.
+        setup: String,
+        /// The stream the prompts appear on.
+        #[serde(default)]
+        stream: Stream,
+        /// The line that ends an unfinished block, if the tool has one. Defaults to none
+        /// (an unfinished statement is interrupted at once).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        end_block: Option<String>,
     },
 }
 
@@ -171,7 +194,8 @@ impl Default for Replay {
 pub enum RestartPolicy {
     /// Restart whenever the process ends, even with exit code 0.
     Always,
-    /// Restart unless the process exited on its own with code 0. The default.
+    /// Restart unless the process exited on its own with code 0 while no prompt was in
+    /// flight (an exit while answering is a failure, whatever its code). The default.
     #[default]
     OnFailure,
     /// Never restart; the instance stays down.
@@ -502,8 +526,16 @@ impl ToolSpec {
             Framing::Sentinel { command } if !command.contains("{nonce}") => {
                 return Err(Error::config("framing.command", "must contain {nonce}"))
             }
-            Framing::Sentinel { command } if command.contains('\n') => {
-                return Err(Error::config("framing.command", "must be one line"))
+            Framing::NumberedPrompt { setup, .. } if !setup.contains("{nonce}") => {
+                return Err(Error::config("framing.setup", "must contain {nonce}"))
+            }
+            Framing::NumberedPrompt {
+                setup, end_block, ..
+            } if setup.contains('\n') || end_block.as_ref().is_some_and(|l| l.contains('\n')) => {
+                return Err(Error::config(
+                    "framing.setup",
+                    "setup and end_block must be one line each",
+                ))
             }
             Framing::JsonLines { field, .. } if field.is_empty() => {
                 return Err(Error::config("framing.field", "must not be empty"))
@@ -566,7 +598,9 @@ impl ToolSpec {
                 text: marker.clone(),
                 stream: *stream,
             },
-            (Readiness::Auto, Framing::Sentinel { .. }) => Readiness::Auto,
+            (Readiness::Auto, Framing::Sentinel { .. } | Framing::NumberedPrompt { .. }) => {
+                Readiness::Auto
+            }
             (Readiness::Auto, _) => Readiness::Immediate,
             (other, _) => other.clone(),
         }

@@ -77,7 +77,7 @@ impl Ticket {
     /// let ticket = cluster.submit(Request::new("/lines 3").stream(true))?;
     /// let streamed: String = ticket.chunks().collect();
     /// let answer = ticket.wait()?;
-    /// assert!(streamed.starts_with(&answer.text));
+    /// assert_eq!(streamed, answer.text);
     /// # Ok::<(), aim::Error>(())
     /// ```
     pub fn chunks(&self) -> Chunks {

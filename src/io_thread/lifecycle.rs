@@ -79,6 +79,7 @@ impl IoThread {
             },
             conversation,
             turn_stderr: Vec::new(),
+            streamed: String::new(),
             restore: crate::state::Restore::None,
             resumed: resume.is_some(),
             replay_left: 0,
@@ -103,7 +104,7 @@ impl IoThread {
         match step {
             Step::Done => self.become_ready(now),
             Step::Failed(reason) => self.fail_startup(reason, now),
-            Step::Pending | Step::TooLarge => {}
+            Step::Pending | Step::TooLarge | Step::Interrupt => {}
         }
     }
 
@@ -184,6 +185,7 @@ impl IoThread {
         child.out.clear();
         child.out_pos = 0;
         child.turn_stderr.clear();
+        child.streamed.clear();
         child.interrupting = None;
         child.sigint_due = None;
         child
@@ -264,6 +266,20 @@ impl IoThread {
             return;
         };
         let cancelled = job.cancel.load(Ordering::Acquire);
+        if let (Some(chunks), Ok(answer)) = (&job.stream, &finished) {
+            // The pieces add up to the text: what was not streamed yet goes out now.
+            let streamed = std::mem::take(&mut child.streamed);
+            match answer.text.strip_prefix(streamed.as_str()) {
+                Some(rest) if !rest.is_empty() && !cancelled => {
+                    let _ = chunks.send(rest.to_string());
+                }
+                Some(_) => {}
+                None => log::debug!(
+                    "{}[{index}]: the streamed pieces differ from the answer's text",
+                    self.cfg.spec.name
+                ),
+            }
+        }
         let result = match finished {
             // A cancelled turn's answer (partial, or the tool's "interrupted") is not one.
             _ if cancelled => Err(Error::Cancelled { prompt: None }),

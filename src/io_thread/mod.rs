@@ -117,6 +117,8 @@ struct Running {
     conversation: Box<dyn Conversation>,
     /// Stderr of the answer in flight (capped).
     turn_stderr: Vec<u8>,
+    /// The text streamed so far for the answer in flight.
+    streamed: String,
     /// Whether this process restored its predecessor's conversation.
     restore: crate::state::Restore,
     /// It was started to resume a conversation (the protocol's resume token).

@@ -96,6 +96,31 @@ impl IoThread {
 
     /// The child is gone (reaped, or abandoned with `None`): fail or move what it held.
     pub(super) fn on_exit(&mut self, exit: Option<ExitInfo>) {
+        // What the tool printed of its answer before it went: the rest still in the pipe too.
+        let answering = matches!(
+            self.child.as_ref().map(|c| &c.phase),
+            Some(
+                Phase::Busy { .. }
+                    | Phase::Stopping {
+                        orphan: Some(_),
+                        ..
+                    }
+            )
+        );
+        if answering {
+            let rest = self.read_available(Stream::Stdout);
+            if let Some(child) = &mut self.child {
+                if !rest.is_empty() {
+                    let mut ignored = Vec::new();
+                    let _ = child.conversation.answering(
+                        Stream::Stdout,
+                        &rest,
+                        Instant::now(),
+                        &mut ignored,
+                    );
+                }
+            }
+        }
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -129,6 +154,10 @@ impl IoThread {
         if let Some(n) = child.notify.take() {
             let _ = n.send(Err(Error::Shutdown { prompt: None }));
         }
+        // A process that ends with a prompt in flight has failed, whatever its exit code.
+        let died_answering = job
+            .as_ref()
+            .is_some_and(|j| !j.cancel.load(Ordering::Acquire) && !j.replay);
         let job = match job {
             Some(job) if job.cancel.load(Ordering::Acquire) => {
                 // It died of being interrupted (a tool without a SIGINT handler): cancelled.
@@ -145,6 +174,7 @@ impl IoThread {
                 pid,
                 exit,
                 stderr: stderr.clone(),
+                partial: child.conversation.partial(),
                 prompt: None,
             };
             if job.retries_left > 0 && !job.pinned && self.cfg.hooks.is_some() {
@@ -184,6 +214,7 @@ impl IoThread {
             pid,
             exit,
             cause,
+            answering: died_answering,
         });
         self.rehome_movable();
     }

@@ -146,6 +146,7 @@ impl IoThread {
             conversation,
             out,
             turn_stderr,
+            streamed,
             ..
         } = child;
         let pending_input = out.len();
@@ -161,6 +162,7 @@ impl IoThread {
                     let raw = if stream == Stream::Stdout { bytes } else { &[] };
                     if let Some(delta) = conversation.take_delta(raw) {
                         // Unbounded: the I/O thread never waits for a slow reader.
+                        streamed.push_str(&delta);
                         let _ = chunks.send(delta);
                     }
                 }
@@ -196,6 +198,7 @@ impl IoThread {
     pub(super) fn on_answer_step(&mut self, step: Step, now: Instant) {
         match step {
             Step::Pending => {}
+            Step::Interrupt => self.send_sigint(now),
             Step::Done => self.finish_busy(now),
             Step::TooLarge => {
                 let err = Error::ResponseTooLarge {

@@ -53,6 +53,13 @@ impl Protocol for Framed {
             await_read,
             recheck: None,
             marker_after_text: None,
+            secret: String::new(),
+            last_prompt: 0,
+            continuations_allowed: 0,
+            block_ended: false,
+            interrupted: false,
+            interrupt_at: None,
+            streamed: 0,
         })
     }
 }
@@ -73,13 +80,78 @@ struct FramedConversation {
     /// appeared, the tool is ready only when its prompt follows (a prompt printed after the
     /// text would otherwise end the first answer).
     marker_after_text: Option<Rule>,
+    /// Numbered prompts: this process's secret, and the number of the last main prompt
+    /// (the statement the next line is read as).
+    secret: String,
+    last_prompt: u64,
+    /// This turn: continuation prompts its own lines account for, whether `end_block` was
+    /// written, and whether the tool was interrupted over an unfinished statement.
+    continuations_allowed: usize,
+    block_ended: bool,
+    interrupted: bool,
+    /// An interrupt waiting for the tool to read its stdin: when to look again, and the
+    /// pause after that.
+    interrupt_at: Option<(Instant, Duration)>,
+    /// Bytes of the answer's stdout already handed out as streamed pieces.
+    streamed: usize,
 }
 
 impl FramedConversation {
     fn marker_stream(&self) -> Stream {
         match &self.spec.framing {
-            Framing::Prompt { stream, .. } => *stream,
+            Framing::Prompt { stream, .. } | Framing::NumberedPrompt { stream, .. } => *stream,
             _ => Stream::Stdout,
+        }
+    }
+
+    /// The numbered-prompt rule for an answer (or the startup) read after prompt `after`.
+    fn numbered_rule(&self, after: u64) -> Rule {
+        Rule::Numbered {
+            nonce: self.secret.as_bytes().to_vec(),
+            stream: self.marker_stream(),
+            after,
+        }
+    }
+
+    /// The tool showed continuation prompts: end the block the tool's way once, then
+    /// interrupt it.
+    fn on_continuations(&mut self, count: usize, input: &mut Vec<u8>) -> Step {
+        let unexpected = count.saturating_sub(self.continuations_allowed);
+        self.continuations_allowed = self.continuations_allowed.saturating_sub(count);
+        if unexpected == 0 || self.interrupted {
+            return Step::Pending;
+        }
+        let end_block = match &self.spec.framing {
+            Framing::NumberedPrompt { end_block, .. } => end_block.clone(),
+            _ => None,
+        };
+        match end_block {
+            Some(line) if !self.block_ended => {
+                self.block_ended = true;
+                input.extend_from_slice(line.as_bytes());
+                input.push(b'\n');
+                Step::Pending
+            }
+            _ => {
+                self.interrupted = true;
+                self.interrupt_when_reading(Instant::now())
+            }
+        }
+    }
+
+    /// SIGINT once the tool waits in `read(0)`: a signal that lands before it gets there
+    /// would only be noticed at its next input, which never comes.
+    fn interrupt_when_reading(&mut self, now: Instant) -> Step {
+        match stdin_wait::blocked_reading_stdin(self.pid) {
+            Some(false) => {
+                let pause = self.interrupt_at.map_or(READ_CHECK_FIRST, |(_, p)| p);
+                self.interrupt_at = Some((now + pause, (pause * 2).min(READ_CHECK_MAX)));
+                Step::Pending
+            }
+            Some(true) | None => {
+                self.interrupt_at = None;
+                Step::Interrupt
+            }
         }
     }
 
@@ -108,6 +180,14 @@ impl FramedConversation {
 
 impl Conversation for FramedConversation {
     fn open(&mut self, now: Instant, input: &mut Vec<u8>) -> Step {
+        let init_lines = self.spec.init.len();
+        if let Framing::NumberedPrompt { setup, .. } = &self.spec.framing {
+            // Prompt 1 follows the setup line; each init line is one statement.
+            self.secret = fresh_nonce();
+            self.last_prompt = 1 + init_lines as u64;
+            input.extend_from_slice(setup.replace("{nonce}", &self.secret).as_bytes());
+            input.push(b'\n');
+        }
         for line in &self.spec.init {
             input.extend_from_slice(line.as_bytes());
             input.push(b'\n');
@@ -116,23 +196,37 @@ impl Conversation for FramedConversation {
         self.framer = match self.spec.effective_readiness() {
             Readiness::Immediate => None,
             Readiness::Text { text, stream } => {
+                // Every line written yields one prompt: the first prompt, then one per init
+                // line, so a prompt left over from an init line cannot end the first answer.
+                let prompts = 1 + init_lines;
                 let rule = match &self.spec.framing {
                     Framing::Prompt { marker, settle, .. } if *marker == text => Rule::EndsWith {
                         marker: text.into_bytes(),
                         stream,
                         settle: *settle,
-                    },
+                    }
+                    .counting(prompts),
                     Framing::Prompt {
                         marker,
                         stream: marker_stream,
                         settle,
                         ..
                     } => {
-                        self.marker_after_text = Some(Rule::EndsWith {
-                            marker: marker.clone().into_bytes(),
-                            stream: *marker_stream,
-                            settle: *settle,
-                        });
+                        self.marker_after_text = Some(
+                            Rule::EndsWith {
+                                marker: marker.clone().into_bytes(),
+                                stream: *marker_stream,
+                                settle: *settle,
+                            }
+                            .counting(prompts),
+                        );
+                        Rule::Contains {
+                            text: text.into_bytes(),
+                            stream,
+                        }
+                    }
+                    Framing::NumberedPrompt { .. } => {
+                        self.marker_after_text = Some(self.numbered_rule(init_lines as u64));
                         Rule::Contains {
                             text: text.into_bytes(),
                             stream,
@@ -145,6 +239,11 @@ impl Conversation for FramedConversation {
                 };
                 Some(Framer::new(rule, limit, now))
             }
+            Readiness::Auto if !self.secret.is_empty() => Some(Framer::new(
+                self.numbered_rule(init_lines as u64),
+                limit,
+                now,
+            )),
             Readiness::Auto => {
                 // Sentinel framing: a sentinel round trip proves the tool reads and answers.
                 let nonce = fresh_nonce();
@@ -169,7 +268,12 @@ impl Conversation for FramedConversation {
         };
         match f.feed(stream, bytes, now) {
             Progress::Complete => match self.marker_after_text.take() {
-                None => Step::Done,
+                None => {
+                    if let Some(number) = f.prompt_number() {
+                        self.last_prompt = number;
+                    }
+                    Step::Done
+                }
                 Some(rule) => {
                     // The marker must end the output after the text. This chunk holds the
                     // text's end, and a marker only counts at the very end of the output,
@@ -177,6 +281,9 @@ impl Conversation for FramedConversation {
                     let limit = self.spec.max_response_bytes.max(STARTUP_WINDOW);
                     let mut next = Framer::new(rule, limit, now);
                     let progress = next.feed(stream, bytes, now);
+                    if let Some(number) = next.prompt_number() {
+                        self.last_prompt = number;
+                    }
                     *f = next;
                     match progress {
                         Progress::Complete => Step::Done,
@@ -202,14 +309,27 @@ impl Conversation for FramedConversation {
         push_sentinel(&self.spec.framing, &nonce, input);
         self.absorbed.clear();
         self.recheck = None;
-        self.framer = Some(Framer::new(
-            Rule::for_answer(&self.spec.framing, &nonce),
-            self.spec.max_response_bytes,
-            now,
-        ));
+        self.streamed = 0;
+        self.block_ended = false;
+        self.interrupted = false;
+        self.interrupt_at = None;
+        let lines = prepared.iter().filter(|&&b| b == b'\n').count();
+        self.continuations_allowed = lines.saturating_sub(1);
+        let rule = if self.secret.is_empty() {
+            Rule::for_answer(&self.spec.framing, &nonce)
+        } else {
+            self.numbered_rule(self.last_prompt)
+        };
+        self.framer = Some(Framer::new(rule, self.spec.max_response_bytes, now));
     }
 
-    fn answering(&mut self, stream: Stream, bytes: &[u8], now: Instant, _: &mut Vec<u8>) -> Step {
+    fn answering(
+        &mut self,
+        stream: Stream,
+        bytes: &[u8],
+        now: Instant,
+        input: &mut Vec<u8>,
+    ) -> Step {
         let Some(f) = &mut self.framer else {
             return Step::Pending;
         };
@@ -218,18 +338,40 @@ impl Conversation for FramedConversation {
             f.reopen();
         }
         let progress = f.feed(stream, bytes, now);
+        let continuations = f.take_continuations();
+        if progress == Progress::Pending && continuations > 0 {
+            return self.on_continuations(continuations, input);
+        }
         self.confirm(progress, now)
     }
 
+    fn take_delta(&mut self, _raw: &[u8]) -> Option<String> {
+        let settled = self.framer.as_ref()?.settled_stdout();
+        let fresh = settled.get(self.streamed..).filter(|b| !b.is_empty())?;
+        self.streamed = settled.len();
+        Some(String::from_utf8_lossy(fresh).into_owned())
+    }
+
+    fn partial(&self) -> Option<String> {
+        let out = self.framer.as_ref()?.stdout();
+        (!out.is_empty()).then(|| String::from_utf8_lossy(out).into_owned())
+    }
+
     fn deadline(&self) -> Option<Instant> {
-        let framer = self.framer.as_ref().and_then(|f| f.deadline());
-        match (framer, self.recheck.map(|(at, _)| at)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.framer.as_ref().and_then(|f| f.deadline()),
+            self.recheck.map(|(at, _)| at),
+            self.interrupt_at.map(|(at, _)| at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn tick(&mut self, now: Instant) -> Step {
+        if self.interrupt_at.is_some_and(|(at, _)| now >= at) {
+            return self.interrupt_when_reading(now);
+        }
         if self.recheck.is_some_and(|(at, _)| now >= at) {
             return self.confirm(Progress::Complete, now);
         }
@@ -250,6 +392,23 @@ impl Conversation for FramedConversation {
                 Stream::Stdout => collected.stdout.extend_from_slice(&bytes),
                 Stream::Stderr => collected.stderr.extend_from_slice(&bytes),
             }
+        }
+        if let Some(number) = collected.prompt_number {
+            self.last_prompt = number;
+        }
+        if self.interrupted {
+            let said = String::from_utf8_lossy(&collected.stderr);
+            return Err(format!(
+                "unfinished statement: {} still waited for the rest of it{}, so it was \
+                 interrupted; it said: {}",
+                self.spec.name,
+                if self.block_ended {
+                    " after the block was ended"
+                } else {
+                    ""
+                },
+                said.trim()
+            ));
         }
         Ok(Answer {
             text: String::from_utf8_lossy(&collected.stdout).into_owned(),

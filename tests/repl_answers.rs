@@ -1,0 +1,232 @@
+//! Exact answers from the built-in REPLs under real-world output (issue 20): output that
+//! looks like a prompt, init lines, unfinished statements, display settings, exits and deaths
+//! while answering, streamed pieces.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use aim::{Error, Request, ToolProcessPool, ToolRegistry, ToolSpec};
+use support::*;
+
+fn python() -> Option<ToolSpec> {
+    if !have("python3") {
+        eprintln!("SKIPPED: python3 not installed");
+        return None;
+    }
+    Some(ToolRegistry::builtin().resolve("python").unwrap())
+}
+
+fn sqlite3() -> Option<ToolSpec> {
+    if !have("sqlite3") {
+        eprintln!("SKIPPED: sqlite3 not installed");
+        return None;
+    }
+    Some(ToolRegistry::builtin().resolve("sqlite3").unwrap())
+}
+
+#[test]
+fn python_output_that_looks_like_the_prompt_does_not_end_the_answer() {
+    init_logs();
+    let Some(spec) = python() else { return };
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    let r = pool
+        .send_to(
+            0,
+            r#"import sys,time; _ = sys.stderr.write(">>> "); sys.stderr.flush(); time.sleep(0.3); print("late")"#,
+        )
+        .unwrap();
+    assert_eq!(r.text, "late\n");
+    assert_eq!(r.stderr, ">>> ");
+    assert_eq!(
+        pool.send_to(0, r#"print("second")"#).unwrap().text,
+        "second\n"
+    );
+    assert_eq!(
+        pool.send_to(0, r#"print("third")"#).unwrap().text,
+        "third\n"
+    );
+    stop_pool(&pool);
+}
+
+#[test]
+fn python_init_lines_are_all_answered_before_the_first_prompt() {
+    init_logs();
+    let Some(mut spec) = python() else { return };
+    spec.init = vec![
+        "import math".into(),
+        "y = 5".into(),
+        "import time; time.sleep(0.2)".into(),
+    ];
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    assert_eq!(pool.send_to(0, "print(y * 2)").unwrap().text, "10\n");
+    assert_eq!(
+        pool.send_to(0, "print(math.floor(2.5))").unwrap().text,
+        "2\n"
+    );
+    stop_pool(&pool);
+}
+
+#[test]
+fn a_prompt_framed_tool_is_ready_only_after_the_prompts_of_all_its_init_lines() {
+    init_logs();
+    // The demo agent answers each init line slowly: its prompts arrive after the first one.
+    let mut spec = demo(&["--latency-ms", "100"]);
+    spec.init = vec!["one".into(), "two".into()];
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    let r = pool.send_to(0, "three").unwrap();
+    assert!(r.text.starts_with("You said: three\n"), "{:?}", r.text);
+    let r = pool.send_to(0, "four").unwrap();
+    assert!(r.text.starts_with("You said: four\n"), "{:?}", r.text);
+    stop_pool(&pool);
+}
+
+#[test]
+fn python_compound_statement_on_one_line_is_answered() {
+    init_logs();
+    let Some(spec) = python() else { return };
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    pool.send_to(0, "kept = 41").unwrap();
+    let began = Instant::now();
+    let r = pool.send_to(0, "for i in range(3): print(i)").unwrap();
+    assert_eq!(r.text, "0\n1\n2\n");
+    assert!(
+        began.elapsed() < Duration::from_secs(20),
+        "it waited for a timeout"
+    );
+    assert_eq!(pool.send_to(0, "print(kept + 1)").unwrap().text, "42\n");
+    stop_pool(&pool);
+}
+
+#[test]
+fn python_statement_that_cannot_be_finished_is_a_typed_error_that_keeps_the_process() {
+    init_logs();
+    let Some(spec) = python() else { return };
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    let pid = pool.send_to(0, "kept = 7").unwrap().pid;
+    let began = Instant::now();
+    let err = pool.send_to(0, "print((1,").unwrap_err();
+    assert!(
+        began.elapsed() < Duration::from_secs(20),
+        "it waited for a timeout"
+    );
+    assert!(matches!(err, Error::ToolReported { .. }), "{err:?}");
+    assert!(err.to_string().contains("unfinished"), "{err}");
+    assert!(err.to_string().contains("KeyboardInterrupt"), "{err}");
+    let r = pool.send_to(0, "print(kept)").unwrap();
+    assert_eq!(r.text, "7\n");
+    assert_eq!(r.pid, pid, "the process was kept");
+    stop_pool(&pool);
+}
+
+#[test]
+fn sqlite3_statement_without_its_semicolon_is_answered() {
+    init_logs();
+    let Some(spec) = sqlite3() else { return };
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    let began = Instant::now();
+    assert_eq!(pool.send_to(0, "SELECT 1 + 1").unwrap().text, "2\n");
+    assert!(
+        began.elapsed() < Duration::from_secs(20),
+        "it waited for a timeout"
+    );
+    assert_eq!(pool.send_to(0, "SELECT 3;").unwrap().text, "3\n");
+    stop_pool(&pool);
+}
+
+#[test]
+fn sqlite3_display_modes_do_not_disturb_the_end_of_answers() {
+    init_logs();
+    let Some(spec) = sqlite3() else { return };
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    assert_eq!(pool.send_to(0, ".mode box").unwrap().text, "");
+    let boxed = "┌───┐\n│ c │\n├───┤\n│ 3 │\n└───┘\n";
+    assert_eq!(pool.send_to(0, "SELECT 3 AS c;").unwrap().text, boxed);
+    assert_eq!(pool.send_to(0, ".headers on").unwrap().text, "");
+    assert_eq!(pool.send_to(0, ".mode csv").unwrap().text, "");
+    // CSV rows end in CRLF, as RFC 4180 says.
+    assert_eq!(
+        pool.send_to(0, "SELECT 4 AS d;").unwrap().text,
+        "d\r\n4\r\n"
+    );
+    assert_eq!(pool.send_to(0, ".mode html").unwrap().text, "");
+    let html = pool.send_to(0, "SELECT 5 AS e;").unwrap().text;
+    assert!(html.contains("<TD>5</TD>"), "{html:?}");
+    assert_eq!(pool.send_to(0, ".mode list").unwrap().text, "");
+    assert_eq!(pool.send_to(0, "SELECT 6 AS f;").unwrap().text, "f\n6\n");
+    stop_pool(&pool);
+}
+
+#[test]
+fn python_exit_while_answering_is_a_failure_and_the_instance_comes_back() {
+    init_logs();
+    let Some(spec) = python() else { return };
+    let pool = ToolProcessPool::builder(spec)
+        .supervision(fast_supervision())
+        .launch()
+        .unwrap();
+    let err = pool
+        .send_to(0, r#"print("bye"); raise SystemExit(0)"#)
+        .unwrap_err();
+    assert!(matches!(err, Error::InstanceDied { .. }), "{err:?}");
+    let mut answer = None;
+    wait_until(Duration::from_secs(30), "a restarted python", || match pool
+        .send_to(0, r#"print("after")"#)
+    {
+        Ok(r) => {
+            answer = Some(r);
+            true
+        }
+        Err(_) => false,
+    });
+    assert_eq!(answer.unwrap().text, "after\n");
+    stop_pool(&pool);
+}
+
+#[test]
+fn what_a_tool_printed_before_it_died_is_in_the_error() {
+    init_logs();
+    let Some(spec) = python() else { return };
+    let pool = ToolProcessPool::builder(spec)
+        .supervision(fast_supervision())
+        .launch()
+        .unwrap();
+    let err = pool
+        .send_to(0, r#"print("bye"); import os; os._exit(3)"#)
+        .unwrap_err();
+    assert!(matches!(err, Error::InstanceDied { .. }), "{err:?}");
+    assert_eq!(err.partial_answer(), Some("bye\n"), "{err:?}");
+    stop_pool(&pool);
+}
+
+#[test]
+fn streamed_pieces_add_up_to_the_answer_with_characters_split_across_reads() {
+    init_logs();
+    let Some(spec) = python() else { return };
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    // "é" is two bytes: the first arrives alone, the second 50 ms later.
+    let prompt = r#"import sys,time; o=sys.stdout.buffer; _ = o.write(b"caf\xc3"); o.flush(); time.sleep(0.05); _ = o.write(b"\xa9!\n"); o.flush()"#;
+    let ticket = pool
+        .submit_to(0, Request::new(prompt).stream(true))
+        .unwrap();
+    let chunks: Vec<String> = ticket.chunks().collect();
+    let answer = ticket.wait().unwrap();
+    assert_eq!(answer.text, "café!\n");
+    assert_eq!(chunks.concat(), answer.text, "{chunks:?}");
+    stop_pool(&pool);
+}
+
+#[test]
+fn streamed_pieces_leave_out_the_prompt_marker() {
+    init_logs();
+    let pool = ToolProcessPool::new(demo(&[]), 1).unwrap();
+    for prompt in ["/lines 3", "/quote", "hello"] {
+        let ticket = pool
+            .submit_to(0, Request::new(prompt).stream(true))
+            .unwrap();
+        let chunks: Vec<String> = ticket.chunks().collect();
+        let answer = ticket.wait().unwrap();
+        assert_eq!(chunks.concat(), answer.text, "{prompt}: {chunks:?}");
+    }
+    stop_pool(&pool);
+}
