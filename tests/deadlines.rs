@@ -20,10 +20,9 @@ fn demo_cluster(count: usize, strategy: Strategy) -> aim::ClusterBuilder {
 
 /// Sends `/exit` (a clean exit) to every instance, so that under `on_failure` each stops
 /// for good.
+/// Waits until every instance of a cluster of demo agents started with
+/// `--exit-after-ms N --exit-code 0` has exited cleanly, between answers, and stayed down.
 fn stop_every_instance(cluster: &ClusterManager) {
-    for i in 0..cluster.len() {
-        let _ = cluster.send_to(i, "/exit");
-    }
     wait_until(Duration::from_secs(10), "every instance stopped", || {
         cluster
             .status()
@@ -36,7 +35,9 @@ fn stop_every_instance(cluster: &ClusterManager) {
 fn a_cluster_whose_instances_stopped_for_good_fails_every_prompt_at_once() {
     init_logs();
     let _w = watchdog("all-stopped drain", Duration::from_secs(120));
-    let spec = demo(&[]).restart(RestartPolicy::OnFailure);
+    // A clean exit 0 with no prompt in flight (an exit while answering would be a failure).
+    let spec =
+        demo(&["--exit-after-ms", "300", "--exit-code", "0"]).restart(RestartPolicy::OnFailure);
     let cluster = ClusterManager::builder(spec)
         .count(2)
         .supervision(fast_supervision())
