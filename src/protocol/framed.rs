@@ -142,7 +142,7 @@ impl FramedConversation {
     /// SIGINT once the tool waits in `read(0)`: a signal that lands before it gets there
     /// would only be noticed at its next input, which never comes.
     fn interrupt_when_reading(&mut self, now: Instant) -> Step {
-        match stdin_wait::blocked_reading_stdin(self.pid) {
+        match self.stdin.check() {
             Some(false) => {
                 let pause = self.interrupt_at.map_or(READ_CHECK_FIRST, |(_, p)| p);
                 self.interrupt_at = Some((now + pause, (pause * 2).min(READ_CHECK_MAX)));
