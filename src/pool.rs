@@ -13,12 +13,13 @@ use crate::error::{Error, Result};
 use crate::events::EventSink;
 pub(crate) use crate::fleet::DispatchHooks;
 use crate::fleet::Fleet;
+use crate::hosts::HostsConfig;
 use crate::instance::{
     Control, Doorbell, InstanceHandle, InstanceShared, InstanceState, InstanceStatus, IoEvent, Job,
     StopMethod, StopOutcome,
 };
 use crate::io_thread::{IoThread, IoThreadConfig};
-use crate::launch::{Launcher, LocalLauncher};
+use crate::launch::{Launcher, LocalLauncher, SshLauncher};
 use crate::monitor::{Monitor, MonitorCommand};
 use crate::request::{Request, TimeLimit};
 use crate::spec::ToolSpec;
@@ -69,6 +70,8 @@ pub(crate) struct PoolOptions {
     pub raise_fd_limit: bool,
     /// How instances' processes are started (locally by default).
     pub launcher: Arc<dyn Launcher>,
+    /// Hosts to run on instead (none: the launcher above).
+    pub hosts: HostsConfig,
 }
 
 impl Default for PoolOptions {
@@ -84,6 +87,7 @@ impl Default for PoolOptions {
             min_ready: None,
             raise_fd_limit: false,
             launcher: Arc::new(LocalLauncher),
+            hosts: HostsConfig::new(Vec::new()),
         }
     }
 }
@@ -157,6 +161,13 @@ impl PoolCore {
                 "min_ready",
                 format!("must be between 1 and the instance count ({count})"),
             ));
+        }
+        let mut options = options;
+        if !options.hosts.hosts.is_empty() {
+            options.hosts.validate()?;
+            options.launcher = Arc::new(SshLauncher::new(options.hosts.clone()));
+        } else if options.hosts.ssh_config.is_some() {
+            return Err(Error::config("ssh_config", "needs hosts to connect to"));
         }
         let (events_tx, events_rx) = unbounded();
         let (monitor_tx, monitor_rx) = unbounded();
@@ -768,6 +779,44 @@ macro_rules! shared_setters {
         /// instance does not start.
         pub fn min_ready(mut self, count: usize) -> Self {
             self.options.min_ready = Some(count);
+            self
+        }
+
+        /// Runs the instances on these hosts instead of this machine, spread evenly
+        /// (instance `i` on host `i % hosts`), each through the system `ssh` client and an
+        /// `aim relay` on the far side (plain `ssh -T`, with a warning, where there is none).
+        /// A host is anything `ssh` accepts: `user@host`, or an alias from the ssh config.
+        /// Each answer's [`Response::host`](crate::Response::host) names its host. Defaults
+        /// to none (this machine). Launch fails with [`Error::InvalidConfig`] (field
+        /// `hosts`) for a destination `ssh` would take as an option.
+        pub fn hosts<I, S>(mut self, hosts: I) -> Self
+        where
+            I: IntoIterator<Item = S>,
+            S: Into<String>,
+        {
+            self.options.hosts.hosts = hosts.into_iter().map(Into::into).collect();
+            self
+        }
+
+        /// The ssh config file for [`hosts`](Self::hosts) (`ssh -F FILE`). Defaults to the
+        /// user's own (`~/.ssh/config`).
+        pub fn ssh_config(mut self, file: impl Into<std::path::PathBuf>) -> Self {
+            self.options.hosts.ssh_config = Some(file.into());
+            self
+        }
+
+        /// The `aim` program on the far side of [`hosts`](Self::hosts). Defaults to `aim`
+        /// (found on the remote `PATH`).
+        pub fn remote_aim(mut self, program: impl Into<String>) -> Self {
+            self.options.hosts.remote_aim = program.into();
+            self
+        }
+
+        /// The ssh client for [`hosts`](Self::hosts), called with OpenSSH's options
+        /// (`-T`, `-o ControlPath=...`, `--`, the host and the remote command line).
+        /// Defaults to `ssh` (found on `PATH`).
+        pub fn ssh_program(mut self, program: impl Into<String>) -> Self {
+            self.options.hosts.ssh_program = program.into();
             self
         }
     };

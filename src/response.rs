@@ -28,8 +28,11 @@ pub struct Response {
     pub instance: usize,
     /// The generation (restart count) of the process that answered.
     pub generation: u64,
-    /// The pid of the process that answered.
+    /// The pid of the process that answered (on another host: of the local `ssh` client).
     pub pid: i32,
+    /// The host the answering instance runs on (`None`: this machine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// Time from submission to the complete answer.
     #[serde(with = "crate::duration::duration_ms", rename = "elapsed_ms")]
     pub elapsed: Duration,

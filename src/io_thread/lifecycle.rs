@@ -297,6 +297,7 @@ impl IoThread {
                     instance: index,
                     generation: child.generation,
                     pid: child.process.pid(),
+                    host: child.process.host().map(str::to_string),
                     elapsed: now.saturating_duration_since(job.submitted),
                     service_time: now.saturating_duration_since(began),
                     context_lost: false,

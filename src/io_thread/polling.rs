@@ -30,6 +30,9 @@ impl IoThread {
                 Phase::Stopping { deadline, .. } => consider(Some(*deadline)),
                 Phase::Idle => {}
             }
+            if let Some(link) = &child.io.link {
+                consider(Some(link.next_ping()));
+            }
             if child.io.pidfd.is_none() {
                 // No pidfd: look for the exit with waitpid now and then.
                 consider(Some(Instant::now() + Duration::from_millis(100)));
@@ -60,6 +63,15 @@ impl IoThread {
             // A job arrived after the last look, and its sender may not have rung.
             return;
         }
+        if self
+            .child
+            .as_ref()
+            .and_then(|c| c.io.link.as_ref())
+            .is_some_and(|l| l.wants_write())
+        {
+            // Signals the launched process queued for the relay.
+            self.write_pending();
+        }
         let mut ready: [(Option<Source>, PollFlags); 5] = [(None, PollFlags::empty()); 5];
         {
             let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(5);
@@ -76,7 +88,8 @@ impl IoThread {
                     sources.push(Source::Stderr);
                 }
                 if let Some(fd) = &child.io.stdin {
-                    if child.out_pos < child.out.len() {
+                    let link_waits = child.io.link.as_ref().is_some_and(|l| l.wants_write());
+                    if child.out_pos < child.out.len() || link_waits {
                         fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLOUT));
                         sources.push(Source::Stdin);
                     }
@@ -133,6 +146,12 @@ impl IoThread {
     }
 
     pub(super) fn on_timers(&mut self, now: Instant) {
+        if let Some(link) = self.child.as_mut().and_then(|c| c.io.link.as_mut()) {
+            link.ping_if_due(now);
+            if link.wants_write() {
+                self.write_pending();
+            }
+        }
         self.expire_queued(now);
         self.cancel_timers(now);
         if let Some((deadline, _)) = &self.exiting {

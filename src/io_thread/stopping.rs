@@ -24,6 +24,8 @@ impl IoThread {
                         child.out.extend_from_slice(line.as_bytes());
                         child.out.push(b'\n');
                     }
+                    // The link closes the far tool's stdin, not the link.
+                    _ if child.io.link.is_some() => {}
                     _ => child.io.stdin = None,
                 }
                 self.stop_method = StopMethod::Quit;

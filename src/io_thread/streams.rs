@@ -5,6 +5,10 @@ use super::*;
 
 impl IoThread {
     pub(super) fn read_stream(&mut self, stream: Stream) {
+        if stream == Stream::Stdout && self.linked() {
+            self.read_linked();
+            return;
+        }
         let mut total = 0;
         loop {
             let Some(child) = &mut self.child else { return };
@@ -50,8 +54,134 @@ impl IoThread {
         }
     }
 
+    /// Whether the child is on another host, behind a framed link.
+    pub(super) fn linked(&self) -> bool {
+        self.child.as_ref().is_some_and(|c| c.io.link.is_some())
+    }
+
+    /// Reads the link's frames and feeds the tool's output they carry to the conversation,
+    /// in order, like `read_stream` does for a local tool's pipes.
+    fn read_linked(&mut self) {
+        let mut total = 0;
+        loop {
+            let next = self
+                .child
+                .as_mut()
+                .and_then(|c| c.io.link.as_mut())
+                .and_then(|l| l.ready.pop_front());
+            if let Some((stream, bytes)) = next {
+                let was_busy = matches!(
+                    self.child.as_ref().map(|c| &c.phase),
+                    Some(Phase::Busy { .. })
+                );
+                self.on_output(stream, &bytes);
+                total += bytes.len();
+                let answered =
+                    was_busy && matches!(self.child.as_ref().map(|c| &c.phase), Some(Phase::Idle));
+                if total >= READ_BUDGET || answered {
+                    return;
+                }
+                continue;
+            }
+            match self.read_link_once() {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(()) => {
+                    self.on_eof(Stream::Stdout);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One read(2) of the link, decoded into its queue. `Ok(false)`: nothing to read now;
+    /// `Err`: the link ended or broke (the reason is in the stderr tail).
+    fn read_link_once(&mut self) -> std::result::Result<bool, ()> {
+        let Some(child) = &mut self.child else {
+            return Ok(false);
+        };
+        let (Some(fd), Some(link)) = (child.io.stdout.as_ref(), child.io.link.as_mut()) else {
+            return Ok(false);
+        };
+        loop {
+            match nix::unistd::read(fd, &mut self.scratch) {
+                Ok(0) => return Err(()),
+                Ok(n) => {
+                    return match link.decode(&self.scratch[..n]) {
+                        Ok(()) => Ok(true),
+                        Err(reason) => {
+                            log::warn!(
+                                "{}[{}]: {reason}",
+                                self.cfg.spec.name,
+                                self.cfg.shared.index
+                            );
+                            self.push_stderr_line(reason.as_bytes());
+                            Err(())
+                        }
+                    };
+                }
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Ok(false),
+                Err(e) => {
+                    log::warn!("{}[{}]: read failed: {e}", self.cfg.spec.name, self.index());
+                    return Err(());
+                }
+            }
+        }
+    }
+
+    /// `read_available` for a linked child: the decoded output of `stream` (and for stderr,
+    /// what the `ssh` client itself wrote).
+    fn read_available_linked(&mut self, stream: Stream) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut read = 0;
+        while read < 64 * 1024 {
+            match self.read_link_once() {
+                Ok(true) => read += 1,
+                _ => break,
+            }
+        }
+        let Some(child) = &mut self.child else {
+            return got;
+        };
+        if let Some(link) = child.io.link.as_mut() {
+            let mut kept = std::collections::VecDeque::new();
+            for (s, bytes) in link.ready.drain(..) {
+                if s == stream {
+                    got.extend_from_slice(&bytes);
+                } else {
+                    kept.push_back((s, bytes));
+                }
+            }
+            link.ready = kept;
+        }
+        if stream == Stream::Stderr {
+            if let Some(fd) = child.io.stderr.as_ref() {
+                let mut buf = [0u8; 4096];
+                while got.len() < 64 * 1024 {
+                    match nix::unistd::read(fd, &mut buf) {
+                        Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                        Err(Errno::EINTR) => continue,
+                        _ => break,
+                    }
+                }
+            }
+            if !got.is_empty() {
+                let mut line = std::mem::take(&mut child.stderr_line);
+                self.push_stderr(&mut line, &got);
+                if let Some(child) = &mut self.child {
+                    child.stderr_line = line;
+                }
+            }
+        }
+        got
+    }
+
     /// Reads what `stream` has available now (up to 64 KiB), without blocking.
     pub(super) fn read_available(&mut self, stream: Stream) -> Vec<u8> {
+        if self.linked() {
+            return self.read_available_linked(stream);
+        }
         let mut got = Vec::new();
         let Some(child) = &mut self.child else {
             return got;
@@ -80,6 +210,17 @@ impl IoThread {
     }
 
     pub(super) fn drain_stderr(&mut self, child: &mut Running) {
+        if let Some(link) = child.io.link.as_mut() {
+            let stderr: Vec<Vec<u8>> = link
+                .ready
+                .drain(..)
+                .filter(|(s, _)| *s == Stream::Stderr)
+                .map(|(_, b)| b)
+                .collect();
+            for bytes in stderr {
+                self.push_stderr(&mut child.stderr_line, &bytes);
+            }
+        }
         let Some(fd) = child.io.stderr.take() else {
             return;
         };
@@ -261,6 +402,10 @@ impl IoThread {
     }
 
     pub(super) fn write_pending(&mut self) {
+        if self.linked() {
+            self.write_linked();
+            return;
+        }
         let Some(child) = &mut self.child else { return };
         loop {
             if child.out_pos >= child.out.len() {
@@ -295,6 +440,43 @@ impl IoThread {
                         self.begin_stop(ExitCause::Crashed, StopStep::AwaitExit);
                     }
                     return;
+                }
+            }
+        }
+    }
+
+    /// `write_pending` for a linked child: the prompt goes out framed, with any signals the
+    /// launched process queued and, when quitting, the end of the tool's input.
+    fn write_linked(&mut self) {
+        let Some(child) = &mut self.child else { return };
+        let Some(link) = child.io.link.as_mut() else {
+            return;
+        };
+        if child.out_pos < child.out.len() {
+            link.input(&child.out[child.out_pos..]);
+        }
+        child.out.clear();
+        child.out_pos = 0;
+        if let Phase::Stopping {
+            step: StopStep::Quit,
+            ..
+        } = child.phase
+        {
+            link.close_input();
+        }
+        let Some(fd) = &child.io.stdin else { return };
+        match link.flush(fd) {
+            Ok(true) => child.io.stdin = None,
+            Ok(false) => {}
+            Err(e) => {
+                log::debug!(
+                    "{}[{}]: write to the link failed: {e}",
+                    self.cfg.spec.name,
+                    self.cfg.shared.index
+                );
+                child.io.stdin = None;
+                if !matches!(child.phase, Phase::Stopping { .. }) {
+                    self.begin_stop(ExitCause::Crashed, StopStep::AwaitExit);
                 }
             }
         }

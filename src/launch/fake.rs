@@ -136,6 +136,7 @@ impl Launcher for FakeLauncher {
                 stderr: Some(stderr_read),
                 pidfd: Some(watch),
                 pty: false,
+                link: None,
             },
         })
     }

@@ -64,6 +64,43 @@ impl ChildProcess {
     }
 }
 
+impl ChildProcess {
+    /// Waits up to `timeout` for the child to exit and reaps it; SIGKILLs its group and
+    /// reaps it if it is still there then (at most 5 s more).
+    pub(crate) fn wait_gone(&self, timeout: std::time::Duration) {
+        use nix::poll::{poll, PollFd, PollFlags};
+        use std::os::fd::AsFd;
+        let pidfd = pidfd_open(self.pid);
+        for (limit, kill) in [(timeout, false), (std::time::Duration::from_secs(5), true)] {
+            if kill {
+                self.signal_group(Signal::SIGKILL);
+            }
+            let deadline = std::time::Instant::now() + limit;
+            while self.try_reap().is_none() {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                let wait = crate::process::poll_timeout(
+                    deadline.min(now + std::time::Duration::from_millis(50)),
+                    now,
+                );
+                match &pidfd {
+                    Some(fd) => {
+                        let _ = poll(&mut [PollFd::new(fd.as_fd(), PollFlags::POLLIN)], wait);
+                    }
+                    None => {
+                        let _ = poll(&mut [], wait);
+                    }
+                }
+            }
+            if self.exit.lock().is_some() {
+                return;
+            }
+        }
+    }
+}
+
 impl Launched for ChildProcess {
     /// The child's pid (also its process group id).
     fn pid(&self) -> i32 {
@@ -148,7 +185,7 @@ impl Launched for ChildProcess {
 /// # Errors
 /// [`Error::Spawn`] when the program cannot be executed; [`Error::Io`] when pipes or a PTY
 /// cannot be created.
-fn spawn(spec: &ToolSpec, instance: usize) -> Result<(ChildProcess, ChildIo)> {
+pub(super) fn spawn(spec: &ToolSpec, instance: usize) -> Result<(ChildProcess, ChildIo)> {
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args);
     if spec.env.clear {
@@ -238,6 +275,7 @@ fn spawn(spec: &ToolSpec, instance: usize) -> Result<(ChildProcess, ChildIo)> {
         stderr,
         pidfd: pidfd_open(pid),
         pty: use_pty,
+        link: None,
     };
     Ok((process, io))
 }

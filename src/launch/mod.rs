@@ -6,9 +6,15 @@
 //! was launched; it never touches a raw pid, and protocols ask the launched process (through
 //! [`StdinProbe`](crate::stdin_wait::StdinProbe)) rather than reading `/proc` themselves.
 //!
-//! Shipped: [`LocalLauncher`] (a child of this process, in its own process group).
+//! Shipped: [`LocalLauncher`] (a child of this process, in its own process group) and
+//! [`SshLauncher`] (a tool on another host, behind `ssh` and an `aim relay` there, see
+//! `relay` and `link`).
 
+mod link;
 mod local;
+pub(crate) mod relay;
+mod ssh;
+mod wire;
 
 use std::fmt;
 use std::os::fd::OwnedFd;
@@ -20,7 +26,9 @@ use crate::error::Result;
 use crate::spec::ToolSpec;
 use crate::state::ExitInfo;
 
+pub(crate) use link::Link;
 pub(crate) use local::LocalLauncher;
+pub(crate) use ssh::SshLauncher;
 
 /// Starts tool processes. Shared by the instances of a pool; object safe.
 pub(crate) trait Launcher: Send + Sync + fmt::Debug {
@@ -64,6 +72,11 @@ pub(crate) trait Launched: Send + Sync + fmt::Debug {
 
     /// Whether the tool is blocked reading its stdin (`None`: cannot be known).
     fn reading_stdin(&self) -> Option<bool>;
+
+    /// The host the tool runs on (`None`: this machine).
+    fn host(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// The parent's ends of a launched process's streams, all non-blocking.
@@ -80,6 +93,9 @@ pub(crate) struct ChildIo {
     pub pidfd: Option<OwnedFd>,
     /// Whether stdout is a PTY master (it reports `EIO` instead of EOF).
     pub pty: bool,
+    /// For a tool on another host: the framed link its stdin and stdout carry (`None`:
+    /// the descriptors are the tool's own streams).
+    pub link: Option<Box<Link>>,
 }
 
 #[cfg(test)]

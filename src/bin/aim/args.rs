@@ -21,6 +21,12 @@ pub struct ClusterArgs {
     pub min_ready: Option<usize>,
     /// Raise the soft open-file limit when the instances need it.
     pub raise_fd_limit: bool,
+    /// `--host`: run the instances on these hosts over ssh.
+    pub hosts: Vec<String>,
+    /// `--ssh-config FILE`.
+    pub ssh_config: Option<String>,
+    /// `--remote-aim PATH`.
+    pub remote_aim: Option<String>,
 }
 
 impl ClusterArgs {
@@ -35,6 +41,9 @@ impl ClusterArgs {
             start_at_once: 0,
             min_ready: None,
             raise_fd_limit: false,
+            hosts: Vec::new(),
+            ssh_config: None,
+            remote_aim: None,
         }
     }
 
@@ -47,6 +56,15 @@ impl ClusterArgs {
             .raise_fd_limit(self.raise_fd_limit);
         if let Some(n) = self.min_ready {
             builder = builder.min_ready(n);
+        }
+        if !self.hosts.is_empty() {
+            builder = builder.hosts(self.hosts.clone());
+        }
+        if let Some(file) = &self.ssh_config {
+            builder = builder.ssh_config(file);
+        }
+        if let Some(program) = &self.remote_aim {
+            builder = builder.remote_aim(program);
         }
         Ok(builder)
     }
@@ -120,6 +138,9 @@ impl<'a> Parser<'a> {
             "--start-at-once" => c.start_at_once = self.number(arg)?,
             "--min-ready" => c.min_ready = Some(self.number(arg)?),
             "--raise-fd-limit" => c.raise_fd_limit = true,
+            "--host" => c.hosts.push(self.value(arg)?.to_string()),
+            "--ssh-config" => c.ssh_config = Some(self.value(arg)?.to_string()),
+            "--remote-aim" => c.remote_aim = Some(self.value(arg)?.to_string()),
             "--metrics-addr" => {
                 let value = self.value(arg)?;
                 // A bare port means loopback: metrics are not exposed unless asked for.

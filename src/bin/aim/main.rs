@@ -58,6 +58,7 @@ fn dispatch(args: &[String]) -> Result<ExitCode, String> {
     };
     match command.as_str() {
         "run" => run::main(rest),
+        "relay" => Ok(ExitCode::from(aim::run_relay(rest) as u8)),
         "soak" => soak::main(rest),
         "tools" => tools(rest),
         "help" | "--help" | "-h" => {

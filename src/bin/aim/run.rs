@@ -58,6 +58,12 @@ Input (--input):
                         (a bare port means 127.0.0.1:PORT; another interface needs
                         --metrics-public)
       --metrics-public  allow --metrics-addr on a non-loopback interface
+      --host DEST       run the instances on this host over ssh (repeat for more; spread
+                        evenly; each answer line gets a \"host\" field). DEST is anything
+                        ssh accepts. The far side runs `aim relay` (see --remote-aim); where
+                        there is none, the tool runs under plain `ssh -T` with a warning
+      --ssh-config FILE the ssh config file for --host (ssh -F FILE)
+      --remote-aim PATH the aim program on the hosts (default: aim on their PATH)
 
 Signals: SIGINT or SIGTERM stops reading input; prompts already sent finish (each gets its
 line), then the cluster shuts down and the summary is printed. A second signal cancels the
@@ -662,6 +668,9 @@ fn answer_record(id: usize, r: &aim::Response) -> serde_json::Value {
     let mut record = serde_json::json!({"id": id, "instance": r.instance,
         "generation": r.generation, "elapsed_ms": r.elapsed.as_secs_f64() * 1000.0,
         "context_lost": r.context_lost, "text": r.text});
+    if let Some(host) = &r.host {
+        record["host"] = host.as_str().into();
+    }
     if !r.stderr.is_empty() {
         record["stderr"] = r.stderr.as_str().into();
     }

@@ -1,0 +1,273 @@
+//! The ssh launcher: instances on other hosts, through the system `ssh` client (the user's
+//! own config and keys), with an `aim relay` on the far side.
+//!
+//! Instance `i` runs on host `i % hosts`. Each host has one control connection
+//! (`ssh -M -N`, a child of ours in its own process group, watched by the guardian), which
+//! every instance's `ssh` reuses through its `ControlPath`: a restart costs a channel, not a
+//! handshake. Keepalives (`ServerAliveInterval=5`, `ServerAliveCountMax=2`) end a silent link
+//! within 15 s. The remote command runs `aim relay` when it is there and the tool under
+//! plain `ssh -T` (with a warning) when it is not (`super::link`).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+use parking_lot::Mutex;
+
+use super::link::{Link, LinkShared, Mode, NO_RELAY};
+use super::local::{spawn, ChildProcess};
+use super::relay::RelayArgs;
+use super::{Launch, Launched, Launcher};
+use crate::error::{Error, Result};
+use crate::hosts::HostsConfig;
+use crate::spec::{ToolSpec, Transport};
+use crate::state::ExitInfo;
+
+/// Seconds between keepalives on a host's link; two missed ones end it.
+const ALIVE_INTERVAL: u32 = 5;
+
+/// Starts instances on hosts over `ssh`.
+#[derive(Debug)]
+pub(crate) struct SshLauncher {
+    config: HostsConfig,
+    hosts: Vec<SshHost>,
+}
+
+/// One host: its name as given and its control connection.
+#[derive(Debug)]
+struct SshHost {
+    dest: String,
+    socket: PathBuf,
+    master: Mutex<Option<ChildProcess>>,
+}
+
+impl SshLauncher {
+    /// A launcher for `config.hosts` (at least one).
+    pub(crate) fn new(config: HostsConfig) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let hosts = config
+            .hosts
+            .iter()
+            .map(|dest| SshHost {
+                dest: dest.clone(),
+                socket: std::env::temp_dir().join(format!(
+                    "aim-{}-{}.ssh",
+                    std::process::id(),
+                    NEXT.fetch_add(1, Ordering::Relaxed)
+                )),
+                master: Mutex::new(None),
+            })
+            .collect();
+        SshLauncher { config, hosts }
+    }
+
+    /// `ssh` options every connection to `host` uses.
+    fn common_args(&self, host: &SshHost) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(file) = &self.config.ssh_config {
+            args.push("-F".to_string());
+            args.push(file.display().to_string());
+        }
+        for option in [
+            "BatchMode=yes".to_string(),
+            format!("ServerAliveInterval={ALIVE_INTERVAL}"),
+            "ServerAliveCountMax=2".to_string(),
+            format!("ControlPath={}", host.socket.display()),
+        ] {
+            args.push("-o".into());
+            args.push(option);
+        }
+        args
+    }
+
+    /// Starts `host`'s control connection unless one runs.
+    fn ensure_master(&self, host: &SshHost) {
+        let mut master = host.master.lock();
+        if master.as_ref().is_some_and(|m| m.try_reap().is_none()) {
+            return;
+        }
+        let mut args = vec!["-M".to_string(), "-N".into(), "-T".into()];
+        args.extend(self.common_args(host));
+        args.extend(["-o".into(), "ControlPersist=no".into(), "--".into()]);
+        args.push(host.dest.clone());
+        let spec = ToolSpec::new("ssh-master", self.config.ssh_program.clone()).args(args);
+        match spawn(&spec, 0) {
+            Ok((process, _io)) => {
+                log::debug!("{}: control connection pid {}", host.dest, process.pid());
+                *master = Some(process);
+            }
+            Err(e) => log::warn!("{}: cannot start the control connection: {e}", host.dest),
+        }
+    }
+
+    /// The command line the far side's shell runs: the relay when there is one, the tool
+    /// itself after [`NO_RELAY`] when there is not.
+    fn remote_command(&self, spec: &ToolSpec) -> String {
+        let relay = RelayArgs {
+            cwd: spec.cwd.clone(),
+            env: spec
+                .env
+                .set
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            program: spec.program.clone(),
+            args: spec.args.clone(),
+        };
+        let aim = quote(&self.config.remote_aim);
+        let relay_line: Vec<String> = relay.to_args().iter().map(|a| quote(a)).collect();
+        let mut plain = Vec::new();
+        if let Some(cwd) = &spec.cwd {
+            plain.push(format!("cd {} || exit 126;", quote(cwd)));
+        }
+        plain.push("exec env".to_string());
+        for (k, v) in &spec.env.set {
+            plain.push(quote(&format!("{k}={v}")));
+        }
+        plain.push(quote(&spec.program));
+        plain.extend(spec.args.iter().map(|a| quote(a)));
+        format!(
+            "if command -v {aim} >/dev/null 2>&1; then exec {aim} relay {}; fi; printf '{}'; {}",
+            relay_line.join(" "),
+            String::from_utf8_lossy(NO_RELAY).replace('\n', "\\n"),
+            plain.join(" ")
+        )
+    }
+}
+
+impl Launcher for SshLauncher {
+    fn launch(&self, spec: &ToolSpec, instance: usize) -> Result<Launch> {
+        if spec.transport == Transport::Pty {
+            return Err(Error::config(
+                "transport",
+                "a PTY is not available on another host (use pipes)",
+            ));
+        }
+        let host = &self.hosts[instance % self.hosts.len()];
+        self.ensure_master(host);
+        let mut args = vec!["-T".to_string()];
+        args.extend(self.common_args(host));
+        args.extend(["-o".into(), "ControlMaster=no".into(), "--".into()]);
+        args.push(host.dest.clone());
+        args.push(self.remote_command(spec));
+        let ssh = ToolSpec::new(spec.name.clone(), self.config.ssh_program.clone()).args(args);
+        let (process, mut io) = spawn(&ssh, instance)?;
+        let shared = Arc::new(LinkShared::new(host.dest.clone()));
+        io.link = Some(Box::new(Link::new(Arc::clone(&shared))));
+        Ok(Launch {
+            process: Arc::new(RemoteProcess {
+                ssh: process,
+                link: shared,
+                started: Instant::now(),
+            }),
+            io,
+        })
+    }
+}
+
+impl Drop for SshLauncher {
+    fn drop(&mut self) {
+        for host in &self.hosts {
+            if let Some(master) = host.master.lock().take() {
+                master.signal_group(Signal::SIGTERM);
+                master.wait_gone(std::time::Duration::from_secs(2));
+            }
+            let _ = std::fs::remove_file(&host.socket);
+        }
+    }
+}
+
+/// A tool on another host: the local `ssh` client carrying it, and what the link learned.
+#[derive(Debug)]
+pub(crate) struct RemoteProcess {
+    ssh: ChildProcess,
+    link: Arc<LinkShared>,
+    #[allow(dead_code)]
+    started: Instant,
+}
+
+impl Launched for RemoteProcess {
+    fn pid(&self) -> i32 {
+        self.ssh.pid()
+    }
+
+    fn exit(&self) -> Option<ExitInfo> {
+        self.ssh
+            .exit()
+            .map(|e| self.link.remote_exit().unwrap_or(e))
+    }
+
+    fn try_reap(&self) -> Option<ExitInfo> {
+        self.ssh
+            .try_reap()
+            .map(|e| self.link.remote_exit().unwrap_or(e))
+    }
+
+    /// Through the relay; SIGKILL also ends the local `ssh` (the relay then kills the tool's
+    /// group when it sees the link end). Without a relay, the local `ssh` gets the signal.
+    fn signal_group(&self, signal: Signal) {
+        if self.link.mode() == Mode::Relay && self.ssh.exit().is_none() {
+            self.link.queue_signal(signal, true);
+            if signal == Signal::SIGKILL {
+                self.ssh.signal_group(signal);
+            }
+        } else {
+            self.ssh.signal_group(signal);
+        }
+    }
+
+    fn signal_tool(&self, signal: Signal) {
+        if self.link.mode() == Mode::Relay {
+            self.link.queue_signal(signal, false);
+        } else {
+            self.ssh.signal_tool(signal);
+        }
+    }
+
+    fn reading_stdin(&self) -> Option<bool> {
+        self.link.reading_stdin()
+    }
+
+    fn host(&self) -> Option<&str> {
+        Some(&self.link.host)
+    }
+}
+
+/// `s` quoted for a POSIX shell.
+fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@,+%".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_quoted_for_the_remote_shell() {
+        assert_eq!(quote("python3"), "python3");
+        assert_eq!(quote(""), "''");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), "'it'\\''s'");
+        assert_eq!(quote("$(rm -rf /)"), "'$(rm -rf /)'");
+    }
+
+    #[test]
+    fn the_remote_command_prefers_the_relay() {
+        let launcher = SshLauncher::new(HostsConfig::new(vec!["h1".into()]));
+        let spec = ToolSpec::new("py", "python3").args(["-i", "-c", "x = 'a b'"]);
+        let line = launcher.remote_command(&spec);
+        assert!(line.starts_with("if command -v aim >/dev/null 2>&1; then exec aim relay -- python3 -i -c 'x = '\\''a b'\\'''; fi;"), "{line}");
+        assert!(
+            line.ends_with("exec env python3 -i -c 'x = '\\''a b'\\'''"),
+            "{line}"
+        );
+    }
+}
