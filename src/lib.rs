@@ -207,7 +207,8 @@ pub use routing::{
 };
 pub use session::Session;
 pub use spec::{
-    EnvSpec, Framing, InputFormat, Readiness, Replay, RestartPolicy, Stream, ToolSpec, Transport,
+    EnvSpec, Framing, InputFormat, PtySize, Readiness, Replay, RestartPolicy, Stream, ToolSpec,
+    Transport,
 };
 pub use state::{ExitCause, ExitInfo, InstanceOutlook, InstanceState};
 pub use supervision::{LivenessProbe, SupervisionConfig};

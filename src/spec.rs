@@ -32,9 +32,41 @@ pub enum Transport {
     #[default]
     Pipes,
     /// A pseudo-terminal for stdin and stdout (stderr stays a pipe), for tools that insist on a
-    /// terminal. Echo and canonical mode are switched off, so long prompts are not cut at the
-    /// terminal's 4 KiB line limit and the prompt is not read back as output.
+    /// terminal, of [`ToolSpec::pty_size`]. Echo and canonical mode are switched off, so long
+    /// prompts are not cut at the terminal's 4 KiB line limit and the terminal does not read
+    /// the prompt back as output. A tool that draws its own input line (readline: `node -i`)
+    /// still echoes what it reads, and that echo is part of the answer.
     Pty,
+}
+
+/// The terminal size a tool sees under [`Transport::Pty`] (`stty size`, `TIOCGWINSZ`).
+/// JSON: `{"rows": 24, "cols": 80}`.
+///
+/// ```
+/// let size = aim::PtySize::default();
+/// assert_eq!((size.rows, size.cols), (24, 80));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PtySize {
+    /// Rows (lines). Defaults to 24.
+    pub rows: u16,
+    /// Columns. Defaults to 80.
+    pub cols: u16,
+}
+
+impl PtySize {
+    /// A terminal of `rows` by `cols`.
+    pub fn new(rows: u16, cols: u16) -> Self {
+        PtySize { rows, cols }
+    }
+}
+
+impl Default for PtySize {
+    /// 24 rows by 80 columns, like pexpect and a classic terminal.
+    fn default() -> Self {
+        PtySize { rows: 24, cols: 80 }
+    }
 }
 
 /// When an answer is complete. See `docs/tools.md` for choosing one.
@@ -251,6 +283,9 @@ pub struct ToolSpec {
     pub create_cwd: bool,
     /// Pipes or a PTY. Defaults to pipes.
     pub transport: Transport,
+    /// The terminal size under [`Transport::Pty`] (programs that check it refuse a 0x0
+    /// terminal). Defaults to 24 rows by 80 columns.
+    pub pty_size: PtySize,
     /// How prompts are encoded, answers framed and decoded (see [`crate::protocol`]).
     /// Defaults to [`ProtocolKind::Framed`]: `framing`, `input` and `readiness` decide.
     pub protocol: ProtocolKind,
@@ -305,6 +340,7 @@ impl Default for ToolSpec {
             cwd: None,
             create_cwd: false,
             transport: Transport::Pipes,
+            pty_size: PtySize::default(),
             protocol: ProtocolKind::Framed,
             custom_protocol: None,
             framing: Framing::Line,
@@ -405,6 +441,12 @@ impl ToolSpec {
     /// Sets the transport.
     pub fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
+        self
+    }
+
+    /// Sets the terminal size under [`Transport::Pty`]. Defaults to 24 rows by 80 columns.
+    pub fn pty_size(mut self, size: PtySize) -> Self {
+        self.pty_size = size;
         self
     }
 
@@ -569,6 +611,9 @@ impl ToolSpec {
             if text.is_empty() {
                 return Err(Error::config("readiness.text", "must not be empty"));
             }
+        }
+        if self.pty_size.rows == 0 || self.pty_size.cols == 0 {
+            return Err(Error::config("pty_size", "rows and cols must be positive"));
         }
         if self.init.iter().any(|l| l.contains('\n')) {
             return Err(Error::config("init", "each entry must be one line"));

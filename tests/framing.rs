@@ -326,3 +326,43 @@ fn readiness_text_with_prompt_framing_waits_for_the_prompt_that_follows_it() {
     assert_eq!(pool.send_to(0, "two").unwrap().text, "You said: two\n");
     stop_pool(&pool);
 }
+
+#[test]
+fn pty_tools_see_a_24_by_80_terminal_unless_told_otherwise() {
+    init_logs();
+    let spec = ToolSpec::new("stty", "sh")
+        .args(["-c", "while read -r line; do stty size; done"])
+        .transport(Transport::Pty)
+        .framing(Framing::Line);
+    let pool = ToolProcessPool::new(spec.clone(), 1).unwrap();
+    assert_eq!(pool.send_to(0, "size?").unwrap().text, "24 80");
+    stop_pool(&pool);
+    let pool = ToolProcessPool::new(spec.pty_size(aim::PtySize::new(50, 132)), 1).unwrap();
+    assert_eq!(pool.send_to(0, "size?").unwrap().text, "50 132");
+    stop_pool(&pool);
+}
+
+#[test]
+fn readline_tools_on_a_pty_echo_what_they_read_as_documented() {
+    init_logs();
+    if !have("node") {
+        eprintln!("SKIPPED: node not installed");
+        return;
+    }
+    // node -i draws its own input line: the echo is part of the answer (docs/tools.md).
+    let spec = ToolSpec::new("node", "node")
+        .args(["-i"])
+        .env("NODE_NO_READLINE", "0")
+        .env("TERM", "dumb")
+        .transport(Transport::Pty)
+        .framing(Framing::Prompt {
+            marker: "> ".into(),
+            stream: Stream::Stdout,
+            settle: Duration::from_millis(200),
+            await_read: false,
+        });
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    let r = pool.send_to(0, "6*7").unwrap();
+    assert_eq!(r.text, "6*7\r\n42\n", "{:?}", r.text);
+    stop_pool(&pool);
+}

@@ -217,6 +217,7 @@ pub(super) fn spawn(spec: &ToolSpec, instance: usize) -> Result<(ChildProcess, C
     if use_pty {
         let (master, slave) = open_pty()?;
         configure_pty(&slave)?;
+        set_pty_size(&slave, spec.pty_size)?;
         let slave_in = slave
             .try_clone()
             .map_err(|e| Error::io("cannot duplicate the PTY slave", e))?;
@@ -357,6 +358,25 @@ fn configure_pty(slave: &OwnedFd) -> Result<()> {
     t.control_chars[nix::libc::VTIME] = 0;
     tcsetattr(slave, SetArg::TCSANOW, &t)
         .map_err(|e| Error::io("cannot change PTY settings", e.into()))
+}
+
+/// Sets the terminal size the child sees (a new PTY is 0x0, which some programs refuse).
+fn set_pty_size(slave: &OwnedFd, size: crate::spec::PtySize) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let ws = nix::libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `winsize` through the pointer, which points at a live
+    // local for the whole call; the descriptor is an open terminal we own. nix has no safe
+    // wrapper for this request.
+    #[allow(unsafe_code)]
+    let rc = unsafe { nix::libc::ioctl(slave.as_raw_fd(), nix::libc::TIOCSWINSZ, &ws) };
+    Errno::result(rc)
+        .map(drop)
+        .map_err(|e| Error::io("cannot set the PTY size", e.into()))
 }
 
 /// While alive, SIGPIPE is not blocked on this thread (I/O threads block it for themselves),
