@@ -51,6 +51,7 @@ impl Outlook {
         if now >= limit {
             return Some(if self.any_available {
                 Error::Timeout {
+                    activity: None,
                     instance: None,
                     waited,
                     stage: TimeoutStage::Backlog,

@@ -103,6 +103,9 @@ pub enum Error {
         waited: Duration,
         /// Where it was when its deadline passed.
         stage: TimeoutStage,
+        /// What the tool was last doing or asking, in words, when its protocol knows (an
+        /// agent's last tool use, question or retry).
+        activity: Option<String>,
         /// The prompt, handed back.
         prompt: Option<String>,
     },
@@ -142,6 +145,28 @@ pub enum Error {
         instance: usize,
         /// The tool's own message.
         message: String,
+        /// The prompt, handed back.
+        prompt: Option<String>,
+    },
+    /// The agent waited for input nobody could give during the turn (a question the approval
+    /// policy cannot answer, codex's `requestUserInput`, an elicitation): the turn was ended
+    /// within a second and the instance stays in service.
+    InputRequired {
+        /// The instance that asked.
+        instance: usize,
+        /// The question, in the tool's words.
+        question: String,
+        /// The prompt, handed back.
+        prompt: Option<String>,
+    },
+    /// The turn ended, but the spec is strict about denials
+    /// ([`ToolSpec::strict_denials`](crate::ToolSpec::strict_denials)) and tool uses were
+    /// refused during it. The instance stays in service.
+    Denied {
+        /// The instance that answered.
+        instance: usize,
+        /// What was refused.
+        denials: Vec<crate::permissions::Denial>,
         /// The prompt, handed back.
         prompt: Option<String>,
     },
@@ -210,7 +235,9 @@ impl Error {
     /// tool may have acted on the prompt, and a resend would run it twice.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Timeout { stage, .. } => *stage != TimeoutStage::Answering,
+            Error::Timeout { stage, .. } => {
+                !matches!(stage, TimeoutStage::Answering | TimeoutStage::Stalled)
+            }
             Error::InstanceDied { .. }
             | Error::Busy { .. }
             | Error::NoHealthyInstance { .. }
@@ -229,6 +256,8 @@ impl Error {
             | Error::InstanceUnavailable { prompt, .. }
             | Error::ResponseTooLarge { prompt, .. }
             | Error::ToolReported { prompt, .. }
+            | Error::InputRequired { prompt, .. }
+            | Error::Denied { prompt, .. }
             | Error::Cancelled { prompt }
             | Error::Shutdown { prompt } => prompt.as_deref(),
             _ => None,
@@ -258,6 +287,8 @@ impl Error {
             | Error::InstanceUnavailable { prompt, .. }
             | Error::ResponseTooLarge { prompt, .. }
             | Error::ToolReported { prompt, .. }
+            | Error::InputRequired { prompt, .. }
+            | Error::Denied { prompt, .. }
             | Error::Cancelled { prompt }
             | Error::Shutdown { prompt } => prompt,
             _ => None,
@@ -278,6 +309,8 @@ impl Error {
             Error::InstanceDied { .. } => "died",
             Error::ResponseTooLarge { .. } => "too_large",
             Error::ToolReported { .. } => "tool_error",
+            Error::InputRequired { .. } => "input_required",
+            Error::Denied { .. } => "denied",
             Error::Cancelled { .. } => "cancelled",
             Error::Busy { .. } => "busy",
             Error::NoHealthyInstance { .. } => "no_healthy_instance",
@@ -297,6 +330,8 @@ impl Error {
             | Error::InstanceUnavailable { prompt, .. }
             | Error::ResponseTooLarge { prompt, .. }
             | Error::ToolReported { prompt, .. }
+            | Error::InputRequired { prompt, .. }
+            | Error::Denied { prompt, .. }
             | Error::Cancelled { prompt }
             | Error::Shutdown { prompt }
                 if prompt.is_none() =>
@@ -334,6 +369,9 @@ pub enum TimeoutStage {
     Queued,
     /// Written to the tool, which had not finished answering.
     Answering,
+    /// Written to the tool, which then went quiet (no output, no protocol event) for longer
+    /// than its stall timeout.
+    Stalled,
 }
 
 impl TimeoutStage {
@@ -343,6 +381,7 @@ impl TimeoutStage {
             TimeoutStage::Backlog => "backlog",
             TimeoutStage::Queued => "queued",
             TimeoutStage::Answering => "answering",
+            TimeoutStage::Stalled => "stalled",
         }
     }
 }
@@ -429,17 +468,28 @@ impl fmt::Display for Error {
                 instance,
                 waited,
                 stage,
+                activity,
                 ..
-            } => match (stage, instance) {
+            } => {
+                match (stage, instance) {
                 (TimeoutStage::Answering, Some(i)) => write!(
                     f,
                     "instance {i} did not finish answering within {waited:?}; it is being recycled"
+                ),
+                (TimeoutStage::Stalled, Some(i)) => write!(
+                    f,
+                    "instance {i} went quiet while answering (stall timeout, after {waited:?} in all); it is being recycled"
                 ),
                 (TimeoutStage::Queued, Some(i)) => {
                     write!(f, "request timed out after {waited:?} queued on instance {i}")
                 }
                 _ => write!(f, "request timed out after {waited:?} waiting for an instance"),
-            },
+                }?;
+                match activity {
+                    Some(activity) => write!(f, " (last: {activity})"),
+                    None => Ok(()),
+                }
+            }
             Error::InstanceDied {
                 instance,
                 pid,
@@ -471,6 +521,19 @@ impl fmt::Display for Error {
             Error::ToolReported {
                 instance, message, ..
             } => write!(f, "instance {instance}: the tool reported an error: {message}"),
+            Error::InputRequired {
+                instance, question, ..
+            } => write!(f, "instance {instance}: the tool asked for input nobody can give: {question}"),
+            Error::Denied {
+                instance, denials, ..
+            } => {
+                write!(f, "instance {instance}: tool uses were denied")?;
+                for (i, denial) in denials.iter().enumerate() {
+                    f.write_str(if i == 0 { ": " } else { "; " })?;
+                    write!(f, "{denial}")?;
+                }
+                Ok(())
+            }
             Error::Cancelled { .. } => write!(f, "cancelled"),
             Error::Busy { .. } => write!(f, "every queue is full"),
             Error::NoHealthyInstance {

@@ -278,6 +278,7 @@ impl InstanceShared {
             last_exit: status.last_exit,
             rss_bytes: crate::process::resident_memory_bytes(status.pid, true),
             stray_output_bytes: load(&stats.stray_output),
+            usage: stats.usage_totals(),
         }
     }
 

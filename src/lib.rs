@@ -164,6 +164,7 @@ mod launch_tests;
 mod metrics;
 mod metrics_server;
 mod monitor;
+mod permissions;
 mod pool;
 mod process;
 mod prometheus;
@@ -195,8 +196,12 @@ pub use guardian::start_guardian;
 pub use histogram::Histogram;
 pub use instance::{InstanceStatus, StopMethod, StopOutcome};
 pub use launch::relay::run_relay;
-pub use metrics::{ClusterMetrics, InstanceMetrics, LatencySummary, MetricsSnapshot};
+pub use metrics::{ClusterMetrics, InstanceMetrics, LatencySummary, MetricsSnapshot, UsageTotals};
 pub use metrics_server::MetricsServer;
+pub use permissions::{
+    ApprovalRequest, Approvals, Approve, Approver, ApproverFn, Decision, Denial, Pending,
+    Permissions,
+};
 pub use pool::{PoolBuilder, ShutdownReport, ToolProcessPool};
 pub use process::resident_memory_bytes;
 pub use registry::ToolRegistry;

@@ -112,6 +112,12 @@ pub(crate) struct InstanceStats {
     pub busy: AtomicBool,
     /// Bytes of output that arrived outside any answer.
     pub stray_output: AtomicU64,
+    /// Tokens of answered turns: input, output, cache reads, cache writes.
+    pub tokens: [AtomicU64; 4],
+    /// Cost of answered turns, in nano-dollars.
+    pub cost_nano_usd: AtomicU64,
+    /// Tool uses denied.
+    pub denials: AtomicU64,
     minute: MinuteRing,
 }
 
@@ -127,7 +133,49 @@ impl InstanceStats {
             uptime_total_us: AtomicU64::new(0),
             busy: AtomicBool::new(false),
             stray_output: AtomicU64::new(0),
+            tokens: Default::default(),
+            cost_nano_usd: AtomicU64::new(0),
+            denials: AtomicU64::new(0),
             minute: MinuteRing::default(),
+        }
+    }
+
+    /// Adds what an answered turn used and how many tool uses were denied (always counted,
+    /// like `completed`: they are bills and refusals, not diagnostics).
+    pub(crate) fn on_usage(
+        &self,
+        usage: Option<crate::protocol::Usage>,
+        cost_usd: Option<f64>,
+        denials: usize,
+    ) {
+        if let Some(u) = usage {
+            let kinds = [
+                u.input_tokens,
+                u.output_tokens,
+                u.cache_read_tokens,
+                u.cache_write_tokens,
+            ];
+            for (counter, n) in self.tokens.iter().zip(kinds) {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        if let Some(cost) = cost_usd.filter(|c| c.is_finite() && *c > 0.0) {
+            self.cost_nano_usd
+                .fetch_add((cost * 1e9).round() as u64, Ordering::Relaxed);
+        }
+        self.denials.fetch_add(denials as u64, Ordering::Relaxed);
+    }
+
+    /// The totals so far.
+    pub(crate) fn usage_totals(&self) -> UsageTotals {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        UsageTotals {
+            input_tokens: load(&self.tokens[0]),
+            output_tokens: load(&self.tokens[1]),
+            cache_read_tokens: load(&self.tokens[2]),
+            cache_write_tokens: load(&self.tokens[3]),
+            cost_usd: load(&self.cost_nano_usd) as f64 / 1e9,
+            denials: load(&self.denials),
         }
     }
 
@@ -215,6 +263,49 @@ impl LatencySummary {
     }
 }
 
+/// Tokens, cost and denials summed over answered turns, as the tools reported them (see
+/// [`Usage`](crate::protocol::Usage); turns whose tool reports nothing add nothing).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct UsageTotals {
+    /// Fresh input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Input tokens read from the prompt cache.
+    pub cache_read_tokens: u64,
+    /// Input tokens written to the prompt cache.
+    pub cache_write_tokens: u64,
+    /// Cost in US dollars, where the tool reports one.
+    pub cost_usd: f64,
+    /// Tool uses denied (including turns failed with [`Error::Denied`]).
+    pub denials: u64,
+}
+
+impl UsageTotals {
+    /// Adds `other` to these totals.
+    pub fn add(&mut self, other: &UsageTotals) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cache_read_tokens += other.cache_read_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
+        self.cost_usd += other.cost_usd;
+        self.denials += other.denials;
+    }
+
+    /// The token counts by kind, named as on `/metrics` (`input`, `output`, `cache_read`,
+    /// `cache_write`).
+    pub fn tokens_by_kind(&self) -> [(&'static str, u64); 4] {
+        [
+            ("input", self.input_tokens),
+            ("output", self.output_tokens),
+            ("cache_read", self.cache_read_tokens),
+            ("cache_write", self.cache_write_tokens),
+        ]
+    }
+}
+
 /// One instance's metrics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -258,6 +349,9 @@ pub struct InstanceMetrics {
     /// Bytes of output that arrived outside any answer (dropped, never attributed to one).
     #[serde(default)]
     pub stray_output_bytes: u64,
+    /// Tokens, cost and denials of its answered turns.
+    #[serde(default)]
+    pub usage: UsageTotals,
 }
 
 impl InstanceMetrics {
@@ -305,6 +399,9 @@ pub struct ClusterMetrics {
     pub backlog: u64,
     /// Restarts, all instances.
     pub restarts: u64,
+    /// Tokens, cost and denials, all instances.
+    #[serde(default)]
+    pub usage: UsageTotals,
 }
 
 /// Counters for prompts refused or expired before reaching any instance.
@@ -374,7 +471,9 @@ impl MetricsSnapshot {
             .collect();
         let (mut sent, mut responses, mut in_flight, mut queued, mut restarts, mut minute) =
             (0, 0, 0, 0, 0, 0);
+        let mut usage = UsageTotals::default();
         for m in &instances {
+            usage.add(&m.usage);
             histogram.merge(&m.histogram);
             for (k, v) in &m.failures {
                 *failures.entry(k.clone()).or_default() += v;
@@ -416,6 +515,7 @@ impl MetricsSnapshot {
             queue_depth: queued + backlog,
             backlog,
             restarts,
+            usage,
         };
         MetricsSnapshot {
             tool: tool.to_string(),
@@ -468,6 +568,7 @@ mod tests {
             last_exit: None,
             rss_bytes: None,
             stray_output_bytes: 0,
+            usage: UsageTotals::default(),
         }
     }
 

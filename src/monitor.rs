@@ -526,7 +526,9 @@ impl Monitor {
             Ok(r) => r.instance,
             Err(
                 Error::Timeout {
-                    instance: Some(i), ..
+                    activity: None,
+                    instance: Some(i),
+                    ..
                 }
                 | Error::InstanceDied { instance: i, .. }
                 | Error::InstanceUnavailable { instance: i, .. }

@@ -161,6 +161,34 @@ pub(crate) fn render(snap: &MetricsSnapshot) -> String {
         instances,
         |m| Some(m.stray_output_bytes as f64),
     );
+    w.per_instance_by(
+        "aim_tokens_total",
+        "counter",
+        "Tokens of answered turns as the tool reported them, by kind (input, output, cache_read, cache_write).",
+        instances,
+        "kind",
+        |m| {
+            m.usage
+                .tokens_by_kind()
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v as f64))
+                .collect()
+        },
+    );
+    w.per_instance(
+        "aim_cost_usd_total",
+        "counter",
+        "Cost of answered turns in US dollars, where the tool reports it.",
+        instances,
+        |m| Some(m.usage.cost_usd),
+    );
+    w.per_instance(
+        "aim_denials_total",
+        "counter",
+        "Tool uses an agent was denied (permissions, approvals, answered questions).",
+        instances,
+        |m| Some(m.usage.denials as f64),
+    );
     w.per_instance(
         "aim_in_flight",
         "gauge",
@@ -346,6 +374,14 @@ mod tests {
             last_exit: None,
             rss_bytes: Some(1 << 20),
             stray_output_bytes: 0,
+            usage: crate::metrics::UsageTotals {
+                input_tokens: 10,
+                output_tokens: 4,
+                cache_read_tokens: 20,
+                cache_write_tokens: 5,
+                cost_usd: 0.25,
+                denials: 3,
+            },
         };
         MetricsSnapshot::build(
             "de\"mo",
@@ -468,6 +504,11 @@ mod tests {
     #[test]
     fn counts_and_refusals_appear() {
         let text = snapshot().to_prometheus();
+        assert!(text.contains(
+            "aim_tokens_total{tool=\"de\\\"mo\",instance=\"0\",kind=\"cache_read\"} 20\n"
+        ));
+        assert!(text.contains("aim_cost_usd_total{tool=\"de\\\"mo\",instance=\"0\"} 0.25\n"));
+        assert!(text.contains("aim_denials_total{tool=\"de\\\"mo\",instance=\"0\"} 3\n"));
         assert!(text.contains("aim_prompts_sent_total{tool=\"de\\\"mo\",instance=\"0\"} 7\n"));
         assert!(
             text.contains("aim_failures_total{tool=\"de\\\"mo\",instance=\"0\",kind=\"died\"} 1\n")

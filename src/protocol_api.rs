@@ -8,6 +8,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::permissions::{Approvals, Denial, Permissions};
+
 /// Which output stream a marker is looked for on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -62,6 +64,13 @@ pub trait Protocol: Send + Sync + fmt::Debug {
     /// A conversation with one new process.
     fn conversation(&self, context: &Context) -> Box<dyn Conversation>;
 
+    /// Arguments added to every launch, after the spec's own: how the protocol maps the
+    /// spec's [`Permissions`] onto the client (claude's `--permission-mode`). Defaults to
+    /// none.
+    fn launch_args(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Extra arguments for a process that is to restore the conversation identified by
     /// `token` (what [`Conversation::resume_token`] gave): claude's `--resume ID`. Defaults
     /// to none (the conversation restores itself from [`Context::resume`], or nothing is
@@ -90,6 +99,13 @@ pub struct Context {
     /// The conversation to restore (the previous process's [`Conversation::resume_token`]),
     /// for a restarted instance whose predecessor had one.
     pub resume: Option<String>,
+    /// What the agent may do without asking (the spec's `permissions`).
+    pub permissions: Option<Permissions>,
+    /// How requests beyond the permissions are decided; a decision that arrives later wakes
+    /// the I/O thread, which then calls [`Conversation::wake`].
+    pub approvals: Approvals,
+    /// The working directory of the process, when the spec sets one.
+    pub cwd: Option<String>,
 }
 
 impl Context {
@@ -103,6 +119,9 @@ impl Context {
             max_response_bytes,
             generation: 1,
             resume: None,
+            permissions: None,
+            approvals: Approvals::default(),
+            cwd: None,
         }
     }
 }
@@ -189,6 +208,19 @@ pub trait Conversation: Send + fmt::Debug {
         Step::Pending
     }
 
+    /// A timer fired or the I/O thread was woken (an approver decided) during a turn: like
+    /// [`Conversation::tick`], and may append what to write (the decision) to `input`.
+    /// Defaults to [`Conversation::tick`].
+    fn wake(&mut self, now: Instant, _input: &mut Vec<u8>) -> Step {
+        self.tick(now)
+    }
+
+    /// What the tool was last doing or asking during the turn, in words, for timeout errors
+    /// and logs. Defaults to none.
+    fn activity(&self) -> Option<String> {
+        None
+    }
+
     /// Ends the turn after [`Step::Done`]: the decoded answer, or the error the tool itself
     /// reported (it becomes [`Error::ToolReported`](crate::Error::ToolReported)).
     ///
@@ -257,6 +289,13 @@ pub struct Answer {
     pub usage: Option<Usage>,
     /// Cost of the turn in US dollars, where the tool reports it.
     pub cost_usd: Option<f64>,
+    /// Tool uses refused during the turn.
+    pub denials: Vec<Denial>,
+    /// Files the tool reports it changed during the turn (aider's `Applied edit to F`).
+    pub files_edited: Vec<String>,
+    /// The tool waited for input nobody could give (the question): the turn ends with
+    /// [`Error::InputRequired`](crate::Error::InputRequired) instead of this answer.
+    pub input_required: Option<String>,
 }
 
 impl Answer {
@@ -269,23 +308,44 @@ impl Answer {
     }
 }
 
-/// Tokens used by one turn, as the tool reports them.
+/// Tokens used by one turn (all its model calls), as the tool reports them. Input tokens
+/// come in three kinds, priced differently: fresh input, input read from the provider's
+/// prompt cache, and input written to it; their sum is everything sent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct Usage {
-    /// Tokens sent to the model.
+    /// Tokens sent to the model, not counting cache reads and writes.
     pub input_tokens: u64,
     /// Tokens received from the model.
     pub output_tokens: u64,
+    /// Input tokens read from the prompt cache (claude's `cache_read_input_tokens`, codex's
+    /// `cachedInputTokens`).
+    pub cache_read_tokens: u64,
+    /// Input tokens written to the prompt cache (claude's `cache_creation_input_tokens`).
+    pub cache_write_tokens: u64,
 }
 
 impl Usage {
-    /// Usage of `input_tokens` in and `output_tokens` out.
+    /// Usage of `input_tokens` in and `output_tokens` out, without cache tokens.
     pub fn new(input_tokens: u64, output_tokens: u64) -> Self {
         Usage {
             input_tokens,
             output_tokens,
+            ..Usage::default()
         }
+    }
+
+    /// The same usage with `read` tokens read from and `write` tokens written to the cache.
+    pub fn with_cache(mut self, read: u64, write: u64) -> Self {
+        self.cache_read_tokens = read;
+        self.cache_write_tokens = write;
+        self
+    }
+
+    /// Everything sent: fresh input plus cache reads and writes.
+    pub fn total_input_tokens(&self) -> u64 {
+        self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::permissions::Permissions;
 use crate::protocol::ProtocolKind;
 use crate::spec::{Framing, InputFormat, Stream, ToolSpec};
 
@@ -365,6 +366,9 @@ fn sqlite3_spec() -> ToolSpec {
         .quit_command(".quit")
 }
 
+/// How long a built-in agent may go quiet during a turn.
+const AGENT_STALL_TIMEOUT: Duration = Duration::from_secs(300);
+
 fn aider_spec() -> ToolSpec {
     // The model comes from the environment the way aider documents it (AIDER_MODEL, or
     // OPENAI_API_KEY / ANTHROPIC_API_KEY and friends); --no-git keeps aider from running
@@ -391,6 +395,8 @@ fn aider_spec() -> ToolSpec {
         ])
         .env("COLUMNS", "1000")
         .protocol(ProtocolKind::Aider)
+        .permissions(Permissions::Edit)
+        .stall_timeout(AGENT_STALL_TIMEOUT)
         .quit_command("/exit")
         .startup_timeout(Duration::from_secs(120))
         .request_timeout(Duration::from_secs(600))
@@ -409,6 +415,8 @@ fn claude_spec() -> ToolSpec {
             "--include-partial-messages",
         ])
         .protocol(ProtocolKind::ClaudeStreamJson)
+        .permissions(Permissions::Edit)
+        .stall_timeout(AGENT_STALL_TIMEOUT)
         .startup_timeout(Duration::from_secs(60))
         .request_timeout(Duration::from_secs(600))
         .stop_grace(Duration::from_secs(5))
@@ -418,6 +426,8 @@ fn codex_spec() -> ToolSpec {
     ToolSpec::new("codex", "codex")
         .args(["app-server"])
         .protocol(ProtocolKind::CodexAppServer)
+        .permissions(Permissions::Edit)
+        .stall_timeout(AGENT_STALL_TIMEOUT)
         .startup_timeout(Duration::from_secs(60))
         .request_timeout(Duration::from_secs(600))
         .stop_grace(Duration::from_secs(5))

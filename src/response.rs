@@ -24,6 +24,14 @@ pub struct Response {
     pub usage: Option<crate::protocol::Usage>,
     /// The turn's cost in US dollars, where the tool reports it.
     pub cost_usd: Option<f64>,
+    /// Tool uses refused during the turn (claude's `permission_denials`, declined codex
+    /// approvals, aider questions answered no, edits aider did not apply in `--dry-run`).
+    /// Empty when nothing was refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denials: Vec<crate::permissions::Denial>,
+    /// Files the tool reports it changed during the turn (aider's `Applied edit to F`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files_edited: Vec<String>,
     /// The instance that answered.
     pub instance: usize,
     /// The generation (restart count) of the process that answered.

@@ -12,6 +12,7 @@ use crate::protocol_api::{CustomProtocol, Protocol, ProtocolKind};
 
 use crate::duration::{duration_ms, MAX_DURATION};
 use crate::error::{Error, Result};
+use crate::permissions::{Approvals, Approve, Approver, CustomApprover, Permissions};
 
 /// Rejects durations over [`MAX_DURATION`] (and zero, when `positive`).
 pub(crate) fn check_duration(field: &str, value: Duration, positive: bool) -> Result<()> {
@@ -328,6 +329,27 @@ pub struct ToolSpec {
     pub restart: RestartPolicy,
     /// Replay the prompts that succeeded into a restarted process (REPLs). Defaults to none.
     pub replay: Option<Replay>,
+    /// What an agent may do without asking (claude, codex, aider; other tools ignore it).
+    /// Defaults to none: the client's own settings (the built-in agents say `edit`).
+    pub permissions: Option<Permissions>,
+    /// Who answers an agent's requests beyond its permissions when no
+    /// [`ToolSpec::approver`] is set. Defaults to [`Approve::None`]: denied.
+    pub approve: Approve,
+    /// Decides requests beyond the permissions (never serialised); set it with
+    /// [`ToolSpec::approver`]. Defaults to none.
+    #[serde(skip)]
+    pub(crate) approver: Option<CustomApprover>,
+    /// How long the approver may take before a request counts as denied. Defaults to 30 s.
+    #[serde(rename = "approval_timeout_ms", with = "duration_ms")]
+    pub approval_timeout: Duration,
+    /// Any denial during a turn makes it fail with [`Error::Denied`] instead of answering.
+    /// Defaults to false (the answer lists its `denials`).
+    pub strict_denials: bool,
+    /// An agent turn with no output and no protocol event for this long ends with
+    /// [`TimeoutStage::Stalled`](crate::TimeoutStage::Stalled). Defaults to none (the
+    /// built-in agents say 5 min).
+    #[serde(rename = "stall_timeout_ms", with = "crate::duration::opt_duration_ms")]
+    pub stall_timeout: Option<Duration>,
 }
 
 impl Default for ToolSpec {
@@ -357,6 +379,12 @@ impl Default for ToolSpec {
             strip_ansi: false,
             restart: RestartPolicy::OnFailure,
             replay: None,
+            permissions: None,
+            approve: Approve::None,
+            approver: None,
+            approval_timeout: Duration::from_secs(30),
+            strict_denials: false,
+            stall_timeout: None,
         }
     }
 }
@@ -552,6 +580,62 @@ impl ToolSpec {
         self
     }
 
+    /// Sets what an agent may do without asking. Defaults to none (the client's settings).
+    pub fn permissions(mut self, permissions: Permissions) -> Self {
+        self.permissions = Some(permissions);
+        self
+    }
+
+    /// Sets who answers requests beyond the permissions. Defaults to [`Approve::None`].
+    pub fn approve(mut self, approve: Approve) -> Self {
+        self.approve = approve;
+        self
+    }
+
+    /// Lets `approver` decide requests beyond the permissions (it wins over
+    /// [`ToolSpec::approve`]); it runs on a thread of its own, and a decision later than
+    /// [`ToolSpec::approval_timeout`] counts as a denial. Defaults to none.
+    ///
+    /// ```
+    /// use aim::{ApprovalRequest, ApproverFn, Decision, ToolSpec};
+    /// use std::sync::Arc;
+    /// let spec = ToolSpec::new("claude", "claude").approver(Arc::new(ApproverFn(
+    ///     |r: &ApprovalRequest| if r.tool == "Bash" { Decision::Deny("no shell".into()) } else { Decision::Allow },
+    /// )));
+    /// assert!(spec.validate().is_ok());
+    /// ```
+    pub fn approver(mut self, approver: Arc<dyn Approver>) -> Self {
+        self.approver = Some(CustomApprover(approver));
+        self
+    }
+
+    /// Sets how long the approver may take. Defaults to 30 s.
+    pub fn approval_timeout(mut self, timeout: Duration) -> Self {
+        self.approval_timeout = timeout;
+        self
+    }
+
+    /// Makes any denial a [`Error::Denied`]. Defaults to false.
+    pub fn strict_denials(mut self, strict: bool) -> Self {
+        self.strict_denials = strict;
+        self
+    }
+
+    /// Sets the stall timeout for agent turns. Defaults to none.
+    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
+        self.stall_timeout = Some(timeout);
+        self
+    }
+
+    /// How the spec's requests beyond its permissions are decided.
+    pub fn approvals(&self) -> Approvals {
+        Approvals::new(
+            self.approve,
+            self.approver.as_ref().map(|a| Arc::clone(&a.0)),
+            self.approval_timeout,
+        )
+    }
+
     /// Checks every field, returning [`Error::InvalidConfig`] naming the first bad one.
     ///
     /// # Errors
@@ -621,6 +705,10 @@ impl ToolSpec {
         check_duration("startup_timeout_ms", self.startup_timeout, true)?;
         check_duration("request_timeout_ms", self.request_timeout, true)?;
         check_duration("stop_grace_ms", self.stop_grace, false)?;
+        check_duration("approval_timeout_ms", self.approval_timeout, true)?;
+        if let Some(stall) = self.stall_timeout {
+            check_duration("stall_timeout_ms", stall, true)?;
+        }
         if let Framing::Prompt { settle, .. } = &self.framing {
             check_duration("framing.settle_ms", *settle, false)?;
         }

@@ -308,3 +308,40 @@ fn spawn_errors_name_the_real_cause() {
         "{not_exec}"
     );
 }
+
+#[test]
+fn a_turn_that_goes_quiet_past_the_stall_timeout_ends_as_stalled_before_its_deadline() {
+    init_logs();
+    let spec = demo(&[]).stall_timeout(Duration::from_millis(300));
+    let cluster = ClusterManager::builder(spec)
+        .count(1)
+        .supervision(fast_supervision())
+        .launch()
+        .unwrap();
+    // Slow but never quiet for long: /sleep answers after 100 ms.
+    assert!(cluster.send("/sleep 100").is_ok());
+    let began = Instant::now();
+    let err = cluster
+        .send(Request::new("/hang").timeout(Duration::from_secs(60)))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                stage: TimeoutStage::Stalled,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.is_retryable());
+    assert!(began.elapsed() >= Duration::from_millis(300));
+    assert!(began.elapsed() < Duration::from_secs(60));
+    // The instance was recycled and answers again.
+    wait_until(
+        Duration::from_secs(30),
+        "the instance answers again",
+        || cluster.send("again").is_ok(),
+    );
+    stop_cluster(&cluster);
+}

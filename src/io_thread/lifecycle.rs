@@ -9,10 +9,13 @@ impl IoThread {
         let spec = Arc::clone(&self.cfg.spec);
         // A replacement process resumes its predecessor's conversation where it can.
         let resume = self.resume_token.clone();
-        let extra = resume
-            .as_deref()
-            .map(|token| self.cfg.protocol.resume_args(token))
-            .unwrap_or_default();
+        let mut extra = self.cfg.protocol.launch_args();
+        extra.extend(
+            resume
+                .as_deref()
+                .map(|token| self.cfg.protocol.resume_args(token))
+                .unwrap_or_default(),
+        );
         let spawn_spec = if extra.is_empty() {
             Arc::clone(&spec)
         } else {
@@ -64,6 +67,10 @@ impl IoThread {
         context.resume = resume.clone();
         let probe = Arc::clone(&process);
         context.stdin = crate::protocol::StdinProbe::new(move || probe.reading_stdin());
+        context.permissions = spec.permissions;
+        context.cwd = spec.cwd.clone();
+        let doorbell = Arc::clone(&self.cfg.doorbell);
+        context.approvals = spec.approvals().waking(Arc::new(move || doorbell.ring()));
         let mut conversation = self.cfg.protocol.conversation(&context);
         let opened = conversation.open(now, &mut out);
         let strip = spec
@@ -193,6 +200,7 @@ impl IoThread {
             .begin(&job.prompt, &job.input, now, &mut child.out);
         self.cfg.shared.stats.on_sent();
         child.phase = Phase::Busy { job, began: now };
+        self.heard_at = Some(now);
         // Write at once: most prompts fit in the pipe and need no extra poll round.
         self.write_pending();
     }
@@ -283,6 +291,18 @@ impl IoThread {
         let result = match finished {
             // A cancelled turn's answer (partial, or the tool's "interrupted") is not one.
             _ if cancelled => Err(Error::Cancelled { prompt: None }),
+            Ok(answer) if answer.input_required.is_some() => Err(Error::InputRequired {
+                instance: index,
+                question: answer.input_required.unwrap_or_default(),
+                prompt: None,
+            }),
+            Ok(answer) if self.cfg.spec.strict_denials && !answer.denials.is_empty() => {
+                Err(Error::Denied {
+                    instance: index,
+                    denials: answer.denials,
+                    prompt: None,
+                })
+            }
             Ok(answer) => {
                 let stderr = answer
                     .stderr
@@ -294,6 +314,8 @@ impl IoThread {
                     session_id: answer.session_id,
                     usage: answer.usage,
                     cost_usd: answer.cost_usd,
+                    denials: answer.denials,
+                    files_edited: answer.files_edited,
                     instance: index,
                     generation: child.generation,
                     pid: child.process.pid(),

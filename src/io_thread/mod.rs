@@ -165,6 +165,8 @@ pub(crate) struct IoThread {
     resume_token: Option<String>,
     /// Why the last attempt to resume failed, for the next answer to say.
     resume_failure: Option<String>,
+    /// When the tool was last heard from during the answer in flight (for the stall timeout).
+    heard_at: Option<Instant>,
 }
 
 #[derive(Clone, Copy)]
@@ -194,6 +196,7 @@ impl IoThread {
             history: restore::History::default(),
             resume_token: None,
             resume_failure: None,
+            heard_at: None,
         }
     }
 
@@ -418,6 +421,7 @@ impl IoThread {
         self.queue = kept;
         for job in expired {
             let err = Error::Timeout {
+                activity: None,
                 instance: Some(self.index()),
                 waited: now.saturating_duration_since(job.submitted),
                 stage: crate::error::TimeoutStage::Queued,
@@ -439,6 +443,9 @@ impl IoThread {
         match &result {
             Ok(response) => {
                 shared.stats.on_success(response.elapsed);
+                shared
+                    .stats
+                    .on_usage(response.usage, response.cost_usd, response.denials.len());
                 shared.served.fetch_add(1, Ordering::AcqRel);
                 if self.reported_failure || shared.circuit() != CircuitState::Closed {
                     self.reported_failure = false;
@@ -451,10 +458,16 @@ impl IoThread {
             }
             Err(err) => {
                 shared.stats.on_failure(err);
+                if let Error::Denied { denials, .. } = err {
+                    shared.stats.on_usage(None, None, denials.len());
+                }
                 // Failures of the instance itself feed the breaker; a caller's deadline passing
                 // while the job was still queued does not.
                 let counts = match err {
-                    Error::Timeout { stage, .. } => *stage == crate::error::TimeoutStage::Answering,
+                    Error::Timeout { stage, .. } => matches!(
+                        stage,
+                        crate::error::TimeoutStage::Answering | crate::error::TimeoutStage::Stalled
+                    ),
                     Error::ResponseTooLarge { .. } => true,
                     _ => false,
                 };

@@ -21,6 +21,7 @@ impl IoThread {
                     consider(Some(job.deadline));
                     consider(job.answer_timeout.map(|t| crate::clock::after(*began, t)));
                     consider(child.conversation.deadline());
+                    consider(self.stall_deadline());
                     consider(child.interrupting);
                     consider(child.sigint_due);
                     if self.may_mark_stuck() {
@@ -42,6 +43,13 @@ impl IoThread {
             consider(Some(*deadline));
         }
         next
+    }
+
+    /// When the answer in flight counts as stalled: the spec's stall timeout after the tool
+    /// was last heard from.
+    pub(super) fn stall_deadline(&self) -> Option<Instant> {
+        let stall = self.cfg.spec.stall_timeout?;
+        Some(crate::clock::after(self.heard_at?, stall))
     }
 
     /// Whether the answer in flight may still be marked stuck: only in a cluster (a pool has
@@ -168,10 +176,13 @@ impl IoThread {
             NotReady(Duration),
             Answer(Step),
             TimedOut(Duration),
+            Stalled(Duration),
             Stuck(Instant),
             Escalate,
         }
+        let stall_at = self.stall_deadline();
         let Some(child) = &mut self.child else { return };
+        let mut wrote = false;
         let conversation = &mut child.conversation;
         let due = match &mut child.phase {
             Phase::Starting { deadline, began } => {
@@ -185,7 +196,9 @@ impl IoThread {
                 }
             }
             Phase::Busy { job, began } => {
-                let step = conversation.tick(now);
+                let before = child.out.len();
+                let step = conversation.wake(now, &mut child.out);
+                wrote = child.out.len() > before;
                 if step != Step::Pending {
                     Due::Answer(step)
                 } else if now >= job.deadline
@@ -194,6 +207,8 @@ impl IoThread {
                         .is_some_and(|t| now >= crate::clock::after(*began, t))
                 {
                     Due::TimedOut(now.saturating_duration_since(job.submitted))
+                } else if stall_at.is_some_and(|at| now >= at) {
+                    Due::Stalled(now.saturating_duration_since(job.submitted))
                 } else if self.cfg.hooks.is_some()
                     && self.stuck_began.is_none()
                     && now >= crate::clock::after(*began, self.cfg.stuck_after)
@@ -206,6 +221,10 @@ impl IoThread {
             Phase::Stopping { deadline, .. } if now >= *deadline => Due::Escalate,
             Phase::Stopping { .. } | Phase::Idle => Due::Nothing,
         };
+        if wrote {
+            // The conversation answered the tool (an approver's decision).
+            self.write_pending();
+        }
         match due {
             Due::Nothing => {}
             Due::Startup(step) => self.on_startup_step(step, now),
@@ -225,13 +244,21 @@ impl IoThread {
             }
             Due::Answer(step) => self.on_answer_step(step, now),
             Due::Stuck(began) => self.mark_stuck(began),
-            Due::TimedOut(waited) => {
+            Due::TimedOut(waited) | Due::Stalled(waited) => {
+                let stage = if matches!(due, Due::Stalled(_)) {
+                    crate::error::TimeoutStage::Stalled
+                } else {
+                    crate::error::TimeoutStage::Answering
+                };
+                let activity = self.child.as_ref().and_then(|c| c.conversation.activity());
                 let err = Error::Timeout {
                     instance: Some(self.cfg.shared.index),
                     waited,
-                    stage: crate::error::TimeoutStage::Answering,
+                    stage,
+                    activity,
                     prompt: None,
                 };
+                log::warn!("{}[{}]: {err}", self.cfg.spec.name, self.cfg.shared.index);
                 self.abort_busy(err, ExitCause::Timeout);
             }
             Due::Escalate => self.escalate(now),

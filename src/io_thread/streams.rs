@@ -265,6 +265,7 @@ impl IoThread {
 
     pub(super) fn on_output(&mut self, stream: Stream, raw: &[u8]) {
         let now = Instant::now();
+        self.heard_at = Some(now);
         let Some(child) = &mut self.child else { return };
         let mut stripped = Vec::new();
         let bytes = match &mut child.strip {

@@ -3,7 +3,18 @@
 use std::time::{Duration, Instant};
 
 use super::{check_prompt, Answer, Between, Context, Conversation, Protocol, Step, Usage};
+use crate::permissions::{ApprovalRequest, Approvals, Decision, Denial, Pending, Permissions};
 use crate::spec::{Stream, ToolSpec};
+
+/// The end of aider's yes/no questions (`Create new file? (Y)es/(N)o [Yes]: `).
+const QUESTION_MARK: &str = "(Y)es/(N)o";
+/// Questions about files in the working directory: within `edit` permissions.
+const EDIT_QUESTIONS: &[&str] = &[
+    "Create new file?",
+    "Allow edits to file that has not been added to the chat?",
+    "Add file to the chat?",
+    "Add files to the chat?",
+];
 
 /// The tag of multi-line blocks: `{aim` ... `aim}`.
 const BLOCK_TAG: &str = "aim";
@@ -29,12 +40,23 @@ const FALLBACK_SETTLE: Duration = Duration::from_millis(500);
 /// [`Error::ToolReported`](crate::Error::ToolReported). Output while aider waits for a prompt
 /// is unexpected: the process is recycled (see [`Between::Late`]).
 ///
+/// Permissions: `read-only` adds `--dry-run` (edits aider did not apply become `denials`);
+/// `edit` and `full` leave aider's flags alone (the built-in entry says `--yes-always`).
+/// Without `--yes-always`, aider's `(Y)es/(N)o` questions are answered: questions about
+/// files (create, edit, add to the chat) with yes under `edit` or `full`, the rest (running a
+/// shell command, adding a URL) with yes only under `full`; anything else goes to the spec's
+/// approvals, and a no becomes a denial. The `Tokens:` lines of the turn give `usage`
+/// (summed); what aider prints after them (`Applied edit to F`, `Commit ...`, file names) is
+/// kept out of `text`, and the files it reports editing are `files_edited`.
+///
 /// Restoring: with `--restore-chat-history` and a `--chat-history-file` (use `{index}` in the
 /// path: one file per instance) in the spec's arguments, a restarted aider reloads the
 /// conversation from that file; its answers then say `context_restored`.
 #[derive(Debug, Clone)]
 pub struct Aider {
     max_prompt_bytes: usize,
+    permissions: Option<Permissions>,
+    dry_run: bool,
     /// The chat history file (with `{index}`), when aider is told to restore from it.
     restore_from: Option<String>,
     cwd: Option<String>,
@@ -53,6 +75,8 @@ impl Aider {
             .cloned();
         Aider {
             max_prompt_bytes: spec.max_prompt_bytes,
+            permissions: spec.permissions,
+            dry_run: spec.args.iter().any(|a| a == "--dry-run"),
             restore_from: history.filter(|_| restores),
             cwd: spec.cwd.clone(),
         }
@@ -99,12 +123,26 @@ impl Protocol for Aider {
         Ok(out)
     }
 
+    fn launch_args(&self) -> Vec<String> {
+        if self.permissions == Some(Permissions::ReadOnly) && !self.dry_run {
+            vec!["--dry-run".into()]
+        } else {
+            Vec::new()
+        }
+    }
+
     fn conversation(&self, context: &Context) -> Box<dyn Conversation> {
         let restored = (context.generation > 1)
             .then(|| self.restore_outcome(context.instance))
             .flatten();
         Box::new(AiderConversation {
             stdin: context.stdin.clone(),
+            instance: context.instance,
+            permissions: context.permissions,
+            approvals: context.approvals.clone(),
+            asked: None,
+            denials: Vec::new(),
+            answered_at: 0,
             limit: context.max_response_bytes,
             out: Vec::new(),
             timer: None,
@@ -122,9 +160,25 @@ enum Timer {
     Settle { at: Instant },
 }
 
+/// A question the approver is deciding: its request and decision.
+#[derive(Debug)]
+struct Asked {
+    request: ApprovalRequest,
+    pending: Pending,
+}
+
 #[derive(Debug)]
 struct AiderConversation {
     stdin: crate::stdin_wait::StdinProbe,
+    instance: usize,
+    permissions: Option<Permissions>,
+    approvals: Approvals,
+    /// The question being decided.
+    asked: Option<Asked>,
+    /// Questions answered no this turn.
+    denials: Vec<Denial>,
+    /// Output up to here holds questions already answered.
+    answered_at: usize,
     limit: usize,
     /// Stdout since the prompt was written (or since start).
     out: Vec<u8>,
@@ -133,9 +187,79 @@ struct AiderConversation {
 }
 
 impl AiderConversation {
+    /// The question aider waits on, when its output ends with one not yet answered:
+    /// (the question line, the line before it: a file name or a command).
+    fn question(&self) -> Option<(String, String)> {
+        let tail = &self.out[self.answered_at.min(self.out.len())..];
+        if !tail.ends_with(b": ") {
+            return None;
+        }
+        let text = String::from_utf8_lossy(tail);
+        let mut lines = text.rsplit('\n');
+        let question = lines.next()?.to_string();
+        if !question.contains(QUESTION_MARK) {
+            return None;
+        }
+        let subject = lines
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        Some((question, subject))
+    }
+
+    /// After output or a timer: a question aider waits on is answered (or sent to the
+    /// approver) instead of ending the turn.
+    fn after(&mut self, step: Step, now: Instant, input: &mut Vec<u8>) -> Step {
+        if step != Step::Done {
+            return step;
+        }
+        let Some((question, subject)) = self.question() else {
+            return step;
+        };
+        self.answered_at = self.out.len();
+        let wording = question
+            .split(QUESTION_MARK)
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let about_files = EDIT_QUESTIONS.iter().any(|q| wording.starts_with(q));
+        let request = ApprovalRequest::new(self.instance, wording.clone(), subject)
+            .with_reason(question.clone());
+        let within = match self.permissions {
+            Some(Permissions::Full) => true,
+            Some(Permissions::Edit) => about_files,
+            _ => false,
+        };
+        if within {
+            self.answer(request, Decision::Allow, input);
+            return Step::Pending;
+        }
+        let pending = self.approvals.ask(request.clone(), now);
+        match pending.poll(now) {
+            Some(decision) => self.answer(request, decision, input),
+            None => self.asked = Some(Asked { request, pending }),
+        }
+        Step::Pending
+    }
+
+    /// Writes the answer to a question; a no is a denial.
+    fn answer(&mut self, request: ApprovalRequest, decision: Decision, input: &mut Vec<u8>) {
+        match decision {
+            Decision::Allow => input.extend_from_slice(b"y\n"),
+            Decision::Deny(reason) => {
+                input.extend_from_slice(b"n\n");
+                self.denials
+                    .push(Denial::new(request.tool, request.target, reason));
+            }
+        }
+        self.timer = None;
+    }
+
     /// Done when the output ends with aider's prompt and aider waits for input.
     fn judge(&mut self, now: Instant, pause: Duration) -> Step {
-        if prompt_tail(&self.out).is_none() {
+        if prompt_tail(&self.out).is_none() && self.question().is_none() {
             self.timer = None;
             return Step::Pending;
         }
@@ -181,16 +305,26 @@ impl Conversation for AiderConversation {
         Step::Pending
     }
 
-    fn starting(&mut self, stream: Stream, bytes: &[u8], now: Instant, _: &mut Vec<u8>) -> Step {
+    fn starting(
+        &mut self,
+        stream: Stream,
+        bytes: &[u8],
+        now: Instant,
+        input: &mut Vec<u8>,
+    ) -> Step {
         let step = self.output(stream, bytes, now);
+        // A question at startup (`Add .aider* to .gitignore?`) is answered, not readiness.
+        let step = self.after(step, now, input);
         if step == Step::TooLarge {
             // Startup output is not an answer: keep only the recent part.
             let keep = self.out.len().saturating_sub(4096);
             self.out.drain(..keep);
+            self.answered_at = self.answered_at.saturating_sub(keep);
             return Step::Pending;
         }
         if step == Step::Done {
             self.out.clear();
+            self.answered_at = 0;
         }
         step
     }
@@ -198,14 +332,55 @@ impl Conversation for AiderConversation {
     fn begin(&mut self, _prompt: &str, prepared: &[u8], _: Instant, input: &mut Vec<u8>) {
         self.out.clear();
         self.timer = None;
+        self.answered_at = 0;
+        self.denials.clear();
+        self.asked = None;
         input.extend_from_slice(prepared);
     }
 
-    fn answering(&mut self, stream: Stream, bytes: &[u8], now: Instant, _: &mut Vec<u8>) -> Step {
-        self.output(stream, bytes, now)
+    fn answering(
+        &mut self,
+        stream: Stream,
+        bytes: &[u8],
+        now: Instant,
+        input: &mut Vec<u8>,
+    ) -> Step {
+        let step = self.output(stream, bytes, now);
+        self.after(step, now, input)
+    }
+
+    fn wake(&mut self, now: Instant, input: &mut Vec<u8>) -> Step {
+        if let Some(asked) = &self.asked {
+            if let Some(decision) = asked.pending.poll(now) {
+                let asked = self.asked.take().expect("asked");
+                self.answer(asked.request, decision, input);
+            }
+            return Step::Pending;
+        }
+        let step = self.tick(now);
+        self.after(step, now, input)
+    }
+
+    fn activity(&self) -> Option<String> {
+        if let Some(asked) = &self.asked {
+            return Some(format!(
+                "asking: {} {}",
+                asked.request.reason.as_deref().unwrap_or_default(),
+                asked.request.target
+            ));
+        }
+        let tail = String::from_utf8_lossy(&self.out[self.out.len().saturating_sub(200)..])
+            .trim()
+            .lines()
+            .last()
+            .map(str::to_string)?;
+        Some(format!("last printed: {tail}"))
     }
 
     fn deadline(&self) -> Option<Instant> {
+        if let Some(asked) = &self.asked {
+            return asked.pending.deadline();
+        }
         self.timer.map(|t| match t {
             Timer::Recheck { at, .. } | Timer::Settle { at } => at,
         })
@@ -216,7 +391,7 @@ impl Conversation for AiderConversation {
             Some(Timer::Recheck { at, next }) if now >= at => self.judge(now, next),
             Some(Timer::Settle { at }) if now >= at => {
                 self.timer = None;
-                if prompt_tail(&self.out).is_some() {
+                if prompt_tail(&self.out).is_some() || self.question().is_some() {
                     Step::Done
                 } else {
                     Step::Pending
@@ -230,11 +405,24 @@ impl Conversation for AiderConversation {
         let transcript = std::mem::take(&mut self.out);
         let decoded = decode(&transcript);
         match decoded {
-            Decoded::Reply { text, usage, cost } => Ok(Answer {
+            Decoded::Reply {
+                text,
+                usage,
+                cost,
+                edited,
+                not_applied,
+            } => Ok(Answer {
                 text,
                 transcript,
                 usage,
                 cost_usd: cost,
+                files_edited: edited,
+                denials: std::mem::take(&mut self.denials)
+                    .into_iter()
+                    .chain(not_applied.into_iter().map(|file| {
+                        Denial::new("edit", file, "read-only: aider runs with --dry-run")
+                    }))
+                    .collect(),
                 ..Answer::default()
             }),
             Decoded::ModelError(message) => Err(message),
@@ -295,6 +483,10 @@ enum Decoded {
         text: String,
         usage: Option<Usage>,
         cost: Option<f64>,
+        /// Files aider says it edited (`Applied edit to F`).
+        edited: Vec<String>,
+        /// Files whose edits it did not apply (`--dry-run`).
+        not_applied: Vec<String>,
     },
     ModelError(String),
 }
@@ -316,16 +508,46 @@ fn decode(transcript: &[u8]) -> Decoded {
     if lines.first() == Some(&"") {
         lines.remove(0);
     }
-    let mut usage = None;
-    let mut cost = None;
-    if let Some(last) = lines.last() {
-        if let Some((u, c)) = parse_tokens_line(last) {
-            usage = Some(u);
-            cost = c;
-            lines.pop();
+    // The first `Tokens:` line ends the reply; the rest is aider's bookkeeping (further
+    // `Tokens:` lines of the same turn, applied edits, commits, questions).
+    let first_tokens = lines.iter().position(|l| parse_tokens_line(l).is_some());
+    let mut usage: Option<Usage> = None;
+    let mut cost: Option<f64> = None;
+    let mut edited = Vec::new();
+    let mut not_applied = Vec::new();
+    if let Some(at) = first_tokens {
+        for line in lines.drain(at..) {
+            if let Some((u, c)) = parse_tokens_line(line) {
+                let sum = usage.unwrap_or_default();
+                usage = Some(
+                    Usage::new(
+                        sum.input_tokens + u.input_tokens,
+                        sum.output_tokens + u.output_tokens,
+                    )
+                    .with_cache(
+                        sum.cache_read_tokens + u.cache_read_tokens,
+                        sum.cache_write_tokens + u.cache_write_tokens,
+                    ),
+                );
+                if let Some(c) = c {
+                    cost = Some(cost.unwrap_or(0.0) + c);
+                }
+            } else if let Some(file) = line.strip_prefix("Applied edit to ") {
+                edited.push(file.trim().to_string());
+            } else if let Some(rest) = line.strip_prefix("Did not apply edit to ") {
+                let file = rest.trim_end_matches(" (--dry-run)").trim();
+                not_applied.push(file.to_string());
+            }
         }
     }
+    // A reply without a model call (a command's output) ends with the blank line aider
+    // prints before its prompt.
     let text = lines.join("\n");
+    let text = if first_tokens.is_some() {
+        text.trim_end_matches('\n').to_string()
+    } else {
+        text
+    };
     if usage.is_none()
         && lines
             .iter()
@@ -333,15 +555,40 @@ fn decode(transcript: &[u8]) -> Decoded {
     {
         return Decoded::ModelError(text.trim().to_string());
     }
-    Decoded::Reply { text, usage, cost }
+    Decoded::Reply {
+        text,
+        usage,
+        cost,
+        edited,
+        not_applied,
+    }
 }
 
-/// `Tokens: 1.2k sent, 21 received. Cost: $0.0012 message, $0.0034 session.`
+/// `Tokens: 1.2k sent, 21 received. Cost: $0.0012 message, $0.0034 session.`, with
+/// `N cache write, N cache hit,` between sent and received where the provider caches.
 fn parse_tokens_line(line: &str) -> Option<(Usage, Option<f64>)> {
     let rest = line.strip_prefix("Tokens: ")?;
-    let (sent, rest) = rest.split_once(" sent, ")?;
-    let (received, rest) = rest.split_once(" received.")?;
-    let usage = Usage::new(count(sent)?, count(received)?);
+    let (counts, rest) = rest.split_once(" received.")?;
+    let mut usage = Usage::default();
+    let mut sent = false;
+    let mut parts = counts.split(", ").peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            usage.output_tokens = count(part)?;
+        } else if let Some(n) = part.strip_suffix(" sent") {
+            usage.input_tokens = count(n)?;
+            sent = true;
+        } else if let Some(n) = part.strip_suffix(" cache write") {
+            usage.cache_write_tokens = count(n)?;
+        } else if let Some(n) = part.strip_suffix(" cache hit") {
+            usage.cache_read_tokens = count(n)?;
+        } else {
+            return None;
+        }
+    }
+    if !sent {
+        return None;
+    }
     let cost = rest
         .split_once("Cost: $")
         .and_then(|(_, c)| c.split_once(" message"))

@@ -189,3 +189,68 @@ pub fn codex(program: &Path, llm: &FakeLlm, dir: &Path) -> ToolSpec {
         .env("CODEX_HOME", home.display().to_string())
         .env("FAKE_API_KEY", "sk-fake")
 }
+
+/// Tokens the fake backend counted, summed over requests (see `tests/fake_llm.py`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counted {
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+    pub requests: usize,
+}
+
+impl Counted {
+    /// As the `Usage` a client should report for the same calls.
+    pub fn usage(&self) -> aim::protocol::Usage {
+        aim::protocol::Usage::new(self.input, self.output)
+            .with_cache(self.cache_read, self.cache_write)
+    }
+}
+
+impl FakeLlm {
+    /// How many requests the backend has logged so far.
+    pub fn requests(&self) -> usize {
+        self.conversations().len()
+    }
+
+    /// What the backend counted for the requests after the first `from` (leaving out aider's
+    /// commit-message calls, which aider does not report).
+    pub fn counted_since(&self, from: usize) -> Counted {
+        let mut sum = Counted::default();
+        for request in self.conversations().into_iter().skip(from) {
+            if request["tool"] == "commit-message" || request["usage"].is_null() {
+                continue;
+            }
+            let u = &request["usage"];
+            sum.input += u["input"].as_u64().unwrap_or(0);
+            sum.output += u["output"].as_u64().unwrap_or(0);
+            sum.cache_read += u["cache_read"].as_u64().unwrap_or(0);
+            sum.cache_write += u["cache_write"].as_u64().unwrap_or(0);
+            sum.requests += 1;
+        }
+        sum
+    }
+}
+
+/// A fresh git repository under `dir` named `name`, with one commit.
+pub fn git_repo(dir: &Path, name: &str) -> PathBuf {
+    let repo = dir.join(name);
+    std::fs::create_dir_all(&repo).unwrap();
+    let git = |args: &[&str]| {
+        let status = Command::new("git")
+            .args(args)
+            .current_dir(&repo)
+            .env("GIT_AUTHOR_NAME", "aim")
+            .env("GIT_AUTHOR_EMAIL", "aim@example.com")
+            .env("GIT_COMMITTER_NAME", "aim")
+            .env("GIT_COMMITTER_EMAIL", "aim@example.com")
+            .stdout(Stdio::null())
+            .status()
+            .expect("git runs");
+        assert!(status.success(), "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["commit", "-q", "--allow-empty", "-m", "start"]);
+    repo
+}

@@ -27,6 +27,35 @@ pub struct ClusterArgs {
     pub ssh_config: Option<String>,
     /// `--remote-aim PATH`.
     pub remote_aim: Option<String>,
+    /// What agents may do, and how their requests are decided (`aim run` flags).
+    pub agent: AgentArgs,
+}
+
+/// `aim run`'s agent flags, applied to the tool's spec when given.
+#[derive(Debug, Clone, Default)]
+pub struct AgentArgs {
+    pub permissions: Option<aim::Permissions>,
+    pub approve: Option<aim::Approve>,
+    pub strict_denials: bool,
+    pub stall_timeout: Option<Duration>,
+}
+
+impl AgentArgs {
+    fn apply(&self, mut spec: aim::ToolSpec) -> aim::ToolSpec {
+        if let Some(p) = self.permissions {
+            spec = spec.permissions(p);
+        }
+        if let Some(a) = self.approve {
+            spec = spec.approve(a);
+        }
+        if self.strict_denials {
+            spec = spec.strict_denials(true);
+        }
+        if let Some(t) = self.stall_timeout {
+            spec = spec.stall_timeout(t);
+        }
+        spec
+    }
 }
 
 impl ClusterArgs {
@@ -44,6 +73,7 @@ impl ClusterArgs {
             hosts: Vec::new(),
             ssh_config: None,
             remote_aim: None,
+            agent: AgentArgs::default(),
         }
     }
 
@@ -81,6 +111,7 @@ impl ClusterArgs {
     pub fn spec(&self) -> Result<aim::ToolSpec, String> {
         self.registry()?
             .resolve(self.tool.as_deref().unwrap_or("demo"))
+            .map(|spec| self.agent.apply(spec))
             .map_err(|e| e.to_string())
     }
 }

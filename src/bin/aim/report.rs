@@ -31,4 +31,17 @@ pub fn print_metrics_summary(m: &MetricsSnapshot, answered: usize, failed: usize
         c.throughput_per_s,
         c.restarts
     );
+    let u = &c.usage;
+    let tokens = u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens;
+    if tokens > 0 || u.cost_usd > 0.0 || u.denials > 0 {
+        eprintln!(
+            "aim: usage: {} input, {} output, {} cache read, {} cache write tokens; cost ${:.6}; {} denied",
+            u.input_tokens,
+            u.output_tokens,
+            u.cache_read_tokens,
+            u.cache_write_tokens,
+            u.cost_usd,
+            u.denials
+        );
+    }
 }

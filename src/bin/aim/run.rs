@@ -16,13 +16,15 @@ use crate::report::print_metrics_summary;
 pub const USAGE: &str = "\
 aim run [TOOL] [-n COUNT] [--strategy S] [--input text|jsonl] [--unordered] [--stream]
         [--timeout T] [--queue-timeout Q] [--tools FILE] [--metrics-addr ADDR]
+        [--permissions P] [--approve none|all] [--strict-denials] [--stall-timeout T]
 
 Launches COUNT instances of TOOL (default: the built-in demo agent, 2 instances), reads
 prompts from stdin and writes one JSON line per prompt to stdout, in input order:
   {\"id\":0,\"instance\":1,\"generation\":1,\"elapsed_ms\":0.4,\"context_lost\":false,\"text\":\"...\"}
   (plus \"stderr\" when the tool wrote to stderr while answering, and \"session_id\",
-  \"usage\", \"cost_usd\" when it reports them; \"context_restored\", \"context_mixed\",
-  \"context_note\" for sessions when they apply)
+  \"usage\", \"cost_usd\" when it reports them; \"denials\" (tool, target, reason) when an
+  agent was refused something, \"files_edited\" when it reports edits; \"context_restored\",
+  \"context_mixed\", \"context_note\" for sessions when they apply)
   {\"id\":1,\"error\":\"...\",\"kind\":\"timeout\"}
   {\"id\":2,\"error\":\"line 3: invalid UTF-8\",\"kind\":\"input\"}
 Ids count input lines from 0. A bad line gets its error line and the run goes on; a blank
@@ -64,6 +66,15 @@ Input (--input):
                         there is none, the tool runs under plain `ssh -T` with a warning
       --ssh-config FILE the ssh config file for --host (ssh -F FILE)
       --remote-aim PATH the aim program on the hosts (default: aim on their PATH)
+
+Agents (claude, codex, aider; see docs/tools.md, \"Letting agents change things\"):
+      --permissions P   read-only, edit (change files in the working directory) or
+                        full (default: the tool's entry; the built-in agents say edit)
+      --approve A       who answers requests beyond the permissions: none (default:
+                        denied, listed in the answer's \"denials\") or all (allowed)
+      --strict-denials  a turn with any denial fails (kind \"denied\") instead
+      --stall-timeout T end a turn after T without output or protocol event
+                        (default: the tool's entry; 5m for the built-in agents)
 
 Signals: SIGINT or SIGTERM stops reading input; prompts already sent finish (each gets its
 line), then the cluster shuts down and the summary is printed. A second signal cancels the
@@ -118,6 +129,16 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
             "--unordered" => options.unordered = true,
             "--metrics-public" => options.metrics_public = true,
             "--timeout" => options.answer_timeout = Some(p.duration(arg)?),
+            "--permissions" => {
+                cluster_args.agent.permissions =
+                    Some(p.value(arg)?.parse().map_err(|e| format!("{arg}: {e}"))?)
+            }
+            "--approve" => {
+                cluster_args.agent.approve =
+                    Some(p.value(arg)?.parse().map_err(|e| format!("{arg}: {e}"))?)
+            }
+            "--strict-denials" => cluster_args.agent.strict_denials = true,
+            "--stall-timeout" => cluster_args.agent.stall_timeout = Some(p.duration(arg)?),
             "--queue-timeout" => options.queue_timeout = p.duration(arg)?,
             "--input" => {
                 options.input = match p.value(arg)? {
@@ -605,10 +626,14 @@ impl Run<'_> {
             let _ = slot.send(());
             let (record, failed) = match answer {
                 Ok(r) => (answer_record(id, &r), false),
-                Err(e) => (
-                    serde_json::json!({"id": id, "error": e.to_string(), "kind": e.kind()}),
-                    true,
-                ),
+                Err(e) => {
+                    let mut record =
+                        serde_json::json!({"id": id, "error": e.to_string(), "kind": e.kind()});
+                    if let aim::Error::Denied { denials, .. } = &e {
+                        record["denials"] = serde_json::json!(denials);
+                    }
+                    (record, true)
+                }
             };
             let _ = done.send((id, Some(record), failed));
         });
@@ -682,6 +707,12 @@ fn answer_record(id: usize, r: &aim::Response) -> serde_json::Value {
     }
     if let Some(cost) = r.cost_usd {
         record["cost_usd"] = cost.into();
+    }
+    if !r.denials.is_empty() {
+        record["denials"] = serde_json::json!(r.denials);
+    }
+    if !r.files_edited.is_empty() {
+        record["files_edited"] = serde_json::json!(r.files_edited);
     }
     if r.context_restored {
         record["context_restored"] = true.into();
