@@ -1,6 +1,9 @@
 //! Real AI clients (aider, claude, codex) against the fake LLM backend, aim vs a plain driver
 //! of the same client, in the same run: startup (spawn to ready), latency per answer (median
-//! and p99 over sequential prompts on one instance), and RSS per instance.
+//! and p99 over sequential prompts on one instance), and RSS per instance; then the same for
+//! tool-using turns (each prompt makes the model write a file through the client's own tool:
+//! claude's `Write`, codex's `exec_command`, an aider edit block), with aim's default `edit`
+//! permissions and the plain driver given the same client flags.
 //!
 //! The plain driver writes a prompt to the client's stdin and reads its stdout until the
 //! protocol's end of answer (aider: `Tokens: ... received.` then a blank line and `> `;
@@ -66,7 +69,7 @@ fn codex_plain() -> Plain {
         greeting: vec![
             r#"{"id":1,"method":"initialize","params":{"clientInfo":{"name":"plain","version":"0"}}}"#.into(),
             r#"{"method":"initialized"}"#.into(),
-            r#"{"id":2,"method":"thread/start","params":{"approvalPolicy":"never"}}"#.into(),
+            r#"{"id":2,"method":"thread/start","params":{"approvalPolicy":"on-request","sandbox":"workspace-write","cwd":"CWD"}}"#.into(),
         ],
         ready: |out| out.contains("\"id\":2,\"result\""),
         // The thread id is spliced in by `drive_plain`.
@@ -81,10 +84,28 @@ fn codex_plain() -> Plain {
     }
 }
 
-/// Startup and per-answer latencies of a plain driver of `spec`'s command.
-fn drive_plain(spec: &aim::ToolSpec, plain: &Plain, prompts: usize) -> (Duration, Vec<Duration>) {
+/// Prompt `i` of a run: `side` says whose (files written must not collide).
+type PromptText = fn(&str, usize) -> String;
+
+fn chat_prompt(side: &str, i: usize) -> String {
+    format!("{side} {i}")
+}
+
+fn tool_prompt(side: &str, i: usize) -> String {
+    format!("write it [[write:{side}-{i}.txt|written by {side} {i}]]")
+}
+
+/// Startup and per-answer latencies of a plain driver of `spec`'s command (with the flags the
+/// protocol would add, so both sides run the client the same way).
+fn drive_plain(
+    spec: &aim::ToolSpec,
+    plain: &Plain,
+    prompts: usize,
+    text: PromptText,
+) -> (Duration, Vec<Duration>) {
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
+        .args(spec.build_protocol().launch_args())
         .envs(&spec.env.set)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -96,8 +117,11 @@ fn drive_plain(spec: &aim::ToolSpec, plain: &Plain, prompts: usize) -> (Duration
     let mut child = cmd.spawn().expect("spawn the client");
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = child.stdout.take().unwrap();
+    let cwd = std::fs::canonicalize(spec.cwd.as_deref().unwrap_or("."))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     for line in &plain.greeting {
-        writeln!(stdin, "{line}").unwrap();
+        writeln!(stdin, "{}", line.replace("CWD", &cwd)).unwrap();
     }
     let mut out = String::new();
     let mut buf = [0u8; 65536];
@@ -120,7 +144,7 @@ fn drive_plain(spec: &aim::ToolSpec, plain: &Plain, prompts: usize) -> (Duration
     let mut latencies = Vec::with_capacity(prompts);
     for i in 0..prompts {
         out.clear();
-        let message = (plain.prompt)(i, &format!("plain {i}")).replace("THREAD", &thread);
+        let message = (plain.prompt)(i, &text("plain", i)).replace("THREAD", &thread);
         let t = Instant::now();
         stdin.write_all(message.as_bytes()).unwrap();
         read_until(&mut out, &plain.done);
@@ -133,16 +157,23 @@ fn drive_plain(spec: &aim::ToolSpec, plain: &Plain, prompts: usize) -> (Duration
 }
 
 /// Startup, per-answer latencies and RSS of one aim instance of `spec`.
-fn drive_aim(spec: aim::ToolSpec, prompts: usize) -> (Duration, Vec<Duration>, Option<u64>) {
+fn drive_aim(
+    spec: aim::ToolSpec,
+    prompts: usize,
+    text: PromptText,
+) -> (Duration, Vec<Duration>, Option<u64>) {
     let began = Instant::now();
     let cluster = ClusterManager::builder(spec).launch().expect("launch");
     let startup = began.elapsed();
     let mut latencies = Vec::with_capacity(prompts);
     for i in 0..prompts {
         let t = Instant::now();
-        let answer = cluster.send(format!("aim {i}")).expect("answer");
+        let answer = cluster.send(text("aim", i)).expect("answer");
         latencies.push(t.elapsed());
-        assert_eq!(answer.text, format!("FAKE-REPLY: aim {i}"));
+        if answer.text.starts_with("FAKE-REPLY") {
+            assert_eq!(answer.text, format!("FAKE-REPLY: aim {i}"));
+        }
+        assert!(answer.denials.is_empty(), "{:?}", answer.denials);
     }
     let rss = cluster.metrics().instances[0].rss_bytes;
     cluster.shutdown();
@@ -194,30 +225,48 @@ fn main() {
         };
         let dir = agents::scratch(&format!("bench-{name}"));
         let llm = FakeLlm::start(&dir);
-        let spec = match name {
+        let mut spec = match name {
             "aider" => agents::aider(&program, &llm, &dir),
             "claude" => agents::claude(&program, &llm, &dir),
             _ => agents::codex(&program, &llm, &dir),
         };
+        if name == "claude" {
+            // Its tool turns write files: into the scratch directory.
+            spec.cwd = Some(dir.display().to_string());
+        }
         let plain = match name {
             "aider" => aider_plain(),
             "claude" => claude_plain(),
             _ => codex_plain(),
         };
         // Warm up caches (imports, the first model call) once for each side.
-        drive_plain(&spec, &plain, 1);
+        drive_plain(&spec, &plain, 1, chat_prompt);
         let (mut plain_start, mut aim_start, mut plain_lat, mut aim_lat, mut rss) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), None);
+        let (mut plain_tool, mut aim_tool) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             // Alternate, so drift on this noisy machine hits both sides alike.
-            let (s, l) = drive_plain(&spec, &plain, prompts);
+            let (s, l) = drive_plain(&spec, &plain, prompts, chat_prompt);
             plain_start.push(s);
             plain_lat.extend(l);
-            let (s, l, r) = drive_aim(spec.clone(), prompts);
+            let (s, l, r) = drive_aim(spec.clone(), prompts, chat_prompt);
             aim_start.push(s);
             aim_lat.extend(l);
             rss = rss.or(r);
+            let (_, l) = drive_plain(&spec, &plain, prompts, tool_prompt);
+            plain_tool.extend(l);
+            let (_, l, _) = drive_aim(spec.clone(), prompts, tool_prompt);
+            aim_tool.extend(l);
         }
+        let (pt, at) = (summarize(&mut plain_tool), summarize(&mut aim_tool));
+        println!(
+            "{name:7} tool turns (write a file): latency median plain {:7.2} ms  aim {:7.2} ms  (added {:+.2} ms) p99 plain {:7.2} aim {:7.2}",
+            ms(pt.median),
+            ms(at.median),
+            ms(at.median) - ms(pt.median),
+            ms(pt.p99),
+            ms(at.p99)
+        );
         let (ps, as_) = (summarize(&mut plain_start), summarize(&mut aim_start));
         let (pl, al) = (summarize(&mut plain_lat), summarize(&mut aim_lat));
         let added = ms(al.median) - ms(pl.median);
@@ -246,6 +295,8 @@ fn main() {
             "added_latency_ms": added,
             "before_settle_framing_median_ms": before.map(ms),
             "rss_bytes": rss,
+            "tool_turn_latency_median_ms": {"plain": ms(pt.median), "aim": ms(at.median)},
+            "tool_turn_latency_p99_ms": {"plain": ms(pt.p99), "aim": ms(at.p99)},
             "prompts": pl.n,
         }));
         let _ = std::fs::remove_dir_all(&dir);
