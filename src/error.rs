@@ -221,6 +221,20 @@ pub enum Error {
         /// The operating system's error.
         source: io::Error,
     },
+    /// A workspace could not be created, reused or prepared: git failed, the path would leave
+    /// the root or is taken, or an `after_create` or `before_run` hook failed or ran past its
+    /// timeout. The instance's start fails (and is retried by the monitor like any failed
+    /// start).
+    Workspace {
+        /// The tool id, as a file name.
+        tool: String,
+        /// The workspace key (the instance index for per-instance workspaces).
+        key: String,
+        /// The workspace's directory.
+        path: PathBuf,
+        /// What went wrong, in words (git's or the hook's last stderr line included).
+        reason: String,
+    },
 }
 
 impl Error {
@@ -318,6 +332,7 @@ impl Error {
             Error::NoSuchInstance { .. } => "no_such_instance",
             Error::Shutdown { .. } => "shutdown",
             Error::Io { .. } => "io",
+            Error::Workspace { .. } => "workspace",
         }
     }
 
@@ -554,6 +569,12 @@ impl fmt::Display for Error {
             }
             Error::Shutdown { .. } => write!(f, "shut down"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::Workspace {
+                tool,
+                key,
+                path,
+                reason,
+            } => write!(f, "workspace {} of {tool}[{key}]: {reason}", path.display()),
         }
     }
 }

@@ -41,6 +41,8 @@ pub(crate) struct Fleet {
     pub hooks: Option<DispatchHooks>,
     /// Set by shutdown: nothing new is accepted or started.
     pub closed: AtomicBool,
+    /// The instances' workspaces, when the spec asks for them.
+    pub workspaces: Option<Arc<crate::workspace::Workspaces>>,
 }
 
 impl Fleet {

@@ -49,6 +49,11 @@ pub struct InstanceStatus {
     pub failure: Option<String>,
     /// The last stderr lines.
     pub last_stderr: Vec<String>,
+    /// The directory its processes run in, when the tool has workspaces (set at its first
+    /// start).
+    pub workspace: Option<std::path::PathBuf>,
+    /// Its workspace's branch (git worktrees).
+    pub branch: Option<String>,
 }
 
 impl InstanceStatus {
@@ -103,6 +108,8 @@ pub(crate) struct InstanceInfo {
     pub failure: Option<String>,
     pub stderr_tail: VecDeque<String>,
     pub process: Option<Arc<dyn crate::launch::Launched>>,
+    /// The workspace's directory and branch, once acquired.
+    pub workspace: Option<(std::path::PathBuf, Option<String>)>,
 }
 
 impl InstanceShared {
@@ -303,6 +310,8 @@ impl InstanceShared {
             last_exit: info.last_exit,
             failure: info.failure.clone(),
             last_stderr: info.stderr_tail.iter().cloned().collect(),
+            workspace: info.workspace.as_ref().map(|(path, _)| path.clone()),
+            branch: info.workspace.as_ref().and_then(|(_, b)| b.clone()),
         }
     }
 }

@@ -183,6 +183,7 @@ mod state;
 mod stdin_wait;
 mod supervision;
 mod ticket;
+mod workspace;
 
 pub use backoff::{Backoff, BackoffConfig, Jitter};
 pub use breaker::{BreakerConfig, BreakerTransition, CircuitBreaker, CircuitState};
@@ -218,6 +219,10 @@ pub use spec::{
 pub use state::{ExitCause, ExitInfo, InstanceOutlook, InstanceState};
 pub use supervision::{LivenessProbe, SupervisionConfig};
 pub use ticket::{Chunks, Ticket};
+pub use workspace::{
+    ChangedFile, Cleanup, FileChange, Hooks, KeptWorkspace, WorkspaceKey, WorkspaceKind,
+    WorkspaceSpec,
+};
 
 /// Compiles the README's example with the doctests, so it cannot drift from the API.
 #[cfg(doctest)]

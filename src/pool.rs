@@ -38,6 +38,9 @@ pub struct ShutdownReport {
     /// How long the shutdown took.
     #[serde(with = "crate::duration::duration_ms", rename = "took_ms")]
     pub took: Duration,
+    /// The workspaces left in place (uncommitted changes, commits not on the base, or
+    /// cleanup `keep`); clean ones were removed. A later launch with the same root reuses them.
+    pub kept_workspaces: Vec<crate::workspace::KeptWorkspace>,
 }
 
 impl ShutdownReport {
@@ -169,6 +172,24 @@ impl PoolCore {
         } else if options.hosts.ssh_config.is_some() {
             return Err(Error::config("ssh_config", "needs hosts to connect to"));
         }
+        if !options.hosts.hosts.is_empty() && spec.workspace.is_enabled() {
+            return Err(Error::config(
+                "workspace",
+                "workspaces are local directories: not with hosts",
+            ));
+        }
+        let workspaces = crate::workspace::Workspaces::open(
+            &spec.workspace,
+            &spec.name,
+            spec.for_instance(0).cwd_path().as_deref(),
+        )?;
+        if spec.protocol.is_agent()
+            && options.hosts.hosts.is_empty()
+            && !spec.workspace.is_enabled()
+            && !spec.cwd.as_deref().is_some_and(|c| c.contains("{index}"))
+        {
+            crate::workspace::warn_if_shared(&spec.name, count, spec.cwd_path().as_deref());
+        }
         let (events_tx, events_rx) = unbounded();
         let (monitor_tx, monitor_rx) = unbounded();
         let fleet = Arc::new(Fleet {
@@ -180,6 +201,7 @@ impl PoolCore {
             instances: RwLock::new(Vec::with_capacity(count)),
             hooks,
             closed: AtomicBool::new(false),
+            workspaces,
         });
         let core = Arc::new(PoolCore {
             fleet: Arc::clone(&fleet),
@@ -334,6 +356,7 @@ impl PoolCore {
             hooks: self.hooks.clone(),
             max_requests: self.supervision.max_requests,
             stuck_after: self.stuck_after,
+            workspaces: self.workspaces.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("aim-io-{}-{index}", self.spec.name))
@@ -554,9 +577,15 @@ impl PoolCore {
         }
         let handles = self.instances();
         let instances = self.stop_instances(&handles);
+        let kept_workspaces = self
+            .workspaces
+            .as_ref()
+            .map(|w| w.close())
+            .unwrap_or_default();
         let done = ShutdownReport {
             instances,
             took: started.elapsed(),
+            kept_workspaces,
         };
         log::debug!("{}: shut down in {:?}", self.spec.name, done.took);
         *report = Some(done.clone());

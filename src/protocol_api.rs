@@ -38,6 +38,14 @@ pub enum ProtocolKind {
     CodexAppServer,
 }
 
+impl ProtocolKind {
+    /// Whether this is a coding agent's protocol (aider, claude, codex): tools that edit
+    /// files in their working directory.
+    pub fn is_agent(self) -> bool {
+        !matches!(self, ProtocolKind::Framed)
+    }
+}
+
 /// How to talk to one kind of tool. Shared by all instances; object safe.
 ///
 /// ```

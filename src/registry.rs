@@ -17,7 +17,10 @@ pub(crate) const TOOLS_ENV: &str = "AIM_TOOLS";
 /// [`ToolRegistry::builtin`] knows `demo` (our own demo agent), `python`, `bc`, `sqlite3`, and
 /// `aider`, `claude`, `codex` with the flags that make them usable without a terminal. A JSON
 /// file adds or overrides entries: an object whose keys are tool ids and whose values are
-/// [`ToolSpec`]s (the `name` field may be left out).
+/// [`ToolSpec`]s (the `name` field may be left out). An entry whose id is already known (a
+/// built-in such as `aider`, or a tool from an earlier file) starts from that spec and
+/// replaces only the fields it gives, each as a whole (`args` replaces every argument):
+/// `{"aider": {"workspace": {"kind": "git_worktree"}}}` is the built-in aider with worktrees.
 ///
 /// ```
 /// use aim::ToolRegistry;
@@ -99,7 +102,7 @@ impl ToolRegistry {
             }
             .at(path)
         })?;
-        for spec in parse_tools(&text).map_err(|e| e.at(path))? {
+        for spec in parse_tools(&text, &self.tools).map_err(|e| e.at(path))? {
             self.insert(spec);
         }
         Ok(())
@@ -170,7 +173,13 @@ impl ToolsFileError {
 
 /// Parses a tools file's text: an object of tool id to spec. Errors name the tool, the
 /// top-level field at fault and the line and column in the whole file.
-fn parse_tools(text: &str) -> std::result::Result<Vec<ToolSpec>, ToolsFileError> {
+///
+/// An entry whose id is in `known` (a built-in, or a tool from an earlier file) starts from
+/// that spec: each field it gives replaces that field as a whole, the others are kept.
+fn parse_tools(
+    text: &str,
+    known: &BTreeMap<String, ToolSpec>,
+) -> std::result::Result<Vec<ToolSpec>, ToolsFileError> {
     let location = |e: &serde_json::Error| (e.line() > 0).then(|| (e.line(), e.column()));
     let Entries(raw) = serde_json::from_str(text).map_err(|e| ToolsFileError {
         location: location(&e),
@@ -213,6 +222,9 @@ fn parse_tools(text: &str) -> std::result::Result<Vec<ToolSpec>, ToolsFileError>
                 strip_position(&e).to_string(),
             )
         })?;
+        if let Some(base) = known.get(&id) {
+            spec = overlay(base, value.get()).map_err(|reason| fail(None, None, reason))?;
+        }
         if spec.name.is_empty() {
             spec.name = id.clone();
         }
@@ -264,6 +276,21 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Entries<'a> {
         }
         d.deserialize_map(Visit(std::marker::PhantomData))
     }
+}
+
+/// `base` with the top-level fields of the JSON object `entry` put in their place.
+fn overlay(base: &ToolSpec, entry: &str) -> std::result::Result<ToolSpec, String> {
+    let mut merged = serde_json::to_value(base).map_err(|e| e.to_string())?;
+    let given: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(entry).map_err(|e| e.to_string())?;
+    if let serde_json::Value::Object(fields) = &mut merged {
+        fields.extend(given);
+    }
+    let mut spec: ToolSpec = serde_json::from_value(merged).map_err(|e| e.to_string())?;
+    if let Some(custom) = base.custom() {
+        spec = spec.custom_protocol(std::sync::Arc::clone(custom));
+    }
+    Ok(spec)
 }
 
 /// serde_json's message without its trailing " at line L column C" (reported separately).
@@ -512,6 +539,30 @@ mod tests {
         let registry = ToolRegistry::from_path(&path).unwrap();
         assert_eq!(registry.get("cat").unwrap().name, "cat");
         assert_eq!(registry.get("bc").unwrap().program, "/usr/bin/bc");
+        std::fs::remove_file(path).ok();
+    }
+
+    #[test]
+    fn an_entry_naming_a_known_tool_overrides_only_the_fields_it_gives() {
+        let path = temp_file(
+            "merge",
+            r#"{"aider": {"cwd": "/srv/wt-{index}", "workspace": {"kind": "git_worktree"}}}"#,
+        );
+        let registry = ToolRegistry::from_path(&path).unwrap();
+        let aider = registry.get("aider").unwrap();
+        let builtin = ToolRegistry::builtin().get("aider").unwrap();
+        assert_eq!(aider.protocol, ProtocolKind::Aider, "the protocol is kept");
+        assert_eq!(aider.args, builtin.args);
+        assert_eq!(aider.startup_timeout, builtin.startup_timeout);
+        assert_eq!(aider.cwd.as_deref(), Some("/srv/wt-{index}"));
+        assert_eq!(
+            aider.workspace.kind,
+            crate::workspace::WorkspaceKind::GitWorktree
+        );
+        // A new id still needs a program of its own.
+        let path = temp_file("merge-new", r#"{"mine": {"cwd": "/x"}}"#);
+        let err = ToolRegistry::from_path(&path).unwrap_err().to_string();
+        assert!(err.contains("program"), "{err}");
         std::fs::remove_file(path).ok();
     }
 

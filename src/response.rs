@@ -60,6 +60,11 @@ pub struct Response {
     pub context_mixed: bool,
     /// Why the context was lost, restored or mixed, in words.
     pub context_note: Option<String>,
+    /// The workspace the answering process runs in, when the tool has one.
+    pub workspace: Option<std::path::PathBuf>,
+    /// The files the turn created, modified or deleted in its workspace (committed or not),
+    /// sorted by path; from git, so only for `git_worktree` workspaces (empty otherwise).
+    pub changed_files: Vec<crate::workspace::ChangedFile>,
     /// The instance's moved-in count when the prompt was placed (for `context_mixed`).
     #[serde(skip)]
     pub(crate) mixing: u64,

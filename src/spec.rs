@@ -13,6 +13,7 @@ use crate::protocol_api::{CustomProtocol, Protocol, ProtocolKind};
 use crate::duration::{duration_ms, MAX_DURATION};
 use crate::error::{Error, Result};
 use crate::permissions::{Approvals, Approve, Approver, CustomApprover, Permissions};
+use crate::workspace::WorkspaceSpec;
 
 /// Rejects durations over [`MAX_DURATION`] (and zero, when `positive`).
 pub(crate) fn check_duration(field: &str, value: Duration, positive: bool) -> Result<()> {
@@ -350,6 +351,10 @@ pub struct ToolSpec {
     /// built-in agents say 5 min).
     #[serde(rename = "stall_timeout_ms", with = "crate::duration::opt_duration_ms")]
     pub stall_timeout: Option<Duration>,
+    /// A working directory of its own for each instance: a git worktree or a directory, with
+    /// lifecycle hooks (see [`WorkspaceSpec`]). With one, `cwd` only says which checkout
+    /// (or base directory) the workspaces come from. Defaults to none.
+    pub workspace: WorkspaceSpec,
 }
 
 impl Default for ToolSpec {
@@ -385,6 +390,7 @@ impl Default for ToolSpec {
             approval_timeout: Duration::from_secs(30),
             strict_denials: false,
             stall_timeout: None,
+            workspace: WorkspaceSpec::default(),
         }
     }
 }
@@ -435,6 +441,13 @@ impl ToolSpec {
     /// ```
     pub fn replay(mut self, replay: Replay) -> Self {
         self.replay = Some(replay);
+        self
+    }
+
+    /// Gives each instance a workspace of its own. Defaults to none
+    /// ([`crate::WorkspaceKind::None`]).
+    pub fn workspace(mut self, workspace: WorkspaceSpec) -> Self {
+        self.workspace = workspace;
         self
     }
 
@@ -721,6 +734,7 @@ impl ToolSpec {
         if self.max_prompt_bytes == 0 {
             return Err(Error::config("max_prompt_bytes", "must be positive"));
         }
+        self.workspace.validate()?;
         Ok(())
     }
 

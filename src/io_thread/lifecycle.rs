@@ -16,14 +16,21 @@ impl IoThread {
                 .map(|token| self.cfg.protocol.resume_args(token))
                 .unwrap_or_default(),
         );
-        let spawn_spec = if extra.is_empty() {
-            Arc::clone(&spec)
-        } else {
-            let mut with_resume = (*spec).clone();
-            with_resume.args.extend(extra);
-            Arc::new(with_resume)
-        };
-        let launched = match self.cfg.launcher.launch(&spawn_spec, shared.index) {
+        // The launcher is given the instance's workspace (if any) as the working directory.
+        let launched = self.prepare_workspace().and_then(|workspace| {
+            let spawn_spec = if extra.is_empty() && workspace.is_none() {
+                Arc::clone(&spec)
+            } else {
+                let mut adjusted = (*spec).clone();
+                adjusted.args.extend(extra);
+                if let Some(dir) = workspace {
+                    adjusted.cwd = Some(dir.to_string_lossy().into_owned());
+                }
+                Arc::new(adjusted)
+            };
+            self.cfg.launcher.launch(&spawn_spec, shared.index)
+        });
+        let launched = match launched {
             Ok(launched) => launched,
             Err(err) => {
                 let level = if notify.is_some() {
@@ -68,7 +75,11 @@ impl IoThread {
         let probe = Arc::clone(&process);
         context.stdin = crate::protocol::StdinProbe::new(move || probe.reading_stdin());
         context.permissions = spec.permissions;
-        context.cwd = spec.cwd.clone();
+        // Where the process runs: its workspace, if any.
+        context.cwd = match &self.workspace {
+            Some(ws) => Some(ws.path.to_string_lossy().into_owned()),
+            None => spec.cwd.clone(),
+        };
         let doorbell = Arc::clone(&self.cfg.doorbell);
         context.approvals = spec.approvals().waking(Arc::new(move || doorbell.ring()));
         let mut conversation = self.cfg.protocol.conversation(&context);
@@ -185,6 +196,7 @@ impl IoThread {
         if !self.drained_after_answer && !self.drain_between(false) {
             return;
         }
+        self.turn_begins();
         let Some(child) = &mut self.child else { return };
         let Some(job) = self.queue.pop_front() else {
             return;
@@ -326,6 +338,8 @@ impl IoThread {
                     context_restored: false,
                     context_mixed: false,
                     context_note: None,
+                    workspace: None,
+                    changed_files: Vec::new(),
                     mixing: job.mixing,
                     restore: child.restore.clone(),
                 })
@@ -336,6 +350,7 @@ impl IoThread {
                 prompt: None,
             }),
         };
+        let result = self.turn_ended(result);
         if result.is_ok() && !job.replay {
             self.remember_success(&job);
         }

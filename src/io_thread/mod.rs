@@ -14,6 +14,7 @@ mod polling;
 mod restore;
 mod stopping;
 mod streams;
+mod workspace;
 
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
@@ -72,6 +73,8 @@ pub(crate) struct IoThreadConfig {
     /// An answer running longer than this marks the instance stuck: movable queued prompts
     /// go back to the dispatcher and routers place nothing new here until it ends.
     pub stuck_after: Duration,
+    /// The pool's workspaces, when the spec asks for them.
+    pub workspaces: Option<Arc<crate::workspace::Workspaces>>,
 }
 
 /// One step of stopping a child.
@@ -167,6 +170,10 @@ pub(crate) struct IoThread {
     resume_failure: Option<String>,
     /// When the tool was last heard from during the answer in flight (for the stall timeout).
     heard_at: Option<Instant>,
+    /// This instance's workspace, once acquired (kept across restarts).
+    workspace: Option<crate::workspace::Workspace>,
+    /// The workspace's state when the answer in flight began.
+    turn_snapshot: Option<crate::workspace::Snapshot>,
 }
 
 #[derive(Clone, Copy)]
@@ -197,6 +204,8 @@ impl IoThread {
             resume_token: None,
             resume_failure: None,
             heard_at: None,
+            workspace: None,
+            turn_snapshot: None,
         }
     }
 

@@ -219,6 +219,7 @@ impl IoThread {
             answering: died_answering,
         });
         self.rehome_movable();
+        self.process_ended();
     }
 
     pub(super) fn finish_thread(&mut self, reply: Option<Sender<StopOutcome>>) {

@@ -29,6 +29,10 @@ pub struct ClusterArgs {
     pub remote_aim: Option<String>,
     /// What agents may do, and how their requests are decided (`aim run` flags).
     pub agent: AgentArgs,
+    /// `--workspace`: overrides the tool's workspace kind.
+    pub workspace: Option<aim::WorkspaceKind>,
+    /// `--workspace-root`: overrides the tool's workspace root.
+    pub workspace_root: Option<String>,
 }
 
 /// `aim run`'s agent flags, applied to the tool's spec when given.
@@ -74,6 +78,8 @@ impl ClusterArgs {
             ssh_config: None,
             remote_aim: None,
             agent: AgentArgs::default(),
+            workspace: None,
+            workspace_root: None,
         }
     }
 
@@ -108,11 +114,25 @@ impl ClusterArgs {
         .map_err(|e| e.to_string())
     }
 
+    /// The tool's spec, with `--workspace` and `--workspace-root` applied.
     pub fn spec(&self) -> Result<aim::ToolSpec, String> {
-        self.registry()?
+        let mut spec = self
+            .registry()?
             .resolve(self.tool.as_deref().unwrap_or("demo"))
             .map(|spec| self.agent.apply(spec))
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        if let Some(kind) = self.workspace {
+            spec.workspace.kind = kind;
+        }
+        if let Some(root) = &self.workspace_root {
+            if !spec.workspace.is_enabled() {
+                return Err(
+                    "--workspace-root needs a workspace: add --workspace worktree or dir".into(),
+                );
+            }
+            spec.workspace.root = Some(root.clone());
+        }
+        Ok(spec)
     }
 }
 
@@ -172,6 +192,20 @@ impl<'a> Parser<'a> {
             "--host" => c.hosts.push(self.value(arg)?.to_string()),
             "--ssh-config" => c.ssh_config = Some(self.value(arg)?.to_string()),
             "--remote-aim" => c.remote_aim = Some(self.value(arg)?.to_string()),
+            "--workspace" => {
+                c.workspace = Some(match self.value(arg)? {
+                    "worktree" | "git_worktree" => aim::WorkspaceKind::GitWorktree,
+                    "dir" => aim::WorkspaceKind::Dir,
+                    "none" => aim::WorkspaceKind::None,
+                    other => {
+                        return Err(format!(
+                            "--workspace: unknown kind {other:?} (worktree, dir or none)\n\n{}",
+                            self.usage
+                        ))
+                    }
+                })
+            }
+            "--workspace-root" => c.workspace_root = Some(self.value(arg)?.to_string()),
             "--metrics-addr" => {
                 let value = self.value(arg)?;
                 // A bare port means loopback: metrics are not exposed unless asked for.

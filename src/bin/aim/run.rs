@@ -17,6 +17,7 @@ pub const USAGE: &str = "\
 aim run [TOOL] [-n COUNT] [--strategy S] [--input text|jsonl] [--unordered] [--stream]
         [--timeout T] [--queue-timeout Q] [--tools FILE] [--metrics-addr ADDR]
         [--permissions P] [--approve none|all] [--strict-denials] [--stall-timeout T]
+        [--workspace worktree|dir|none] [--workspace-root DIR]
 
 Launches COUNT instances of TOOL (default: the built-in demo agent, 2 instances), reads
 prompts from stdin and writes one JSON line per prompt to stdout, in input order:
@@ -24,7 +25,9 @@ prompts from stdin and writes one JSON line per prompt to stdout, in input order
   (plus \"stderr\" when the tool wrote to stderr while answering, and \"session_id\",
   \"usage\", \"cost_usd\" when it reports them; \"denials\" (tool, target, reason) when an
   agent was refused something, \"files_edited\" when it reports edits; \"context_restored\",
-  \"context_mixed\", \"context_note\" for sessions when they apply)
+  \"context_mixed\", \"context_note\" for sessions when they apply;
+  \"workspace\" and \"changed_files\", e.g. [{\"path\":\"a.txt\",\"change\":\"created\"}],
+  when the tool has workspaces)
   {\"id\":1,\"error\":\"...\",\"kind\":\"timeout\"}
   {\"id\":2,\"error\":\"line 3: invalid UTF-8\",\"kind\":\"input\"}
 Ids count input lines from 0. A bad line gets its error line and the run goes on; a blank
@@ -66,6 +69,13 @@ Input (--input):
                         there is none, the tool runs under plain `ssh -T` with a warning
       --ssh-config FILE the ssh config file for --host (ssh -F FILE)
       --remote-aim PATH the aim program on the hosts (default: aim on their PATH)
+      --workspace KIND  give each instance a working directory of its own: worktree (a git
+                        worktree of the current checkout on branch aim/TOOL-N), dir (an
+                        empty directory) or none (default: the tool's setting)
+      --workspace-root DIR
+                        where the workspaces live (default: CHECKOUT.aim-workspaces next to
+                        the checkout); at the end, clean ones are removed and the others
+                        (uncommitted changes, new commits) kept and listed on stderr
 
 Agents (claude, codex, aider; see docs/tools.md, \"Letting agents change things\"):
       --permissions P   read-only, edit (change files in the working directory) or
@@ -225,6 +235,17 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
     print_metrics_summary(&cluster.metrics(), outcome.answered, outcome.failures);
     let report = cluster.shutdown();
     log::debug!("shut down in {:?}", report.took);
+    for kept in &report.kept_workspaces {
+        eprintln!(
+            "aim: kept workspace {}{}: {}",
+            kept.path.display(),
+            kept.branch
+                .as_deref()
+                .map(|b| format!(" (branch {b})"))
+                .unwrap_or_default(),
+            kept.reason
+        );
+    }
     if let Some(ended) = &outcome.ended_by {
         eprintln!("aim: {ended}");
     }
@@ -722,6 +743,10 @@ fn answer_record(id: usize, r: &aim::Response) -> serde_json::Value {
     }
     if let Some(note) = &r.context_note {
         record["context_note"] = note.as_str().into();
+    }
+    if let Some(workspace) = &r.workspace {
+        record["workspace"] = workspace.to_string_lossy().into();
+        record["changed_files"] = serde_json::json!(r.changed_files);
     }
     record
 }
