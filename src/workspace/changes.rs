@@ -26,25 +26,38 @@ pub(crate) struct Snapshot {
 /// # Errors
 /// Git's error in words.
 pub(crate) fn snapshot(dir: &Path) -> Result<Snapshot, String> {
-    let head = git(dir, &["rev-parse", "--verify", "--quiet", "HEAD"])
-        .ok()
-        .map(|s| s.trim().to_string());
+    // One command for both: the branch header carries HEAD.
     let status = git(
         dir,
         &[
             "--no-optional-locks",
             "status",
-            "--porcelain=v1",
+            "--porcelain=v2",
+            "--branch",
             "-z",
             "--untracked-files=all",
             "--no-renames",
         ],
     )?;
-    let paths: Vec<String> = status
-        .split('\0')
-        .filter(|e| e.len() > 3)
-        .map(|e| e[3..].to_string())
-        .collect();
+    let mut head = None;
+    let mut paths = Vec::new();
+    for entry in status.split('\0').filter(|e| !e.is_empty()) {
+        let path = match entry.as_bytes()[0] {
+            b'#' => {
+                if let Some(oid) = entry.strip_prefix("# branch.oid ") {
+                    head = (oid != "(initial)").then(|| oid.to_string());
+                }
+                None
+            }
+            // "1 XY sub mH mI mW hH hI path"
+            b'1' => entry.splitn(9, ' ').nth(8),
+            // "u XY sub m1 m2 m3 mW h1 h2 h3 path"
+            b'u' => entry.splitn(11, ' ').nth(10),
+            b'?' => entry.get(2..),
+            _ => None,
+        };
+        paths.extend(path.map(String::from));
+    }
     let (present, gone): (Vec<String>, Vec<String>) = paths
         .into_iter()
         .partition(|p| dir.join(p).symlink_metadata().is_ok_and(|m| m.is_file()));
