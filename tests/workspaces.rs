@@ -576,3 +576,63 @@ fn aim_run_warns_when_agents_would_share_a_checkout() {
     assert!(!stderr.contains("share the git checkout"), "{stderr}");
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+// ----- per-session workspaces -------------------------------------------------------------
+
+#[test]
+fn sessions_on_one_instance_never_see_each_others_files() {
+    init_logs();
+    let base = scratch("sessions");
+    let repo = repo(&base);
+    let root = base.join("wt");
+    let spec = python(&repo, worktrees(&root).key(aim::WorkspaceKey::Session));
+    let cluster = aim::ClusterManager::builder(spec)
+        .count(1)
+        .strategy(aim::Strategy::Sticky)
+        .session_mode(aim::SessionMode::Exclusive)
+        .supervision(fast_supervision())
+        .launch()
+        .unwrap();
+    let listing = "import os; print(os.path.basename(os.getcwd()), sorted(f for f in os.listdir('.') if f.endswith('.txt')))";
+    {
+        let alice = cluster.session("alice");
+        let answer = alice.send("_ = open('alice.txt', 'w').write('a')").unwrap();
+        assert_eq!(answer.changed_files, vec![created("alice.txt")]);
+        assert_eq!(answer.workspace, Some(root.join("python-s-alice")));
+        assert_eq!(
+            alice.send(listing).unwrap().text.trim(),
+            "python-s-alice ['alice.txt']"
+        );
+    }
+    {
+        let bob = cluster.session("bob");
+        let answer = bob.send(listing).unwrap();
+        assert_eq!(answer.instance, 0);
+        assert_eq!(answer.text.trim(), "python-s-bob []");
+        bob.send("_ = open('bob.txt', 'w').write('b')").unwrap();
+    }
+    {
+        let alice = cluster.session("alice");
+        let answer = alice.send(listing).unwrap();
+        assert_eq!(answer.text.trim(), "python-s-alice ['alice.txt']");
+    }
+    assert_eq!(
+        cluster.status()[0].branch.as_deref(),
+        Some("aim/python-s-alice")
+    );
+    let report = cluster.shutdown();
+    let mut kept: Vec<_> = report
+        .kept_workspaces
+        .iter()
+        .map(|k| k.key.clone())
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        ["s-alice", "s-bob"],
+        "both dirty; the instance's own was clean"
+    );
+    assert!(!root.join("python-0").exists());
+    assert_eq!(git(&repo, &["status", "--porcelain"]), "");
+    std::fs::remove_dir_all(&base).unwrap();
+}

@@ -196,6 +196,9 @@ impl IoThread {
         if !self.drained_after_answer && !self.drain_between(false) {
             return;
         }
+        if !self.workspace_fits_next_job() {
+            return;
+        }
         self.turn_begins();
         let Some(child) = &mut self.child else { return };
         let Some(job) = self.queue.pop_front() else {

@@ -252,6 +252,11 @@ impl Workspaces {
         }
     }
 
+    /// Whose workspaces these are.
+    pub(crate) fn key(&self) -> super::WorkspaceKey {
+        self.spec.key
+    }
+
     /// Whether turns' changes can be seen (git worktrees).
     pub(crate) fn tracks_changes(&self) -> bool {
         self.repo.is_some()

@@ -31,6 +31,7 @@ use crate::duration::duration_ms;
 use crate::error::{Error, Result};
 
 pub(crate) use changes::Snapshot;
+pub(crate) use key::sanitize_key;
 pub(crate) use manager::{Workspace, Workspaces};
 
 /// What kind of workspace each instance (or session) gets.
@@ -56,6 +57,14 @@ pub enum WorkspaceKey {
     /// conversation finds its files. The default.
     #[default]
     Instance,
+    /// Each session gets a workspace of its own (`<tool>-s-<session key>`) on its first
+    /// prompt and keeps it for its whole life, across instances and launches: before a
+    /// session's prompt is written, an instance whose process runs in another workspace is
+    /// restarted in the session's (its conversation is not carried over). Prompts without a
+    /// session use the instance's workspace. Meant for
+    /// [`SessionMode::Exclusive`](crate::SessionMode::Exclusive), where one session owns an
+    /// instance at a time.
+    Session,
 }
 
 /// What shutdown does with workspaces.
