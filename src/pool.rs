@@ -150,8 +150,13 @@ impl PoolCore {
         if count == 0 {
             return Err(Error::config("count", "must be at least 1"));
         }
-        let spec = crate::registry::resolve_demo_program(spec)?;
+        let mut spec = crate::registry::resolve_demo_program(spec)?;
         spec.validate()?;
+        if spec.protocol == crate::protocol::ProtocolKind::Aider
+            && spec.workspace.kind == crate::workspace::WorkspaceKind::GitWorktree
+        {
+            crate::protocol::aider_args_for_git_worktree(&mut spec.args);
+        }
         options.supervision.validate()?;
         if options.queue_capacity == 0 {
             return Err(Error::config("queue_capacity", "must be positive"));

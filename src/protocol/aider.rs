@@ -610,9 +610,39 @@ fn count(text: &str) -> Option<u64> {
         .map(|n| (n * scale).round() as u64)
 }
 
+/// aider's arguments for a git worktree of its own: `--no-git` (which the built-in passes so
+/// aider never runs `git init` or writes `.gitignore` in a shared directory) is dropped, so
+/// aider commits its edits on the worktree's branch, and `--no-gitignore` added, so it does
+/// not add `.aider*` to the worktree's `.gitignore`.
+pub(crate) fn args_for_git_worktree(args: &mut Vec<String>) {
+    if args.iter().any(|a| a == "--no-git") {
+        args.retain(|a| a != "--no-git");
+        if !args
+            .iter()
+            .any(|a| a == "--no-gitignore" || a == "--gitignore")
+        {
+            args.push("--no-gitignore".into());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_a_git_worktree_aider_commits_without_touching_gitignore() {
+        let mut args: Vec<String> = ["--no-git", "--yes-always"].map(String::from).into();
+        args_for_git_worktree(&mut args);
+        assert_eq!(args, ["--yes-always", "--no-gitignore"]);
+        let mut mine: Vec<String> = ["--gitignore"].map(String::from).into();
+        args_for_git_worktree(&mut mine);
+        assert_eq!(
+            mine,
+            ["--gitignore"],
+            "a spec that already uses git is left alone"
+        );
+    }
 
     fn text(transcript: &str) -> String {
         match decode(transcript.as_bytes()) {

@@ -33,6 +33,7 @@ pub use crate::protocol_api::{
     Answer, Between, Context, Conversation, Interrupt, Protocol, ProtocolKind, Step, Usage,
 };
 pub use crate::stdin_wait::{blocked_reading_stdin, StdinProbe};
+pub(crate) use aider::args_for_git_worktree as aider_args_for_git_worktree;
 pub use aider::Aider;
 pub use claude::ClaudeStreamJson;
 pub use codex::CodexAppServer;
