@@ -452,3 +452,94 @@ fn aim_run_claude_changes_files_as_shipped_and_shows_denials_and_totals() {
     assert!(lines[0].get("denials").is_none(), "{}", lines[0]);
     assert!(repo.join("by-bash").exists());
 }
+
+// ----- questions and stalls ------------------------------------------------------------------
+
+#[test]
+fn claude_asking_the_user_fails_fast_as_input_required_and_goes_on() {
+    init_logs();
+    let Some((spec, _llm, _repo)) = claude_setup("claude-ask") else {
+        return;
+    };
+    let cluster = one(spec);
+    let err = cluster
+        .send("[[ask:Which color should the button be?]]")
+        .unwrap_err();
+    match &err {
+        Error::InputRequired { question, .. } => {
+            assert_eq!(question, "Which color should the button be?")
+        }
+        other => panic!("expected InputRequired, got {other}"),
+    }
+    let answer = cluster.send("[[reply:still here]]").unwrap();
+    assert_eq!(answer.text, "still here");
+    stop_cluster(&cluster);
+}
+
+#[test]
+fn a_stalled_claude_turn_ends_at_the_stall_timeout_saying_what_it_was_doing() {
+    init_logs();
+    let Some((spec, _llm, _repo)) = claude_setup("claude-stall") else {
+        return;
+    };
+    let cluster = one(spec.stall_timeout(Duration::from_secs(2)));
+    let err = cluster.send("[[chunks:a|b]] [[delay:30000]]").unwrap_err();
+    match &err {
+        Error::Timeout {
+            stage: aim::TimeoutStage::Stalled,
+            activity,
+            ..
+        } => assert_eq!(activity.as_deref(), Some("waiting for the model"), "{err}"),
+        other => panic!("expected a stall, got {other}"),
+    }
+    assert!(
+        err.to_string().contains("last: waiting for the model"),
+        "{err}"
+    );
+    stop_cluster(&cluster);
+}
+
+/// `aim run NAME` creates then edits a file as shipped; with `--permissions read-only` the
+/// write is refused and the refusal is in the answer line's `denials`.
+fn aim_run_edits_then_read_only_refuses(name: &str, spec: ToolSpec, repo: &Path, tool: &str) {
+    let dir = repo.parent().unwrap().to_path_buf();
+    let input = "please [[write:made.txt|made by aim run]]\n\
+                 now [[edit:made.txt|made by|edited by]]\n";
+    let (lines, stderr) = aim_run(name, spec.clone(), &dir, &[], input);
+    assert_eq!(lines.len(), 2, "{lines:?}\n{stderr}");
+    assert!(
+        lines.iter().all(|l| l.get("denials").is_none()),
+        "{lines:?}"
+    );
+    assert_eq!(
+        read(&repo.join("made.txt")).as_deref().map(str::trim_end),
+        Some("edited by aim run")
+    );
+    let input = "please [[write:refused.txt|no]]\n";
+    let (lines, stderr) = aim_run(name, spec, &dir, &["--permissions", "read-only"], input);
+    assert_eq!(
+        lines[0]["denials"][0]["tool"], tool,
+        "{}\n{stderr}",
+        lines[0]
+    );
+    assert!(!repo.join("refused.txt").exists());
+    assert!(stderr.contains("; 1 denied"), "{stderr}");
+}
+
+#[test]
+fn aim_run_codex_edits_as_shipped_and_read_only_refuses() {
+    init_logs();
+    let Some((spec, _llm, repo)) = codex_setup("codex-run") else {
+        return;
+    };
+    aim_run_edits_then_read_only_refuses("codex-fake", spec, &repo, "commandExecution");
+}
+
+#[test]
+fn aim_run_aider_edits_as_shipped_and_read_only_refuses() {
+    init_logs();
+    let Some((spec, _llm, repo)) = aider_setup("aider-run") else {
+        return;
+    };
+    aim_run_edits_then_read_only_refuses("aider-fake", spec, &repo, "edit");
+}

@@ -23,6 +23,7 @@ characters; results joined by " || "), or [[reply:]]:
   - [[bash:COMMAND]]            run a shell command
   - [[escalate:COMMAND]]        run a shell command outside the sandbox (codex asks for
                                 `require_escalated`; elsewhere the same as bash)
+  - [[ask:QUESTION]]            ask the user (claude's AskUserQuestion; elsewhere ignored)
   Anthropic (claude): tool_use Write {file_path, content}, Read then Edit {file_path,
   old_string, new_string}, Bash {command}; relative paths are made absolute with the
   "working directory" claude names in its system prompt.
@@ -104,7 +105,7 @@ def plan(message):
     return [text[i:i + 8] for i in range(0, len(text), 8)] or [""], delay_s, None
 
 
-TOOL_MARKER = re.compile(r"\[\[(write|edit|bash|escalate):(.*?)\]\]", re.S)
+TOOL_MARKER = re.compile(r"\[\[(write|edit|bash|escalate|ask):(.*?)\]\]", re.S)
 
 
 def tool_steps(message):
@@ -112,8 +113,8 @@ def tool_steps(message):
     steps = []
     for kind, body in TOOL_MARKER.findall(message):
         fields = [unescape(f) for f in body.split("|")]
-        want = {"write": 2, "edit": 3, "bash": 1, "escalate": 1}[kind]
-        if kind in ("bash", "escalate"):
+        want = {"write": 2, "edit": 3, "bash": 1, "escalate": 1, "ask": 1}[kind]
+        if kind in ("bash", "escalate", "ask"):
             fields = [unescape(body)]
         if len(fields) == want:
             steps.append((kind, fields))
@@ -442,12 +443,18 @@ def claude_calls(step, cwd):
         path = absolute(fields[0])
         return [{"name": "Read", "input": {"file_path": path}},
                 {"name": "Edit", "input": {"file_path": path, "old_string": fields[1], "new_string": fields[2]}}]
+    if kind == "ask":
+        return [{"name": "AskUserQuestion", "input": {"questions": [{
+            "question": fields[0], "header": "Question", "multiSelect": False,
+            "options": [{"label": "Yes", "description": "yes"}, {"label": "No", "description": "no"}]}]}}]
     return [{"name": "Bash", "input": {"command": fields[0], "description": "Run the requested command"}}]
 
 
 def codex_call(kind, fields):
     """The Responses-API function call (codex's exec_command) for one marker."""
-    if kind == "write":
+    if kind == "ask":
+        cmd = "true"
+    elif kind == "write":
         cmd = "printf %s " + shlex.quote(fields[1]) + " > " + shlex.quote(fields[0])
     elif kind == "edit":
         script = "import sys; p, a, b = sys.argv[1:]; s = open(p).read(); open(p, 'w').write(s.replace(a, b, 1))"
