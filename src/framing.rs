@@ -19,8 +19,13 @@ pub(crate) enum Rule {
     },
     /// A line on stdout.
     Line,
-    /// A line on stdout that contains `nonce`.
-    Nonce { nonce: Vec<u8> },
+    /// A line on stdout that contains `nonce` and is not an echo of the sentinel command
+    /// (`echoes`: the command's lines, which a tool may print back, as sqlite3 does after
+    /// `.echo on`; echoed at the end of the answer, they are left out of it).
+    Nonce {
+        nonce: Vec<u8>,
+        echoes: Vec<Vec<u8>>,
+    },
     /// A JSON line on stdout whose `field` is the string `value`.
     JsonField { field: String, value: String },
     /// `quiet` without output.
@@ -58,8 +63,13 @@ impl Rule {
                 settle: *settle,
             },
             Framing::Line => Rule::Line,
-            Framing::Sentinel { .. } => Rule::Nonce {
+            Framing::Sentinel { command } => Rule::Nonce {
                 nonce: nonce.as_bytes().to_vec(),
+                echoes: command
+                    .replace("{nonce}", nonce)
+                    .lines()
+                    .map(|line| line.as_bytes().to_vec())
+                    .collect(),
             },
             Framing::JsonLines { field, value } => Rule::JsonField {
                 field: field.clone(),
@@ -403,7 +413,14 @@ impl Framer {
             let end = from + pos;
             let line = &self.stdout[start..end];
             let hit = match &self.rule {
-                Rule::Nonce { nonce } => find(line, nonce).is_some(),
+                Rule::Nonce { nonce, echoes } => {
+                    find(line, nonce).is_some()
+                        && !echoes.iter().any(|echo| {
+                            echo.as_slice() != nonce.as_slice()
+                                && find(echo, nonce).is_some()
+                                && find(line, echo).is_some()
+                        })
+                }
                 Rule::JsonField { field, value } => json_field_is(line, field, value),
                 _ => false,
             };
@@ -445,6 +462,19 @@ impl Framer {
     pub(crate) fn into_collected(mut self) -> Collected {
         if let Some(end) = self.body_end {
             self.stdout.truncate(end);
+            if let Rule::Nonce { echoes, .. } = &self.rule {
+                // The sentinel command printed back (sqlite3 `.echo on`) is not the answer.
+                for echo in echoes.iter().rev() {
+                    let cut = self.stdout.len().saturating_sub(echo.len() + 1);
+                    if self.stdout.ends_with(b"\n")
+                        && self.stdout[cut..self.stdout.len() - 1] == echo[..]
+                    {
+                        self.stdout.truncate(cut);
+                    } else {
+                        break;
+                    }
+                }
+            }
             if matches!(self.rule, Rule::Line) && self.stdout.last() == Some(&b'\r') {
                 self.stdout.pop();
             }
@@ -748,6 +778,7 @@ mod tests {
         let mut f = Framer::new(
             Rule::Nonce {
                 nonce: nonce.as_bytes().to_vec(),
+                echoes: Vec::new(),
             },
             1 << 20,
             Instant::now(),
@@ -781,6 +812,7 @@ mod tests {
         let mut f = Framer::new(
             Rule::Nonce {
                 nonce: new.as_bytes().to_vec(),
+                echoes: Vec::new(),
             },
             1 << 20,
             Instant::now(),
@@ -878,6 +910,7 @@ mod tests {
         let mut f = Framer::new(
             Rule::Nonce {
                 nonce: b"__never__".to_vec(),
+                echoes: Vec::new(),
             },
             8 << 20,
             Instant::now(),
@@ -972,6 +1005,7 @@ mod tests {
         let mut s = Framer::new(
             Rule::Nonce {
                 nonce: b"__n__".to_vec(),
+                echoes: Vec::new(),
             },
             1 << 20,
             Instant::now(),
@@ -989,6 +1023,25 @@ mod tests {
         assert_eq!(utf8_complete("a\u{1f600}".as_bytes()), 5);
         assert_eq!(utf8_complete(b"a\xff"), 2);
         assert_eq!(utf8_complete(b""), 0);
+    }
+
+    #[test]
+    fn an_echoed_sentinel_command_neither_ends_the_answer_nor_stays_in_it() {
+        let framing = Framing::Sentinel {
+            command: ";\n.print {nonce}".into(),
+        };
+        let mut f = Framer::new(Rule::for_answer(&framing, "__n__"), 1 << 20, Instant::now());
+        // sqlite3 after `.echo on`: the statement, its output, then the sentinel read back.
+        let p = feed_all(
+            &mut f,
+            &[("SELECT 1;\n1\n;\n.print __n__\n", Stream::Stdout)],
+        );
+        assert_eq!(p, Progress::Pending);
+        assert_eq!(
+            feed_all(&mut f, &[("__n__\n", Stream::Stdout)]),
+            Progress::Complete
+        );
+        assert_eq!(f.into_collected().stdout, b"SELECT 1;\n1\n");
     }
 
     #[test]

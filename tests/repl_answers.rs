@@ -230,3 +230,23 @@ fn streamed_pieces_leave_out_the_prompt_marker() {
     }
     stop_pool(&pool);
 }
+
+#[test]
+fn sqlite3_echoing_its_input_does_not_end_answers_early() {
+    init_logs();
+    let Some(spec) = sqlite3() else { return };
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    // `.echo on` prints every line sqlite3 reads, the sentinel command included.
+    let on = pool.send_to(0, ".echo on").unwrap().text;
+    assert!(!on.contains("__aim_"), "{on:?}");
+    for i in 0..5 {
+        let r = pool.send_to(0, format!("SELECT {i};")).unwrap();
+        assert!(
+            r.text.starts_with(&format!("SELECT {i};\n{i}\n")),
+            "{:?}",
+            r.text
+        );
+        assert!(!r.text.contains("__aim_"), "{:?}", r.text);
+    }
+    stop_pool(&pool);
+}
