@@ -636,3 +636,21 @@ fn sessions_on_one_instance_never_see_each_others_files() {
     assert_eq!(git(&repo, &["status", "--porcelain"]), "");
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+#[test]
+fn a_worktree_deleted_by_hand_is_made_again() {
+    init_logs();
+    let base = scratch("deleted");
+    let repo = repo(&base);
+    let root = base.join("wt");
+    let spec = python(&repo, worktrees(&root).cleanup(Cleanup::Keep));
+    stop_pool(&pool(spec.clone(), 1));
+    std::fs::remove_dir_all(root.join("python-0")).unwrap();
+    let again = pool(spec, 1);
+    let answer = again
+        .send_to(0, "import os; print(os.path.exists('README'))")
+        .unwrap();
+    assert_eq!(answer.text.trim(), "True");
+    stop_pool(&again);
+    std::fs::remove_dir_all(&base).unwrap();
+}

@@ -212,21 +212,27 @@ impl Workspaces {
         if path.exists() && std::fs::read_dir(&path).map_or(true, |mut d| d.next().is_some()) {
             return Err(fail("exists and is not a git worktree".into()));
         }
-        // A worktree deleted by hand leaves an entry that would block the add.
-        git(&repo.top, &["worktree", "prune"]).map_err(fail)?;
         let target = path.to_string_lossy().into_owned();
         let branch_new = !git::branch_exists(&repo.top, &branch);
-        let added = if !branch_new {
-            git(&repo.top, &["worktree", "add", "--quiet", &target, &branch])
-        } else {
-            git(
-                &repo.top,
-                &[
-                    "worktree", "add", "--quiet", "-b", &branch, &target, &repo.base,
-                ],
-            )
+        let add = || {
+            if branch_new {
+                git(
+                    &repo.top,
+                    &[
+                        "worktree", "add", "--quiet", "-b", &branch, &target, &repo.base,
+                    ],
+                )
+            } else {
+                git(&repo.top, &["worktree", "add", "--quiet", &target, &branch])
+            }
         };
-        added.map_err(fail)?;
+        if add().is_err() {
+            // A worktree deleted by hand leaves an entry that blocks adding it again: prune
+            // the stale entries and try once more (pruning every time costs a git command
+            // per workspace).
+            git(&repo.top, &["worktree", "prune"]).map_err(fail)?;
+            add().map_err(fail)?;
+        }
         Ok((ws, true, branch_new))
     }
 
