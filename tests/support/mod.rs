@@ -244,3 +244,4 @@ pub fn watchdog(what: &str, limit: Duration) -> Watchdog {
     Watchdog { _disarm: tx }
 }
 pub mod agents;
+pub mod sshd;

@@ -1,0 +1,214 @@
+//! Real OpenSSH hosts on loopback for tests: one `sshd` per host on its own 127.0.1.x
+//! address, each in its own PID namespace (`unshare --pid --fork --mount-proc --kill-child`),
+//! with host and user keys and an ssh config (one alias per host) generated per run.
+//! Needs root and `/usr/sbin/sshd`; [`SshHosts::start`] says SKIPPED and returns `None`
+//! otherwise.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Test hosts and the files that reach them.
+pub struct SshHosts {
+    pub dir: PathBuf,
+    /// The ssh config file: aliases `h0`, `h1`, ...
+    pub config: PathBuf,
+    pub hosts: Vec<SshHost>,
+}
+
+/// One `sshd` in its own PID namespace.
+pub struct SshHost {
+    pub alias: String,
+    pub addr: String,
+    pub port: u16,
+    sshd_config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// Whether we run as root (from `/proc/self/status`: no unsafe call needed).
+fn euid_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("run a setup command");
+    assert!(out.status.success(), "{cmd:?}: {out:?}");
+}
+
+impl SshHosts {
+    /// Starts `count` hosts (`None`, after printing SKIPPED, without root or sshd).
+    pub fn start(count: usize) -> Option<SshHosts> {
+        let root = euid_is_root();
+        if !root || !Path::new("/usr/sbin/sshd").exists() || !super::have("ssh") {
+            eprintln!("SKIPPED: needs root, /usr/sbin/sshd and ssh");
+            return None;
+        }
+        static RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let run_id = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("aim-sshd-{}-{run_id}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        for key in ["host_key", "user_key"] {
+            run(Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(dir.join(key)));
+        }
+        std::fs::copy(dir.join("user_key.pub"), dir.join("authorized_keys")).unwrap();
+        let mut config = String::new();
+        let mut hosts = Vec::new();
+        for i in 0..count {
+            // A distinct address per host and per test binary run.
+            let octet = 2 + (std::process::id() as usize * 7 + run_id * 13 + i) % 250;
+            let addr = format!("127.0.1.{octet}");
+            let port = std::net::TcpListener::bind((addr.as_str(), 0))
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let sshd_config = dir.join(format!("sshd_{i}.conf"));
+            std::fs::write(
+                &sshd_config,
+                format!(
+                    "ListenAddress {addr}\nPort {port}\nHostKey {d}/host_key\n\
+                     AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
+                     PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\n\
+                     UsePAM no\nPidFile {d}/sshd_{i}.pid\nLogLevel ERROR\nMaxSessions 100\n\
+                     MaxStartups 100\n",
+                    d = dir.display()
+                ),
+            )
+            .unwrap();
+            let alias = format!("h{i}");
+            config.push_str(&format!(
+                "Host {alias}\n  HostName {addr}\n  Port {port}\n  User root\n  IdentityFile {d}/user_key\n  \
+                 IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n",
+                d = dir.display()
+            ));
+            let mut host = SshHost {
+                alias,
+                addr,
+                port,
+                log: dir.join(format!("sshd_{i}.log")),
+                sshd_config,
+                child: None,
+            };
+            host.start();
+            hosts.push(host);
+        }
+        let config_path = dir.join("ssh_config");
+        std::fs::write(&config_path, config).unwrap();
+        let hosts = SshHosts {
+            dir,
+            config: config_path,
+            hosts,
+        };
+        for host in &hosts.hosts {
+            host.wait_listening();
+        }
+        Some(hosts)
+    }
+
+    /// The aliases, in order.
+    pub fn aliases(&self) -> Vec<String> {
+        self.hosts.iter().map(|h| h.alias.clone()).collect()
+    }
+}
+
+impl SshHost {
+    /// Starts (or restarts) this host's `sshd`.
+    pub fn start(&mut self) {
+        let child = Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+            .args(["/usr/sbin/sshd", "-D", "-f"])
+            .arg(&self.sshd_config)
+            .arg("-E")
+            .arg(&self.log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start sshd");
+        self.child = Some(child);
+    }
+
+    /// Waits until the listener accepts connections (up to 10 s).
+    pub fn wait_listening(&self) {
+        super::wait_until(Duration::from_secs(10), "sshd to listen", || {
+            std::net::TcpStream::connect((self.addr.as_str(), self.port)).is_ok()
+        });
+    }
+
+    /// Kills the host: its `sshd` and everything in its PID namespace.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pids = self.all_pids();
+            let _ = child.kill();
+            let _ = child.wait();
+            for pid in pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+
+    /// Every process in this host's namespace (host pids), the `unshare` excluded.
+    pub fn all_pids(&self) -> Vec<i32> {
+        match &self.child {
+            Some(child) => super::descendants(child.id()),
+            None => Vec::new(),
+        }
+    }
+
+    /// Processes on this host running program `name` (their `/proc/PID/comm`: not a relay
+    /// or a shell that merely names it).
+    pub fn processes(&self, name: &str) -> Vec<i32> {
+        self.all_pids()
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim_end() == name)
+            })
+            .collect()
+    }
+
+    /// The `sshd` processes serving connections (everything in the namespace but its pid 1
+    /// and what runs under the sessions).
+    pub fn session_pids(&self) -> Vec<i32> {
+        self.all_pids()
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| {
+                        let c = String::from_utf8_lossy(&c);
+                        c.starts_with("sshd") && !c.contains("-D")
+                    })
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+}
+
+impl Drop for SshHosts {
+    fn drop(&mut self) {
+        for host in &mut self.hosts {
+            // A stopped session would keep its processes alive through SIGKILL of others.
+            for pid in host.all_pids() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGCONT,
+                );
+            }
+            host.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
