@@ -292,7 +292,10 @@ impl Link {
 
     /// Whether bytes wait to be written to the `ssh` client.
     pub(crate) fn wants_write(&self) -> bool {
-        !self.wire.is_empty() || (self.shared.mode() == Mode::Relay && self.shared.has_control())
+        let known = self.shared.mode() != Mode::Unknown;
+        !self.wire.is_empty()
+            || (known && (!self.held.is_empty() || self.close_input))
+            || (self.shared.mode() == Mode::Relay && self.shared.has_control())
     }
 
     /// Writes what `fd` takes now. `Ok(true)` when the `ssh` client's stdin should now be
@@ -343,6 +346,10 @@ mod tests {
         link.decode(&far[..3]).unwrap();
         link.decode(&far[3..]).unwrap();
         assert_eq!(link.shared.mode(), Mode::Relay);
+        assert!(
+            link.wants_write(),
+            "held input goes out as soon as the far side is known"
+        );
         assert_eq!(
             link.ready.pop_front(),
             Some((Stream::Stdout, b"2\n".to_vec()))

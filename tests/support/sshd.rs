@@ -2,7 +2,7 @@
 //! address, each in its own PID namespace (`unshare --pid --fork --mount-proc --kill-child`),
 //! with host and user keys and an ssh config (one alias per host) generated per run.
 //! Needs root and `/usr/sbin/sshd`; [`SshHosts::start`] says SKIPPED and returns `None`
-//! otherwise.
+//! otherwise. Self-contained (bench/remote.rs includes it too).
 
 #![allow(dead_code)]
 
@@ -28,6 +28,58 @@ pub struct SshHost {
     child: Option<Child>,
 }
 
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every descendant of `pid`, from one pass over /proc.
+fn descendants(pid: u32) -> Vec<i32> {
+    let mut parent_of = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let ppid = std::fs::read_to_string(format!("/proc/{child}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().nth(1))
+                    .and_then(|p| p.parse::<i32>().ok())
+            });
+        if let Some(ppid) = ppid {
+            parent_of.push((child, ppid));
+        }
+    }
+    let mut found = Vec::new();
+    let mut stack = vec![pid as i32];
+    while let Some(parent) = stack.pop() {
+        for &(child, ppid) in &parent_of {
+            if ppid == parent {
+                found.push(child);
+                stack.push(child);
+            }
+        }
+    }
+    found
+}
+
 /// Whether we run as root (from `/proc/self/status`: no unsafe call needed).
 fn euid_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
@@ -47,7 +99,7 @@ impl SshHosts {
     /// Starts `count` hosts (`None`, after printing SKIPPED, without root or sshd).
     pub fn start(count: usize) -> Option<SshHosts> {
         let root = euid_is_root();
-        if !root || !Path::new("/usr/sbin/sshd").exists() || !super::have("ssh") {
+        if !root || !Path::new("/usr/sbin/sshd").exists() || !on_path("ssh") {
             eprintln!("SKIPPED: needs root, /usr/sbin/sshd and ssh");
             return None;
         }
@@ -140,7 +192,7 @@ impl SshHost {
 
     /// Waits until the listener accepts connections (up to 10 s).
     pub fn wait_listening(&self) {
-        super::wait_until(Duration::from_secs(10), "sshd to listen", || {
+        wait_for(Duration::from_secs(10), "sshd to listen", || {
             std::net::TcpStream::connect((self.addr.as_str(), self.port)).is_ok()
         });
     }
@@ -163,7 +215,7 @@ impl SshHost {
     /// Every process in this host's namespace (host pids), the `unshare` excluded.
     pub fn all_pids(&self) -> Vec<i32> {
         match &self.child {
-            Some(child) => super::descendants(child.id()),
+            Some(child) => descendants(child.id()),
             None => Vec::new(),
         }
     }
