@@ -2,7 +2,9 @@
 //! address, each in its own PID namespace (`unshare --pid --fork --mount-proc --kill-child`),
 //! with host and user keys and an ssh config (one alias per host) generated per run.
 //! Needs root and `/usr/sbin/sshd`; [`SshHosts::start`] says SKIPPED and returns `None`
-//! otherwise. Self-contained (bench/remote.rs includes it too).
+//! otherwise. Self-contained (bench/remote.rs includes it too). The sessions' login shell
+//! gets `SHLVL=1`, so bash does not read `~/.bashrc` as it does for sshd's commands (this
+//! machine's runs `pyenv init`, whose rehash lock makes concurrent sessions wait).
 
 #![allow(dead_code)]
 
@@ -134,7 +136,7 @@ impl SshHosts {
                      AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
                      PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\n\
                      UsePAM no\nPidFile {d}/sshd_{i}.pid\nLogLevel ERROR\nMaxSessions 100\n\
-                     MaxStartups 100\n",
+                     MaxStartups 100\nSetEnv SHLVL=1\n",
                     d = dir.display()
                 ),
             )
