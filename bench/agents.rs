@@ -6,7 +6,7 @@
 //! permissions and the plain driver given the same client flags.
 //!
 //! The plain driver writes a prompt to the client's stdin and reads its stdout until the
-//! protocol's end of answer (aider: `Tokens: ... received.` then a blank line and `> `;
+//! protocol's end of answer (aider: `Tokens: ... received.`, later a line `> `;
 //! claude: the `result` event; codex: `turn/completed`), all on one thread with blocking
 //! reads: the least a program that knows the protocol can do.
 //!
@@ -43,7 +43,8 @@ fn aider_plain() -> Plain {
         greeting: vec![],
         ready: |out| out.ends_with("\n> "),
         prompt: |_, p| format!("{p}\n"),
-        done: |out| out.contains(" received.") && out.ends_with("\n\n> "),
+        // After an edit, the files in the chat are listed before the prompt.
+        done: |out| out.contains(" received.") && out.ends_with("\n> "),
     }
 }
 

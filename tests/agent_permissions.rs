@@ -543,3 +543,23 @@ fn aim_run_aider_edits_as_shipped_and_read_only_refuses() {
     };
     aim_run_edits_then_read_only_refuses("aider-fake", spec, &repo, "edit");
 }
+
+#[test]
+fn claude_full_permissions_as_root_is_a_launch_error_saying_why() {
+    init_logs();
+    use std::os::unix::fs::MetadataExt;
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if !root {
+        eprintln!("SKIPPED: not running as root");
+        return;
+    }
+    let Some((spec, _llm, _repo)) = claude_setup("claude-full-root") else {
+        return;
+    };
+    let err = ClusterManager::builder(spec.permissions(Permissions::Full))
+        .count(1)
+        .supervision(fast_supervision())
+        .launch()
+        .unwrap_err();
+    assert!(err.to_string().contains("root"), "{err}");
+}
