@@ -83,7 +83,8 @@ pub enum Error {
         /// The child's last stderr lines.
         stderr: Vec<String>,
     },
-    /// The prompt cannot be sent as it is (empty, too large, contains a newline or NUL).
+    /// The prompt cannot be sent as it is (empty, too large, contains a newline or NUL, or a
+    /// line [`ToolSpec::refuse`](crate::ToolSpec::refuse) refuses).
     InvalidPrompt {
         /// Why it was rejected.
         reason: String,

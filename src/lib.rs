@@ -170,6 +170,7 @@ mod process;
 mod prometheus;
 pub mod protocol;
 mod protocol_api;
+mod refusal;
 mod registry;
 mod reply;
 mod request;
@@ -205,6 +206,7 @@ pub use permissions::{
 };
 pub use pool::{PoolBuilder, ShutdownReport, ToolProcessPool};
 pub use process::resident_memory_bytes;
+pub use refusal::Refusal;
 pub use registry::ToolRegistry;
 pub use request::Request;
 pub use response::Response;

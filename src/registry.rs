@@ -390,6 +390,25 @@ fn sqlite3_spec() -> ToolSpec {
         .framing(Framing::Sentinel {
             command: ";\n.print {nonce}".into(),
         })
+        // Each of these (and every abbreviation sqlite3 3.40 accepts) sends what follows,
+        // the sentinel included, somewhere else than standard output: into the user's file.
+        .refuse(
+            [
+                ".o",
+                ".ou",
+                ".out",
+                ".outp",
+                ".outpu",
+                ".output",
+                ".on",
+                ".onc",
+                ".once",
+                ".excel",
+                ".testcase",
+            ],
+            "it redirects sqlite3's output away from standard output, where aim reads \
+             answers and their end (the end marker would be written into the file)",
+        )
         .quit_command(".quit")
 }
 

@@ -13,6 +13,7 @@ use crate::protocol_api::{CustomProtocol, Protocol, ProtocolKind};
 use crate::duration::{duration_ms, MAX_DURATION};
 use crate::error::{Error, Result};
 use crate::permissions::{Approvals, Approve, Approver, CustomApprover, Permissions};
+use crate::refusal::{refused, Refusal};
 use crate::workspace::WorkspaceSpec;
 
 /// Rejects durations over [`MAX_DURATION`] (and zero, when `positive`).
@@ -305,6 +306,10 @@ pub struct ToolSpec {
     /// Lines written once after start, before readiness is awaited (setup commands).
     /// Defaults to none.
     pub init: Vec<String>,
+    /// Prompt lines refused with [`Error::InvalidPrompt`] before anything is written, for the
+    /// framed protocol (the built-in `sqlite3` refuses its output redirections). Defaults to
+    /// none.
+    pub refuse: Vec<Refusal>,
     /// How long an instance may take to become ready. Defaults to 30 s.
     #[serde(rename = "startup_timeout_ms", with = "duration_ms")]
     pub startup_timeout: Duration,
@@ -374,6 +379,7 @@ impl Default for ToolSpec {
             input: InputFormat::Line,
             readiness: Readiness::Auto,
             init: Vec::new(),
+            refuse: Vec::new(),
             startup_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
             quit_command: None,
@@ -571,6 +577,24 @@ impl ToolSpec {
         S: Into<String>,
     {
         self.init = lines.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds a [`Refusal`]: prompts with a line starting with one of `words` fail with
+    /// [`Error::InvalidPrompt`] giving `reason`, before anything is written (framed protocol).
+    /// Defaults to refusing nothing.
+    ///
+    /// ```
+    /// let spec = aim::ToolSpec::new("db", "sqlite3").refuse([".once"], "it redirects output");
+    /// let err = spec.render_prompt(".once out.txt".into()).unwrap_err();
+    /// assert!(err.to_string().contains("`.once` is refused: it redirects output"));
+    /// ```
+    pub fn refuse<I, S>(mut self, words: I, reason: impl Into<String>) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.refuse.push(Refusal::new(words, reason));
         self
     }
 
@@ -777,8 +801,8 @@ impl ToolSpec {
     ///
     /// # Errors
     /// [`Error::InvalidPrompt`] (with the prompt handed back) for an empty prompt, one over
-    /// `max_prompt_bytes`, one with a NUL byte, or one with a line break when the input format
-    /// has no multi-line convention.
+    /// `max_prompt_bytes`, one with a NUL byte, one with a line [`ToolSpec::refuse`] refuses,
+    /// or one with a line break when the input format has no multi-line convention.
     pub fn render_prompt(&self, prompt: String) -> Result<Vec<u8>> {
         self.render(&prompt)
             .map_err(|reason| Error::InvalidPrompt { reason, prompt })
@@ -798,6 +822,9 @@ impl ToolSpec {
         }
         if prompt.contains('\0') {
             return Err("the prompt contains a NUL byte".into());
+        }
+        if let Some(reason) = refused(&self.refuse, prompt) {
+            return Err(reason);
         }
         let multiline = prompt.contains(['\n', '\r']);
         let mut out = Vec::with_capacity(prompt.len() + 64);

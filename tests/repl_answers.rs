@@ -250,3 +250,50 @@ fn sqlite3_echoing_its_input_does_not_end_answers_early() {
     }
     stop_pool(&pool);
 }
+
+#[test]
+fn sqlite3_output_redirection_is_refused_and_never_gets_the_sentinel() {
+    init_logs();
+    let Some(spec) = sqlite3() else { return };
+    // Short, so today's code (the sentinel lost in the file) fails fast instead of in 60 s.
+    let spec = spec.request_timeout(Duration::from_secs(5));
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    let dir = std::env::temp_dir().join(format!("aim-sqlite-output-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("x");
+    let file = file.display();
+    assert_eq!(pool.send_to(0, "SELECT 0;").unwrap().text, "0\n");
+    let pid = pool.metrics().instances[0].pid;
+    for prompt in [
+        format!(".output {file}"),
+        format!(".once {file}"),
+        format!(".o {file}"),
+        format!(".\"output\" {file}"),
+        ".excel".to_string(),
+        ".testcase t".to_string(),
+    ] {
+        let err = pool.send_to(0, prompt.as_str()).unwrap_err();
+        match &err {
+            Error::InvalidPrompt {
+                reason,
+                prompt: back,
+            } => {
+                assert_eq!(back, &prompt);
+                assert!(reason.contains("standard output"), "{reason}");
+            }
+            other => panic!("{prompt:?}: {other:?}"),
+        }
+        assert_eq!(pool.send_to(0, "SELECT 1;").unwrap().text, "1\n");
+    }
+    assert!(
+        std::fs::read_dir(&dir).unwrap().next().is_none(),
+        "something was written into the user's directory"
+    );
+    assert!(!std::path::Path::new("testcase-out.txt").exists());
+    // The same process, its state untouched; other dot commands still work (CSV ends in CRLF).
+    assert_eq!(pool.metrics().instances[0].pid, pid);
+    assert_eq!(pool.send_to(0, ".mode csv").unwrap().text, "");
+    assert_eq!(pool.send_to(0, "SELECT 2;").unwrap().text, "2\r\n");
+    stop_pool(&pool);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
