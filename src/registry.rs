@@ -562,6 +562,22 @@ mod tests {
     }
 
     #[test]
+    fn refusals_come_from_tools_files() {
+        let path = temp_file(
+            "refuse",
+            r#"{"db": {"program": "sqlite3", "refuse": [{"words": [".shell"], "reason": "no"}]}}"#,
+        );
+        let db = ToolRegistry::from_path(&path).unwrap().get("db").unwrap();
+        let err = db
+            .render_prompt(".shell ls".into())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`.shell` is refused: no"), "{err}");
+        assert!(db.render_prompt("SELECT 1;".into()).is_ok());
+        std::fs::remove_file(path).ok();
+    }
+
+    #[test]
     fn an_entry_naming_a_known_tool_overrides_only_the_fields_it_gives() {
         let path = temp_file(
             "merge",
