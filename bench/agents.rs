@@ -98,6 +98,9 @@ fn tool_prompt(side: &str, i: usize) -> String {
 
 /// Startup and per-answer latencies of a plain driver of `spec`'s command (with the flags the
 /// protocol would add, so both sides run the client the same way).
+/// How long a plain driver may run one client before it is killed (the bench then fails).
+const PLAIN_DRIVER_LIMIT: Duration = Duration::from_secs(300);
+
 fn drive_plain(
     spec: &aim::ToolSpec,
     plain: &Plain,
@@ -116,6 +119,17 @@ fn drive_plain(
     }
     let began = Instant::now();
     let mut child = cmd.spawn().expect("spawn the client");
+    // A plain driver has no deadline of its own: should the client never finish an answer,
+    // kill it, so the read below sees end of output and the bench fails instead of hanging.
+    let (finished, watch) = crossbeam_channel::bounded::<()>(0);
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    std::thread::spawn(move || {
+        if watch.recv_timeout(PLAIN_DRIVER_LIMIT)
+            == Err(crossbeam_channel::RecvTimeoutError::Timeout)
+        {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    });
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = child.stdout.take().unwrap();
     let cwd = std::fs::canonicalize(spec.cwd.as_deref().unwrap_or("."))
@@ -152,6 +166,7 @@ fn drive_plain(
         latencies.push(t.elapsed());
     }
     drop(stdin);
+    drop(finished);
     let _ = child.kill();
     let _ = child.wait();
     (startup, latencies)
