@@ -27,15 +27,23 @@ fn start_at_once_starts_the_next_instance_only_when_one_is_ready() {
         .unwrap();
     assert!(cluster.health().all_healthy());
     // Spawned 0, Ready 0, Spawned 1, Ready 1, Spawned 2, Ready 2: never two starting.
-    let order: Vec<String> = events
-        .events()
-        .iter()
-        .filter_map(|e| match e {
-            Event::Spawned { instance, .. } => Some(format!("spawned {instance}")),
-            Event::Ready { instance, .. } => Some(format!("ready {instance}")),
-            _ => None,
-        })
-        .collect();
+    let order = || -> Vec<String> {
+        events
+            .events()
+            .iter()
+            .filter_map(|e| match e {
+                Event::Spawned { instance, .. } => Some(format!("spawned {instance}")),
+                Event::Ready { instance, .. } => Some(format!("ready {instance}")),
+                _ => None,
+            })
+            .collect()
+    };
+    // Events reach the sink through the monitor, after launch() has returned: wait for all
+    // six rather than read a list the last "ready" may not have reached yet.
+    wait_until(Duration::from_secs(20), "six start-up events", || {
+        order().len() >= 6
+    });
+    let order = order();
     let mut starting = 0;
     for step in &order {
         if step.starts_with("spawned") {
