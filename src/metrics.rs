@@ -25,7 +25,7 @@ pub(crate) const FAILURE_KINDS: [&str; 4] = ["timeout", "died", "rejected", "err
 /// The restart reasons counted per instance: every [`ExitCause`] after which the monitor
 /// starts a new process (a shutdown never does). Public as
 /// [`MetricsSnapshot::RESTART_REASONS`].
-pub(crate) const RESTART_REASONS: [ExitCause; 9] = [
+pub(crate) const RESTART_REASONS: [ExitCause; 10] = [
     ExitCause::Crashed,
     ExitCause::SpawnFailed,
     ExitCause::NotReady,
@@ -35,6 +35,7 @@ pub(crate) const RESTART_REASONS: [ExitCause; 9] = [
     ExitCause::Retired,
     ExitCause::Manual,
     ExitCause::Protocol,
+    ExitCause::Memory,
 ];
 
 pub(crate) fn failure_kind(error: &Error) -> usize {
@@ -451,7 +452,7 @@ impl MetricsSnapshot {
 
     /// The restart reasons counted per instance: every [`ExitCause`] after which the monitor
     /// starts a new process.
-    pub const RESTART_REASONS: [ExitCause; 9] = RESTART_REASONS;
+    pub const RESTART_REASONS: [ExitCause; 10] = RESTART_REASONS;
 
     /// Builds a snapshot from per-instance metrics plus the dispatcher's own counts.
     pub(crate) fn build(

@@ -15,7 +15,7 @@ use crate::budget::RestartBudget;
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::fleet::Fleet;
-use crate::instance::{Control, IoEvent, Job};
+use crate::instance::{Control, InstanceHandle, IoEvent, Job};
 use crate::response::Response;
 use crate::spec::RestartPolicy;
 use crate::state::ExitInfo;
@@ -351,7 +351,10 @@ impl Monitor {
         let Some(handle) = self.core.instance(index) else {
             return;
         };
-        if matches!(cause, ExitCause::Manual | ExitCause::Retired) {
+        if matches!(
+            cause,
+            ExitCause::Manual | ExitCause::Retired | ExitCause::Memory
+        ) {
             self.spawn(index, cause);
             return;
         }
@@ -471,6 +474,11 @@ impl Monitor {
                 // after the reap, and without pidfds it checks on every poll round.
                 continue;
             }
+            if let Some(limit) = self.core.spec.max_rss_bytes {
+                if check_memory(&handle, process.pid(), limit, &self.core.spec.name) {
+                    continue;
+                }
+            }
             if let (Some(max), Some(started)) = (max_lifetime, started) {
                 if now.saturating_duration_since(started) >= max
                     && handle.shared.state() == InstanceState::Ready
@@ -565,4 +573,42 @@ impl Monitor {
             });
         }
     }
+}
+
+/// Recycles an instance whose resident memory (its process and descendants) is over `limit`
+/// once it is idle, and kills it at once over twice `limit`. True when it acted.
+fn check_memory(handle: &InstanceHandle, pid: i32, limit: u64, tool: &str) -> bool {
+    if handle.shared.state() != InstanceState::Ready {
+        return false;
+    }
+    let Some(rss) = crate::resident_memory_bytes(pid, true) else {
+        return false;
+    };
+    let index = handle.shared.index;
+    let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
+    if rss > limit.saturating_mul(2) {
+        log::warn!(
+            "{tool}[{index}]: resident memory {:.1} MiB is over twice max_rss_bytes ({:.1} MiB): killing it",
+            mib(rss),
+            mib(limit)
+        );
+        handle.control(Control::Recycle {
+            cause: ExitCause::Memory,
+            drain: false,
+        });
+        return true;
+    }
+    if rss > limit && handle.shared.pending() == 0 {
+        log::warn!(
+            "{tool}[{index}]: resident memory {:.1} MiB is over max_rss_bytes ({:.1} MiB): recycling it",
+            mib(rss),
+            mib(limit)
+        );
+        handle.control(Control::Recycle {
+            cause: ExitCause::Memory,
+            drain: true,
+        });
+        return true;
+    }
+    false
 }

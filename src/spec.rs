@@ -327,6 +327,11 @@ pub struct ToolSpec {
     pub max_response_bytes: usize,
     /// The largest prompt accepted, in bytes. Defaults to 64 MiB.
     pub max_prompt_bytes: usize,
+    /// A memory limit per instance, in bytes of resident memory (the process and its
+    /// descendants), checked at each monitor poll (`health_interval`): over it, the instance
+    /// is recycled once idle; over twice it, the process is killed at once (its answer in
+    /// flight fails). Both count as restart reason `memory`. Defaults to none.
+    pub max_rss_bytes: Option<u64>,
     /// How many of the child's last stderr lines are kept. Defaults to 20.
     pub stderr_lines: usize,
     /// Strip ANSI escape sequences from output before framing. Defaults to false.
@@ -386,6 +391,7 @@ impl Default for ToolSpec {
             stop_grace: Duration::from_secs(2),
             max_response_bytes: 16 << 20,
             max_prompt_bytes: 64 << 20,
+            max_rss_bytes: None,
             stderr_lines: 20,
             strip_ansi: false,
             restart: RestartPolicy::OnFailure,
@@ -548,6 +554,13 @@ impl ToolSpec {
     /// Sets the largest accepted prompt. Defaults to 64 MiB.
     pub fn max_prompt_bytes(mut self, bytes: usize) -> Self {
         self.max_prompt_bytes = bytes;
+        self
+    }
+
+    /// Sets the memory limit per instance, in bytes of resident memory (see
+    /// [`ToolSpec::max_rss_bytes`](ToolSpec#structfield.max_rss_bytes)). Defaults to none.
+    pub fn max_rss_bytes(mut self, bytes: u64) -> Self {
+        self.max_rss_bytes = Some(bytes);
         self
     }
 
@@ -759,6 +772,9 @@ impl ToolSpec {
             return Err(Error::config("max_prompt_bytes", "must be positive"));
         }
         self.workspace.validate()?;
+        if self.max_rss_bytes == Some(0) {
+            return Err(Error::config("max_rss_bytes", "must be positive"));
+        }
         Ok(())
     }
 

@@ -41,6 +41,7 @@ impl std::fmt::Display for ExitInfo {
 /// Why an instance's process is being (or was) stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ExitCause {
     /// It exited or closed its output on its own.
     Crashed,
@@ -62,6 +63,9 @@ pub enum ExitCause {
     Shutdown,
     /// Its output broke the protocol (output where none was expected, a failed handshake).
     Protocol,
+    /// Its resident memory passed [`ToolSpec::max_rss_bytes`](crate::ToolSpec::max_rss_bytes)
+    /// (recycled when idle, killed at twice the limit).
+    Memory,
 }
 
 impl ExitCause {
@@ -78,6 +82,7 @@ impl ExitCause {
             ExitCause::Manual => "manual",
             ExitCause::Shutdown => "shutdown",
             ExitCause::Protocol => "protocol",
+            ExitCause::Memory => "memory",
         }
     }
 
@@ -85,7 +90,7 @@ impl ExitCause {
     pub fn is_failure(&self) -> bool {
         !matches!(
             self,
-            ExitCause::Retired | ExitCause::Manual | ExitCause::Shutdown
+            ExitCause::Retired | ExitCause::Manual | ExitCause::Shutdown | ExitCause::Memory
         )
     }
 }

@@ -33,6 +33,8 @@ pub struct ClusterArgs {
     pub workspace: Option<aim::WorkspaceKind>,
     /// `--workspace-root`: overrides the tool's workspace root.
     pub workspace_root: Option<String>,
+    /// `--max-rss`: the memory limit per instance, in bytes.
+    pub max_rss: Option<u64>,
 }
 
 /// `aim run`'s agent flags, applied to the tool's spec when given.
@@ -80,6 +82,7 @@ impl ClusterArgs {
             agent: AgentArgs::default(),
             workspace: None,
             workspace_root: None,
+            max_rss: None,
         }
     }
 
@@ -132,6 +135,9 @@ impl ClusterArgs {
             }
             spec.workspace.root = Some(root.clone());
         }
+        if let Some(bytes) = self.max_rss {
+            spec = spec.max_rss_bytes(bytes);
+        }
         Ok(spec)
     }
 }
@@ -155,8 +161,18 @@ impl<'a> Parser<'a> {
     }
 
     pub fn value(&mut self, flag: &str) -> Result<&'a str, String> {
+        let see = self.see_help();
         self.next()
-            .ok_or_else(|| format!("{flag} needs a value\n\n{}", self.usage))
+            .ok_or_else(|| format!("{flag} needs a value ({see})"))
+    }
+
+    /// `see `aim help run``: where the whole usage is (the command is the usage's second
+    /// word), for one-line complaints.
+    pub fn see_help(&self) -> String {
+        match self.usage.split_whitespace().nth(1) {
+            Some(command) => format!("see `aim help {command}`"),
+            None => "see `aim help`".into(),
+        }
     }
 
     pub fn number<T: std::str::FromStr>(&mut self, flag: &str) -> Result<T, String> {
@@ -170,8 +186,9 @@ impl<'a> Parser<'a> {
         parse_duration(v).map_err(|e| format!("{flag}: {e}"))
     }
 
+    /// One line: what was wrong, and where the usage is.
     pub fn unknown(&self, arg: &str) -> String {
-        format!("unknown argument {arg:?}\n\n{}", self.usage)
+        format!("unknown argument {arg:?} ({})", self.see_help())
     }
 
     /// Handles the flags shared by cluster commands; returns false for anything else.
@@ -199,13 +216,17 @@ impl<'a> Parser<'a> {
                     "none" => aim::WorkspaceKind::None,
                     other => {
                         return Err(format!(
-                            "--workspace: unknown kind {other:?} (worktree, dir or none)\n\n{}",
-                            self.usage
+                            "--workspace: unknown kind {other:?} (worktree, dir or none; {})",
+                            self.see_help()
                         ))
                     }
                 })
             }
             "--workspace-root" => c.workspace_root = Some(self.value(arg)?.to_string()),
+            "--max-rss" => {
+                let v = self.value(arg)?;
+                c.max_rss = Some(parse_size(v).map_err(|e| format!("{arg}: {e}"))?);
+            }
             "--metrics-addr" => {
                 let value = self.value(arg)?;
                 // A bare port means loopback: metrics are not exposed unless asked for.
@@ -219,6 +240,30 @@ impl<'a> Parser<'a> {
         }
         Ok(true)
     }
+}
+
+/// `500M`, `2G`, `640K` (powers of 1024), or a plain number of bytes; at least one byte.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("not a size: {text:?} (try 500M, 2G)"))?;
+    let scale = match unit.trim_end_matches(['B', 'b', 'i']) {
+        "" => 1.0,
+        "K" | "k" => 1024.0,
+        "M" | "m" => 1024.0 * 1024.0,
+        "G" | "g" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("unknown unit {other:?} in {text:?} (use K, M, G)")),
+    };
+    let bytes = value * scale;
+    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+        return Err(format!("not a size of at least one byte: {text:?}"));
+    }
+    Ok(bytes as u64)
 }
 
 /// `30s`, `500ms`, `2m`, `1h`, or a plain number of seconds.
@@ -260,5 +305,16 @@ mod tests {
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("3 weeks").is_err());
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("500M").unwrap(), 500 << 20);
+        assert_eq!(parse_size("2G").unwrap(), 2 << 30);
+        assert_eq!(parse_size("1.5KiB").unwrap(), 1536);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("3T").is_err());
     }
 }

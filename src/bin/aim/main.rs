@@ -71,7 +71,9 @@ fn dispatch(args: &[String]) -> Result<ExitCode, String> {
             println!("{text}");
             Ok(ExitCode::SUCCESS)
         }
-        other => Err(format!("unknown command {other:?}\n\n{USAGE}")),
+        other => Err(format!(
+            "unknown command {other:?} (run, soak, tools; see `aim help`)"
+        )),
     }
 }
 

@@ -14,8 +14,8 @@ use crate::args::{ClusterArgs, Parser};
 use crate::report::print_metrics_summary;
 
 pub const USAGE: &str = "\
-aim run [TOOL] [-n COUNT] [--strategy S] [--input text|jsonl] [--unordered] [--stream]
-        [--timeout T] [--queue-timeout Q] [--tools FILE] [--metrics-addr ADDR]
+aim run [TOOL] [-n COUNT] [--strategy S] [--input text|jsonl] [--session KEY] [--unordered]
+        [--stream] [--timeout T] [--queue-timeout Q] [--tools FILE] [--metrics-addr ADDR]
         [--permissions P] [--approve none|all] [--strict-denials] [--stall-timeout T]
         [--workspace worktree|dir|none] [--workspace-root DIR]
 
@@ -41,9 +41,17 @@ Input (--input):
          are an error. Sessions need sticky routing: without -s, jsonl uses sticky (said on
          stderr); with another explicit strategy a line with a session is an error.
          Sessions idle for 10 minutes are forgotten (at most 10 000 are kept).
+         A control line {\"cancel\": ID} cancels prompt ID if it is still running (it
+         gets a \"cancelled\" line); the control line gets no line and the run goes on.
+
+Stateful REPLs (python, bc, sqlite3) keep names in their process: under round-robin (the
+default) consecutive prompts go to different instances, so `x = 41` then `print(x + 1)`
+fails with a NameError. Use --session KEY, or sessions in jsonl, to keep them together.
 
   -n, --count N         instances (default 2)
   -s, --strategy S      round-robin (default), least-busy or sticky
+      --session KEY     keep every prompt on one instance (while it lives): session KEY
+                        for prompts without a session of their own; implies sticky routing
       --input MODE      text (default) or jsonl, as above
       --unordered       print each answer as it completes instead of in input order
       --stream          also print each answer's text as it arrives, as JSON lines
@@ -59,6 +67,9 @@ Input (--input):
                         starting (default: all must start, or the run fails)
       --raise-fd-limit  raise the soft open-file limit up to the hard one when COUNT
                         instances need it (about 5 descriptors each)
+      --max-rss SIZE    memory limit per instance (500M, 2G; its process and descendants):
+                        over it an instance is recycled once idle, over twice it killed at
+                        once; checked at each health poll (every 5 s), restart reason memory
       --metrics-addr A  serve Prometheus metrics at http://A/metrics while running
                         (a bare port means 127.0.0.1:PORT; another interface needs
                         --metrics-public)
@@ -92,7 +103,7 @@ prompts still running (each gets a \"cancelled\" line).
 
 Examples:
   printf 'hello\\nworld\\n' | aim run
-  printf 'x = 41\\nprint(x + 1)\\n' | aim run python -n 1
+  printf 'x = 41\\nprint(x + 1)\\n' | aim run python --session calc
   printf '{\"prompt\": \"x = 1\", \"session\": \"a\"}\\n{\"prompt\": \"print(x)\", \"session\": \"a\"}\\n' \\
       | aim run python --input jsonl
   seq 100 | aim run demo -n 4 --unordered --timeout 10s";
@@ -116,6 +127,8 @@ struct RunOptions {
     answer_timeout: Option<Duration>,
     queue_timeout: Duration,
     metrics_public: bool,
+    /// `--session KEY`: every prompt without a session of its own goes in this one.
+    session: Option<String>,
 }
 
 pub fn main(args: &[String]) -> Result<ExitCode, String> {
@@ -127,6 +140,7 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
         answer_timeout: None,
         queue_timeout: Duration::from_secs(60),
         metrics_public: false,
+        session: None,
     };
     let mut p = Parser::new(args, USAGE);
     while let Some(arg) = p.next() {
@@ -150,13 +164,14 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
             "--strict-denials" => cluster_args.agent.strict_denials = true,
             "--stall-timeout" => cluster_args.agent.stall_timeout = Some(p.duration(arg)?),
             "--queue-timeout" => options.queue_timeout = p.duration(arg)?,
+            "--session" => options.session = Some(p.value(arg)?.to_string()),
             "--input" => {
                 options.input = match p.value(arg)? {
                     "text" => InputMode::Text,
                     "jsonl" => InputMode::Jsonl,
                     other => {
                         return Err(format!(
-                            "--input: unknown mode {other:?} (text or jsonl)\n\n{USAGE}"
+                            "--input: unknown mode {other:?} (text or jsonl; see `aim help run`)"
                         ))
                     }
                 }
@@ -165,7 +180,15 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
             _ => return Err(p.unknown(arg)),
         }
     }
-    if options.input == InputMode::Jsonl && !cluster_args.strategy_set {
+    if options.session.is_some() {
+        if cluster_args.strategy_set && cluster_args.strategy != Strategy::Sticky {
+            return Err(format!(
+                "--session needs sticky routing, not {} (leave -s out, or -s sticky)",
+                cluster_args.strategy
+            ));
+        }
+        cluster_args.strategy = Strategy::Sticky;
+    } else if options.input == InputMode::Jsonl && !cluster_args.strategy_set {
         eprintln!("aim: --input jsonl: using sticky routing so sessions keep their instance");
         cluster_args.strategy = Strategy::Sticky;
     }
@@ -363,13 +386,26 @@ impl Outcome {
     }
 }
 
-/// One line of JSON input.
+/// One line of JSON input: a prompt (maybe in a session), or a control line.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsonLine {
-    prompt: String,
+    #[serde(default)]
+    prompt: Option<String>,
     #[serde(default)]
     session: Option<String>,
+    /// Cancels the prompt with this id (if it is still running).
+    #[serde(default)]
+    cancel: Option<usize>,
+}
+
+/// What one input line asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A prompt, in a session or not.
+    Prompt(String, Option<String>),
+    /// `{"cancel": ID}`: cancel prompt ID; the run goes on.
+    Cancel(usize),
 }
 
 /// A line of only whitespace: no prompt, no answer line, no failure (its id is skipped).
@@ -378,17 +414,13 @@ fn is_blank(raw: &[u8]) -> bool {
 }
 
 /// A prompt read from one input line, or why the line is not one.
-fn parse_line(
-    mode: InputMode,
-    number: usize,
-    raw: &[u8],
-) -> Result<(String, Option<String>), String> {
+fn parse_line(mode: InputMode, number: usize, raw: &[u8]) -> Result<Line, String> {
     let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
     let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
     let line = std::str::from_utf8(raw)
         .map_err(|e| format!("line {number}: invalid UTF-8 at byte {}", e.valid_up_to()))?;
     match mode {
-        InputMode::Text => Ok((line.to_string(), None)),
+        InputMode::Text => Ok(Line::Prompt(line.to_string(), None)),
         InputMode::Jsonl => {
             let parsed: JsonLine = serde_json::from_str(line).map_err(|e| {
                 // serde's message without its own "at line 1 column C": one line number.
@@ -401,7 +433,21 @@ fn parse_line(
                     column => format!("line {number} column {column}: {message}"),
                 }
             })?;
-            Ok((parsed.prompt, parsed.session))
+            match parsed {
+                JsonLine {
+                    prompt: Some(prompt),
+                    session,
+                    cancel: None,
+                } => Ok(Line::Prompt(prompt, session)),
+                JsonLine {
+                    prompt: None,
+                    session: None,
+                    cancel: Some(id),
+                } => Ok(Line::Cancel(id)),
+                _ => Err(format!(
+                    "line {number}: either {{\"prompt\": ..., \"session\": ...}} or {{\"cancel\": ID}}"
+                )),
+            }
         }
     }
 }
@@ -547,9 +593,26 @@ impl Run<'_> {
                 let _ = slots_tx.send(());
                 continue;
             }
-            let submitted = parse_line(self.options.input, this + 1, &raw)
+            let parsed = match parse_line(self.options.input, this + 1, &raw) {
+                Ok(Line::Cancel(target)) => {
+                    match outstanding.lock().get(&target) {
+                        Some(handle) => handle.cancel(),
+                        None => eprintln!(
+                            "aim: line {}: nothing to cancel: prompt {target} is not in flight",
+                            this + 1
+                        ),
+                    }
+                    let _ = done_tx.send((this, None, false));
+                    let _ = slots_tx.send(());
+                    continue;
+                }
+                Ok(Line::Prompt(prompt, session)) => Ok((prompt, session)),
+                Err(reason) => Err(reason),
+            };
+            let submitted = parsed
                 .map_err(|reason| (reason, "input"))
                 .and_then(|(prompt, session)| {
+                    let session = session.or_else(|| self.options.session.clone());
                     let mut request = Request::new(prompt)
                         .stream(self.options.stream)
                         .answer_timeout(self.answer_timeout);
@@ -759,12 +822,18 @@ mod tests {
     fn input_lines_are_text_or_strict_json() {
         assert_eq!(
             parse_line(InputMode::Text, 1, b"{1: 2}\n").unwrap(),
-            ("{1: 2}".into(), None)
+            Line::Prompt("{1: 2}".into(), None)
         );
         assert_eq!(
             parse_line(InputMode::Jsonl, 1, br#"{"prompt":"hi","session":"a"}"#).unwrap(),
-            ("hi".into(), Some("a".into()))
+            Line::Prompt("hi".into(), Some("a".into()))
         );
+        assert_eq!(
+            parse_line(InputMode::Jsonl, 1, br#"{"cancel": 7}"#).unwrap(),
+            Line::Cancel(7)
+        );
+        assert!(parse_line(InputMode::Jsonl, 1, br#"{"cancel": 7, "prompt": "x"}"#).is_err());
+        assert!(parse_line(InputMode::Jsonl, 1, br#"{}"#).is_err());
         let unknown = parse_line(InputMode::Jsonl, 3, br#"{"prompt":"hi","sesion":"a"}"#);
         let unknown = unknown.unwrap_err();
         assert!(

@@ -33,7 +33,8 @@ check fails.
   -k, --chaos-kill-every D   SIGKILL interval; 0 turns chaos off (default 1s)
   -r, --rate R               prompts per second over all senders (default: as fast as possible)
       --senders N            sender threads (default 8)
-  -s, --strategy S           round-robin, least-busy (default) or sticky
+  -s, --strategy S           least-busy (default, unlike `aim run`; below), round-robin
+                             or sticky
       --prompt TEMPLATE      the prompt; {id} becomes a unique id (default \"soak {id}\")
       --expect TEMPLATE      text each answer must contain (default \"{id}\" for the demo
                              agent, nothing for other tools)
@@ -41,8 +42,14 @@ check fails.
       --start-at-once K      start at most K instances at a time (default: all)
       --min-ready N          begin once N instances are ready (default: all)
       --raise-fd-limit       raise the soft open-file limit when the instances need it
+      --max-rss SIZE         memory limit per instance (500M, 2G), as for `aim run`
       --metrics-addr A       serve Prometheus metrics at http://A/metrics while running
                              (a bare port means 127.0.0.1:PORT)
+
+Least-busy is the default here, unlike `aim run` (round-robin): a soak keeps SENDERS prompts
+in flight at once while chaos kills instances, and least-busy sends each prompt to the
+instance with the fewest pending, so no queue grows behind a restarting instance. `aim run`
+spreads its prompts in turn.
 
 The soak tunes supervision for chaos: restarts back off from 50 ms to 2 s, a second of health
 resets the backoff, and the restart budget and breaker are wide, so kills never exhaust them.";
