@@ -19,7 +19,7 @@ use crate::instance::InstanceStatus;
 use crate::metrics::MetricsSnapshot;
 use crate::metrics_server::MetricsServer;
 use crate::monitor::{LivenessProbe, SupervisionConfig};
-use crate::pool::{DispatchHooks, PoolCore, PoolOptions, ShutdownReport, ToolProcessPool};
+use crate::pool::{DispatchHooks, JobPlan, PoolCore, PoolOptions, ShutdownReport, ToolProcessPool};
 use crate::protocol::ProtocolKind;
 use crate::registry::ToolRegistry;
 use crate::request::Request;
@@ -274,35 +274,24 @@ impl ClusterManager {
         session: Option<&SessionLink>,
     ) -> Result<Ticket> {
         let inner = self.inner();
-        let Request {
-            prompt,
-            limit,
-            idempotent,
-            session: key,
-            stream,
-            answer_timeout,
-        } = request;
-        let (mut job, rx) = inner
-            .core
-            .make_job(prompt, limit, inner.request_timeout, false)
-            .inspect_err(|e| inner.dispatch.stats.on_refused(e))?;
-        job.wait_deadline = job.submitted + inner.submit_timeout;
-        job.session = key;
-        job.answer_timeout = answer_timeout;
-        job.session_from = session.and_then(SessionLink::last_instance);
-        job.retries_left = match inner.retry {
-            RetryPolicy::Never => 0,
-            RetryPolicy::Idempotent => u8::from(idempotent),
-            RetryPolicy::Always => 1,
+        let plan = JobPlan {
+            default_timeout: inner.request_timeout,
+            pinned: false,
+            submit_timeout: Some(inner.submit_timeout),
+            retries: match inner.retry {
+                RetryPolicy::Never => |_| 0,
+                RetryPolicy::Idempotent => u8::from,
+                RetryPolicy::Always => |_| 1,
+            },
+            session,
+            dispatcher: Some(inner.dispatch.wake_sender()),
         };
-        let placed = Arc::clone(&job.placed);
-        let submitted = job.submitted;
-        let canceller = inner
+        let (job, ticket) = inner
             .core
-            .canceller(&job, Some(inner.dispatch.wake_sender()));
-        let chunks = job.stream_to_caller(stream);
+            .job_and_ticket(request, plan)
+            .inspect_err(|e| inner.dispatch.stats.on_refused(e))?;
         inner.dispatch.submit(job, wait)?;
-        Ok(Ticket::new(rx, placed, submitted, session.cloned(), canceller).with_chunks(chunks))
+        Ok(ticket)
     }
 
     crate::request::pinned_sends!("ClusterManager");
@@ -416,6 +405,28 @@ impl ClusterManager {
         self.inner().core.restart_instance(index)
     }
 
+    /// Sends `signal` to instance `index`'s process, for tests and chaos: `Signal::SIGKILL`
+    /// kills it and the monitor handles the exit like any other (restart per policy, the
+    /// answer in flight fails or moves per the retry policy). Only the tool's own process
+    /// gets it, not its process group. The pid is `status()[index].pid`, the one documented
+    /// way to read it (it changes with every restart). Returns at once.
+    ///
+    /// ```no_run
+    /// use aim::{launch_cluster, Signal, Strategy};
+    /// let cluster = launch_cluster("demo", 2, Strategy::RoundRobin)?;
+    /// let before = cluster.status()[1].pid;
+    /// cluster.signal(1, Signal::SIGKILL)?;   // instance 1 restarts with a new pid
+    /// # let _ = before;
+    /// # Ok::<(), aim::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::NoSuchInstance`]; [`Error::InstanceUnavailable`] when the instance has no
+    /// running process (starting, restarting, stopped).
+    pub fn signal(&self, index: usize, signal: crate::Signal) -> Result<()> {
+        self.inner().core.signal(index, signal)
+    }
+
     /// Grows the cluster to `count` instances (blocking until the new ones are ready), or
     /// shrinks it by draining the highest-numbered instances: their answers in flight finish,
     /// their queued prompts move to the remaining instances.
@@ -506,7 +517,8 @@ impl ClusterBuilder {
         self
     }
 
-    /// A custom router, instead of a shipped strategy.
+    /// A custom router, instead of a shipped strategy. Defaults to none: the
+    /// [`ClusterBuilder::strategy`]'s router.
     pub fn router(mut self, router: Box<dyn Router>) -> Self {
         self.router = Some(router);
         self

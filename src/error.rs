@@ -310,30 +310,38 @@ impl Error {
         }
     }
 
-    /// A short, stable name for the kind of error, used as a metrics label.
-    pub fn kind(&self) -> &'static str {
+    /// What kind of error this is, to match on without naming every field;
+    /// [`ErrorKind::as_str`] is its stable name (JSON output, metrics labels).
+    ///
+    /// ```
+    /// use aim::{Error, ErrorKind};
+    /// let err = Error::Shutdown { prompt: None };
+    /// assert_eq!(err.kind(), ErrorKind::Shutdown);
+    /// assert_eq!(err.kind().as_str(), "shutdown");
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::UnknownTool { .. } => "unknown_tool",
-            Error::InvalidConfig { .. } => "invalid_config",
-            Error::ToolsFile { .. } => "tools_file",
-            Error::DemoAgentNotFound { .. } => "demo_agent_not_found",
-            Error::Spawn { .. } => "spawn",
-            Error::NotReady { .. } => "not_ready",
-            Error::InvalidPrompt { .. } => "invalid_prompt",
-            Error::Timeout { .. } => "timeout",
-            Error::InstanceDied { .. } => "died",
-            Error::ResponseTooLarge { .. } => "too_large",
-            Error::ToolReported { .. } => "tool_error",
-            Error::InputRequired { .. } => "input_required",
-            Error::Denied { .. } => "denied",
-            Error::Cancelled { .. } => "cancelled",
-            Error::Busy { .. } => "busy",
-            Error::NoHealthyInstance { .. } => "no_healthy_instance",
-            Error::InstanceUnavailable { .. } => "unavailable",
-            Error::NoSuchInstance { .. } => "no_such_instance",
-            Error::Shutdown { .. } => "shutdown",
-            Error::Io { .. } => "io",
-            Error::Workspace { .. } => "workspace",
+            Error::UnknownTool { .. } => ErrorKind::UnknownTool,
+            Error::InvalidConfig { .. } => ErrorKind::InvalidConfig,
+            Error::ToolsFile { .. } => ErrorKind::ToolsFile,
+            Error::DemoAgentNotFound { .. } => ErrorKind::DemoAgentNotFound,
+            Error::Spawn { .. } => ErrorKind::Spawn,
+            Error::NotReady { .. } => ErrorKind::NotReady,
+            Error::InvalidPrompt { .. } => ErrorKind::InvalidPrompt,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::InstanceDied { .. } => ErrorKind::Died,
+            Error::ResponseTooLarge { .. } => ErrorKind::TooLarge,
+            Error::ToolReported { .. } => ErrorKind::ToolError,
+            Error::InputRequired { .. } => ErrorKind::InputRequired,
+            Error::Denied { .. } => ErrorKind::Denied,
+            Error::Cancelled { .. } => ErrorKind::Cancelled,
+            Error::Busy { .. } => ErrorKind::Busy,
+            Error::NoHealthyInstance { .. } => ErrorKind::NoHealthyInstance,
+            Error::InstanceUnavailable { .. } => ErrorKind::Unavailable,
+            Error::NoSuchInstance { .. } => ErrorKind::NoSuchInstance,
+            Error::Shutdown { .. } => ErrorKind::Shutdown,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Workspace { .. } => ErrorKind::Workspace,
         }
     }
 
@@ -586,6 +594,104 @@ impl std::error::Error for Error {
             Error::Spawn { source, .. } | Error::Io { source, .. } => Some(source),
             _ => None,
         }
+    }
+}
+
+/// The kind of an [`Error`], one per variant, from [`Error::kind`]: match on it; its
+/// [`as_str`](ErrorKind::as_str) name is stable (JSON output, metrics labels) and it
+/// serialises as that name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// [`Error::UnknownTool`]: `unknown_tool`.
+    UnknownTool,
+    /// [`Error::InvalidConfig`]: `invalid_config`.
+    InvalidConfig,
+    /// [`Error::ToolsFile`]: `tools_file`.
+    ToolsFile,
+    /// [`Error::DemoAgentNotFound`]: `demo_agent_not_found`.
+    DemoAgentNotFound,
+    /// [`Error::Spawn`]: `spawn`.
+    Spawn,
+    /// [`Error::NotReady`]: `not_ready`.
+    NotReady,
+    /// [`Error::InvalidPrompt`]: `invalid_prompt`.
+    InvalidPrompt,
+    /// [`Error::Timeout`]: `timeout`.
+    Timeout,
+    /// [`Error::InstanceDied`]: `died`.
+    Died,
+    /// [`Error::ResponseTooLarge`]: `too_large`.
+    TooLarge,
+    /// [`Error::ToolReported`]: `tool_error`.
+    ToolError,
+    /// [`Error::InputRequired`]: `input_required`.
+    InputRequired,
+    /// [`Error::Denied`]: `denied`.
+    Denied,
+    /// [`Error::Cancelled`]: `cancelled`.
+    Cancelled,
+    /// [`Error::Busy`]: `busy`.
+    Busy,
+    /// [`Error::NoHealthyInstance`]: `no_healthy_instance`.
+    NoHealthyInstance,
+    /// [`Error::InstanceUnavailable`]: `unavailable`.
+    Unavailable,
+    /// [`Error::NoSuchInstance`]: `no_such_instance`.
+    NoSuchInstance,
+    /// [`Error::Shutdown`]: `shutdown`.
+    Shutdown,
+    /// [`Error::Io`]: `io`.
+    Io,
+    /// [`Error::Workspace`]: `workspace`.
+    Workspace,
+}
+
+impl ErrorKind {
+    /// The kind's stable lowercase name (`timeout`, `died`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::UnknownTool => "unknown_tool",
+            ErrorKind::InvalidConfig => "invalid_config",
+            ErrorKind::ToolsFile => "tools_file",
+            ErrorKind::DemoAgentNotFound => "demo_agent_not_found",
+            ErrorKind::Spawn => "spawn",
+            ErrorKind::NotReady => "not_ready",
+            ErrorKind::InvalidPrompt => "invalid_prompt",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Died => "died",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::ToolError => "tool_error",
+            ErrorKind::InputRequired => "input_required",
+            ErrorKind::Denied => "denied",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Busy => "busy",
+            ErrorKind::NoHealthyInstance => "no_healthy_instance",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::NoSuchInstance => "no_such_instance",
+            ErrorKind::Shutdown => "shutdown",
+            ErrorKind::Io => "io",
+            ErrorKind::Workspace => "workspace",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for ErrorKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Compares with the kind's name, so `err.kind() == "timeout"` reads as before.
+impl PartialEq<&str> for ErrorKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 

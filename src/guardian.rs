@@ -29,7 +29,8 @@ const CAPACITY: usize = 1 << 16;
 const WATCH: i32 = 1;
 const UNWATCH: i32 = 2;
 
-/// Starts this process's guardian now, if it is not running yet, and returns its pid (`None`
+/// Starts this process's guardian now, if it is not running yet, and returns its pid (an
+/// `i32`, like every pid in this crate; `None`
 /// if it could not be started: then tools are still killed when their instance stops, and a
 /// PTY tool when its I/O thread dies, but not the groups of pipe tools if we are killed).
 ///
@@ -41,12 +42,8 @@ const UNWATCH: i32 = 2;
 /// let pid = aim::start_guardian().expect("the guardian runs");
 /// assert_eq!(aim::start_guardian(), Some(pid));
 /// ```
-pub fn start_guardian() -> Option<u32> {
-    Guardian::global()
-        .pipe
-        .lock()
-        .as_ref()
-        .map(|(_, pid)| *pid as u32)
+pub fn start_guardian() -> Option<i32> {
+    Guardian::global().pipe.lock().as_ref().map(|(_, pid)| *pid)
 }
 
 /// This process's guardian.

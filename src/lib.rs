@@ -192,7 +192,7 @@ pub use budget::{BudgetConfig, RestartBudget};
 pub use cancel::CancelHandle;
 pub use cluster::{launch_cluster, ClusterBuilder, ClusterHealth, ClusterManager, RetryPolicy};
 pub use duration::MAX_DURATION;
-pub use error::{Error, Result, TimeoutStage};
+pub use error::{Error, ErrorKind, Result, TimeoutStage};
 pub use events::{Event, EventSink};
 pub use guardian::start_guardian;
 pub use histogram::Histogram;
@@ -204,6 +204,9 @@ pub use permissions::{
     ApprovalRequest, Approvals, Approve, Approver, ApproverFn, Decision, Denial, Pending,
     Permissions,
 };
+/// The signal type of [`ClusterManager::signal`] and [`ToolProcessPool::signal`] (re-exported
+/// from `nix`, so callers need not depend on it).
+pub use nix::sys::signal::Signal;
 pub use pool::{PoolBuilder, ShutdownReport, ToolProcessPool};
 pub use process::resident_memory_bytes;
 pub use refusal::Refusal;

@@ -21,7 +21,8 @@ use crate::instance::{
 use crate::io_thread::{IoThread, IoThreadConfig};
 use crate::launch::{Launcher, LocalLauncher, SshLauncher};
 use crate::monitor::{Monitor, MonitorCommand};
-use crate::request::{Request, TimeLimit};
+use crate::request::Request;
+use crate::session_link::SessionLink;
 use crate::spec::ToolSpec;
 use crate::supervision::SupervisionConfig;
 use crate::ticket::Ticket;
@@ -110,6 +111,37 @@ pub(crate) struct PoolCore {
     monitor: Mutex<Option<JoinHandle<()>>>,
     report: Mutex<Option<ShutdownReport>>,
     launched: Instant,
+}
+
+/// What the pool or the cluster adds to a request to make its job (see
+/// [`PoolCore::job_and_ticket`]).
+pub(crate) struct JobPlan<'a> {
+    /// The whole request's timeout when the request sets none.
+    pub default_timeout: Duration,
+    /// Addressed to one instance by hand: never moved, no session.
+    pub pinned: bool,
+    /// How long it may wait for an eligible instance (`None`: until its deadline).
+    pub submit_timeout: Option<Duration>,
+    /// How many resends it gets after its instance dies, given whether it is idempotent.
+    pub retries: fn(bool) -> u8,
+    /// The session it is sent in, if any.
+    pub session: Option<&'a SessionLink>,
+    /// The dispatcher to poke when it is cancelled (a cluster's routed prompts).
+    pub dispatcher: Option<Sender<()>>,
+}
+
+impl JobPlan<'_> {
+    /// A pinned prompt: no session, no resends, no dispatcher.
+    pub(crate) fn pinned(default_timeout: Duration) -> Self {
+        JobPlan {
+            default_timeout,
+            pinned: true,
+            submit_timeout: None,
+            retries: |_| 0,
+            session: None,
+            dispatcher: None,
+        }
+    }
 }
 
 impl PoolCore {
@@ -398,14 +430,26 @@ impl PoolCore {
         )
     }
 
-    /// Builds a job for `prompt` that must end within `limit` (default: `default_timeout`).
-    pub(crate) fn make_job(
-        &self,
-        prompt: String,
-        limit: TimeLimit,
-        default_timeout: Duration,
-        pinned: bool,
-    ) -> Result<(Job, Arc<crate::reply::Slot>)> {
+    /// The one place a request becomes a job and its ticket: the prompt rendered for the
+    /// tool, its deadline (the request's limit, else `plan.default_timeout`), and what the
+    /// pool or the cluster adds (`plan`).
+    ///
+    /// # Errors
+    /// [`Error::Shutdown`] once the pool is closed; [`Error::InvalidPrompt`] when the
+    /// protocol rejects the prompt (both hand the prompt back).
+    pub(crate) fn job_and_ticket(
+        self: &Arc<Self>,
+        request: Request,
+        plan: JobPlan<'_>,
+    ) -> Result<(Job, Ticket)> {
+        let Request {
+            prompt,
+            limit,
+            idempotent,
+            session: key,
+            stream,
+            answer_timeout,
+        } = request;
         if self.is_closed() {
             return Err(Error::Shutdown {
                 prompt: Some(prompt),
@@ -417,28 +461,41 @@ impl PoolCore {
             Err(reason) => return Err(Error::InvalidPrompt { reason, prompt }),
         };
         let now = Instant::now();
-        let deadline = limit.resolve(now, default_timeout);
+        let deadline = limit.resolve(now, plan.default_timeout);
         let (reply, slot) = crate::reply::Reply::ticket();
-        Ok((Job::new(prompt, input, now, deadline, reply, pinned), slot))
+        let mut job = Job::new(prompt, input, now, deadline, reply, plan.pinned);
+        if let Some(wait) = plan.submit_timeout {
+            job.wait_deadline = crate::clock::after(job.submitted, wait);
+        }
+        // A pinned prompt has no session and never moves.
+        job.session = if plan.pinned { None } else { key };
+        job.answer_timeout = answer_timeout;
+        job.session_from = plan.session.and_then(SessionLink::last_instance);
+        job.retries_left = (plan.retries)(idempotent);
+        let canceller = self.canceller(&job, plan.dispatcher);
+        let chunks = job.stream_to_caller(stream);
+        let ticket = Ticket::new(
+            slot,
+            Arc::clone(&job.placed),
+            job.submitted,
+            plan.session.cloned(),
+            canceller,
+        )
+        .with_chunks(chunks);
+        Ok((job, ticket))
     }
 
     /// Builds a pinned job for `request` and queues it on instance `index`: manual addressing
-    /// for both the pool and the cluster. A pinned prompt has no session and never moves.
+    /// for both the pool and the cluster.
     pub(crate) fn submit_to(
         self: &Arc<Self>,
         index: usize,
         request: Request,
         default_timeout: Duration,
     ) -> Result<Ticket> {
-        let (mut job, slot) =
-            self.make_job(request.prompt, request.limit, default_timeout, true)?;
-        let canceller = self.canceller(&job, None);
-        let placed = Arc::clone(&job.placed);
-        let submitted = job.submitted;
-        job.answer_timeout = request.answer_timeout;
-        let chunks = job.stream_to_caller(request.stream);
+        let (job, ticket) = self.job_and_ticket(request, JobPlan::pinned(default_timeout))?;
         self.submit_pinned(index, job)?;
-        Ok(Ticket::new(slot, placed, submitted, None, canceller).with_chunks(chunks))
+        Ok(ticket)
     }
 
     /// What cancels `job` (with the dispatcher to poke, in a cluster).
@@ -483,6 +540,26 @@ impl PoolCore {
         handle.enqueue(job, slot).map_err(|job| Error::Shutdown {
             prompt: Some(job.prompt),
         })
+    }
+
+    /// Sends `signal` to instance `index`'s process (the tool alone, not its group).
+    pub(crate) fn signal(&self, index: usize, signal: crate::Signal) -> Result<()> {
+        let count = self.len();
+        let Some(handle) = self.instance(index) else {
+            return Err(Error::NoSuchInstance { index, count });
+        };
+        let process = handle.shared.info.lock().process.clone();
+        match process {
+            Some(process) if process.exit().is_none() => {
+                process.signal_tool(signal);
+                Ok(())
+            }
+            _ => Err(Error::InstanceUnavailable {
+                instance: index,
+                state: handle.shared.state().to_string(),
+                prompt: None,
+            }),
+        }
     }
 
     pub(crate) fn restart_instance(&self, index: usize) -> Result<()> {
@@ -735,6 +812,19 @@ impl ToolProcessPool {
     /// [`Error::NoSuchInstance`], [`Error::Shutdown`], or why the new process did not start.
     pub fn restart_instance(&self, index: usize) -> Result<()> {
         self.handle.core.restart_instance(index)
+    }
+
+    /// Sends `signal` to instance `index`'s process, for tests and chaos: `Signal::SIGKILL`
+    /// kills it and the monitor handles the exit like any other (restart per policy, the
+    /// answer in flight fails). Only the tool's own process gets it, not its process group.
+    /// The pid is `status()[index].pid`, the one documented way to read it (it changes with
+    /// every restart). Returns at once.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchInstance`]; [`Error::InstanceUnavailable`] when the instance has no
+    /// running process (starting, restarting, stopped).
+    pub fn signal(&self, index: usize, signal: crate::Signal) -> Result<()> {
+        self.handle.core.signal(index, signal)
     }
 
     /// A metrics snapshot of every instance (the pool has no backlog or strategy).

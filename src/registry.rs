@@ -117,6 +117,20 @@ impl ToolRegistry {
     /// [`ToolRegistry::DEMO_PROGRAM`]; pools and clusters resolve it when they launch, and
     /// [`ToolRegistry::resolve`] resolves it now.
     ///
+    /// Use `get` to inspect or serialise a spec as written (`aim tools ID` prints this one,
+    /// so the file it writes stays portable), or to change it before launching: a pool or
+    /// cluster resolves the placeholder itself. Use [`ToolRegistry::resolve`] when you need
+    /// the real program path now (to run it yourself, or to fail early when the demo agent
+    /// is missing). For every other tool the two return the same spec.
+    ///
+    /// ```
+    /// use aim::ToolRegistry;
+    /// let registry = ToolRegistry::builtin();
+    /// assert_eq!(registry.get("demo")?.program, ToolRegistry::DEMO_PROGRAM);
+    /// assert_eq!(registry.get("python")?, registry.resolve("python")?);
+    /// # Ok::<(), aim::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::UnknownTool`] listing the known ids.
     pub fn get(&self, id: &str) -> Result<ToolSpec> {
@@ -129,7 +143,8 @@ impl ToolRegistry {
             })
     }
 
-    /// The spec for `id` ready to launch: the demo agent's program path resolved.
+    /// The spec for `id` ready to launch: the demo agent's program path resolved (the only
+    /// difference from [`ToolRegistry::get`], which says when to use which).
     ///
     /// # Errors
     /// [`Error::UnknownTool`], or [`Error::DemoAgentNotFound`] for `demo` when no demo agent

@@ -30,6 +30,7 @@ pub(crate) fn check_duration(field: &str, value: Duration, positive: bool) -> Re
 /// How the child's standard streams are connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Transport {
     /// Three pipes: stdin, stdout, stderr. The default; what headless tool modes expect.
     #[default]
@@ -75,6 +76,7 @@ impl Default for PtySize {
 /// When an answer is complete. See `docs/tools.md` for choosing one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
 pub enum Framing {
     /// The answer ends when the tool prints its prompt again (`> `, `>>> `); the first marker
     /// also means the tool is ready.
@@ -146,6 +148,7 @@ pub enum Framing {
 /// How a prompt is written to the tool's stdin.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
 pub enum InputFormat {
     /// The prompt and a newline. Prompts containing a newline are rejected, since a newline
     /// would smuggle a second command into the tool.
@@ -170,6 +173,7 @@ pub enum InputFormat {
 /// When a freshly started instance counts as ready.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
 pub enum Readiness {
     /// Derived from the framing: the prompt marker for [`Framing::Prompt`], a sentinel round
     /// trip for [`Framing::Sentinel`], and at once for the others.
@@ -469,7 +473,7 @@ impl ToolSpec {
         self
     }
 
-    /// Replaces the arguments.
+    /// Replaces the arguments (`{index}` expands). Defaults to none.
     pub fn args<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -479,19 +483,20 @@ impl ToolSpec {
         self
     }
 
-    /// Sets one environment variable for the child.
+    /// Sets one environment variable for the child (`{index}` expands in the value).
+    /// Defaults to setting none: the child inherits our environment.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.set.insert(key.into(), value.into());
         self
     }
 
-    /// Sets the working directory (`{index}` expands).
+    /// Sets the working directory (`{index}` expands). Defaults to ours.
     pub fn cwd(mut self, dir: impl Into<String>) -> Self {
         self.cwd = Some(dir.into());
         self
     }
 
-    /// Sets the transport.
+    /// Sets the transport. Defaults to [`Transport::Pipes`].
     pub fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
         self
@@ -503,49 +508,50 @@ impl ToolSpec {
         self
     }
 
-    /// Sets the framing.
+    /// Sets the framing (framed protocol). Defaults to [`Framing::Line`].
     pub fn framing(mut self, framing: Framing) -> Self {
         self.framing = framing;
         self
     }
 
-    /// Sets the input format.
+    /// Sets the input format (framed protocol). Defaults to [`InputFormat::Line`].
     pub fn input(mut self, input: InputFormat) -> Self {
         self.input = input;
         self
     }
 
-    /// Sets the readiness rule.
+    /// Sets the readiness rule (framed protocol). Defaults to [`Readiness::Auto`].
     pub fn readiness(mut self, readiness: Readiness) -> Self {
         self.readiness = readiness;
         self
     }
 
-    /// Sets the startup timeout.
+    /// Sets how long an instance may take to become ready. Defaults to 30 s.
     pub fn startup_timeout(mut self, timeout: Duration) -> Self {
         self.startup_timeout = timeout;
         self
     }
 
-    /// Sets the per-request timeout.
+    /// Sets how long one request may take, counted from its submission. Defaults to 60 s.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
     }
 
-    /// Sets the quit command.
+    /// Sets the line that asks the tool to exit. Defaults to none (stdin is closed).
     pub fn quit_command(mut self, line: impl Into<String>) -> Self {
         self.quit_command = Some(line.into());
         self
     }
 
-    /// Sets the stop grace period.
+    /// Sets how long the tool gets after the quit command and after SIGTERM. Defaults to
+    /// 2 s.
     pub fn stop_grace(mut self, grace: Duration) -> Self {
         self.stop_grace = grace;
         self
     }
 
-    /// Sets the largest accepted answer.
+    /// Sets the largest accepted answer, in bytes. Defaults to 16 MiB.
     pub fn max_response_bytes(mut self, bytes: usize) -> Self {
         self.max_response_bytes = bytes;
         self
@@ -624,7 +630,8 @@ impl ToolSpec {
         self
     }
 
-    /// Sets the restart policy.
+    /// Sets when the monitor restarts a process that ended. Defaults to
+    /// [`RestartPolicy::OnFailure`].
     pub fn restart(mut self, policy: RestartPolicy) -> Self {
         self.restart = policy;
         self

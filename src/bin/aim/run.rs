@@ -630,11 +630,11 @@ impl Run<'_> {
                         Some(key) => sessions
                             .get(self.cluster, key)
                             .submit(request)
-                            .map_err(|e| (e.to_string(), e.kind())),
+                            .map_err(|e| (e.to_string(), e.kind().as_str())),
                         None => self
                             .cluster
                             .submit(request)
-                            .map_err(|e| (e.to_string(), e.kind())),
+                            .map_err(|e| (e.to_string(), e.kind().as_str())),
                     }
                 });
             match submitted {

@@ -177,7 +177,7 @@ fn sender(
                 }
             }
             Err(e) => {
-                *tally.failed.entry(e.kind()).or_default() += 1;
+                *tally.failed.entry(e.kind().as_str()).or_default() += 1;
                 shared.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
