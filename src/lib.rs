@@ -200,13 +200,13 @@ pub use instance::{InstanceStatus, StopMethod, StopOutcome};
 pub use launch::relay::run_relay;
 pub use metrics::{ClusterMetrics, InstanceMetrics, LatencySummary, MetricsSnapshot, UsageTotals};
 pub use metrics_server::MetricsServer;
+/// The signal type of [`ClusterManager::signal`] and [`ToolProcessPool::signal`] (re-exported
+/// from `nix`, so callers need not depend on it).
+pub use nix::sys::signal::Signal;
 pub use permissions::{
     ApprovalRequest, Approvals, Approve, Approver, ApproverFn, Decision, Denial, Pending,
     Permissions,
 };
-/// The signal type of [`ClusterManager::signal`] and [`ToolProcessPool::signal`] (re-exported
-/// from `nix`, so callers need not depend on it).
-pub use nix::sys::signal::Signal;
 pub use pool::{PoolBuilder, ShutdownReport, ToolProcessPool};
 pub use process::resident_memory_bytes;
 pub use refusal::Refusal;
