@@ -412,26 +412,28 @@ impl Framer {
             let start = self.scanned;
             let end = from + pos;
             let line = &self.stdout[start..end];
+            // Where the answer's body ends on a hit line.
             let hit = match &self.rule {
-                Rule::Nonce { nonce, echoes } => {
-                    find(line, nonce).is_some()
-                        && !echoes.iter().any(|echo| {
+                Rule::Nonce { nonce, echoes } => find(line, nonce)
+                    .filter(|_| {
+                        !echoes.iter().any(|echo| {
                             echo.as_slice() != nonce.as_slice()
                                 && find(echo, nonce).is_some()
                                 && find(line, echo).is_some()
                         })
+                    })
+                    // The sentinel is not part of the answer; bytes before it on its line
+                    // are (an answer without a final newline: bc `print "abc"`).
+                    .map(|at| start + at),
+                // The final JSON event is part of the answer.
+                Rule::JsonField { field, value } => {
+                    json_field_is(line, field, value).then_some(end + 1)
                 }
-                Rule::JsonField { field, value } => json_field_is(line, field, value),
-                _ => false,
+                _ => None,
             };
             self.scanned = end + 1;
-            if hit {
-                match self.rule {
-                    // The sentinel line is not part of the answer.
-                    Rule::Nonce { .. } => self.finish_at(end + 1, start),
-                    // The final JSON event is.
-                    _ => self.finish_at(end + 1, end + 1),
-                }
+            if let Some(body_end) = hit {
+                self.finish_at(end + 1, body_end);
                 return;
             }
         }
@@ -464,10 +466,14 @@ impl Framer {
             self.stdout.truncate(end);
             if let Rule::Nonce { echoes, .. } = &self.rule {
                 // The sentinel command printed back (sqlite3 `.echo on`) is not the answer.
-                for echo in echoes.iter().rev() {
+                // Its last line (with the nonce) is a whole line; an earlier one follows the
+                // answer on its line when the answer has no final newline.
+                for (i, echo) in echoes.iter().rev().enumerate() {
                     let cut = self.stdout.len().saturating_sub(echo.len() + 1);
+                    let whole_line = cut == 0 || self.stdout[cut - 1] == b'\n';
                     if self.stdout.ends_with(b"\n")
                         && self.stdout[cut..self.stdout.len() - 1] == echo[..]
+                        && (i > 0 || whole_line)
                     {
                         self.stdout.truncate(cut);
                     } else {
@@ -1042,6 +1048,51 @@ mod tests {
             Progress::Complete
         );
         assert_eq!(f.into_collected().stdout, b"SELECT 1;\n1\n");
+    }
+
+    #[test]
+    fn answer_bytes_before_the_sentinel_on_its_line_end_the_answer() {
+        let framing = Framing::Sentinel {
+            command: "print \"{nonce}\\n\"".into(),
+        };
+        let mut f = Framer::new(Rule::for_answer(&framing, "__n__"), 1 << 20, Instant::now());
+        // bc `print "abc"`: no newline, so the sentinel follows on the same line.
+        assert_eq!(
+            feed_all(
+                &mut f,
+                &[("x\nab", Stream::Stdout), ("c__n", Stream::Stdout)]
+            ),
+            Progress::Pending
+        );
+        assert_eq!(f.settled_stdout(), b"x\n");
+        assert_eq!(
+            feed_all(&mut f, &[("__\n", Stream::Stdout)]),
+            Progress::Complete
+        );
+        assert_eq!(f.settled_stdout(), b"x\nabc");
+        assert_eq!(f.into_collected().stdout, b"x\nabc");
+    }
+
+    #[test]
+    fn an_echoed_sentinel_command_after_an_answer_without_newline_is_left_out() {
+        let framing = Framing::Sentinel {
+            command: ";\n.print {nonce}".into(),
+        };
+        let mut f = Framer::new(Rule::for_answer(&framing, "__n__"), 1 << 20, Instant::now());
+        // sqlite3 `.echo on`, `.mode ascii`: the echoed `;` follows the row on its line.
+        let out = "select 1;\n1\x1e;\n.print __n__\n__n__\n";
+        assert_eq!(
+            feed_all(&mut f, &[(out, Stream::Stdout)]),
+            Progress::Complete
+        );
+        assert_eq!(f.into_collected().stdout, b"select 1;\n1\x1e");
+        // Without echo, an answer that ends in `;` keeps it.
+        let mut f = Framer::new(Rule::for_answer(&framing, "__n__"), 1 << 20, Instant::now());
+        assert_eq!(
+            feed_all(&mut f, &[("1;\n__n__\n", Stream::Stdout)]),
+            Progress::Complete
+        );
+        assert_eq!(f.into_collected().stdout, b"1;\n");
     }
 
     #[test]

@@ -297,3 +297,66 @@ fn sqlite3_output_redirection_is_refused_and_never_gets_the_sentinel() {
     stop_pool(&pool);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn bc() -> Option<ToolSpec> {
+    if !have("bc") {
+        eprintln!("SKIPPED: bc not installed");
+        return None;
+    }
+    Some(ToolRegistry::builtin().resolve("bc").unwrap())
+}
+
+#[test]
+fn bc_answer_without_a_final_newline_is_kept() {
+    init_logs();
+    let Some(spec) = bc() else { return };
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    // bc prints the sentinel right after "abc", on the same line.
+    assert_eq!(pool.send_to(0, r#"print "abc""#).unwrap().text, "abc");
+    assert_eq!(pool.send_to(0, r#"print "x=", 5"#).unwrap().text, "x=5");
+    assert_eq!(pool.send_to(0, "1+1").unwrap().text, "2\n");
+    // Streamed pieces still add up to the answer.
+    for prompt in [r#"print "abc""#, r#"print "x=", 5, "\n", "y""#, "2+2"] {
+        let ticket = pool
+            .submit_to(0, Request::new(prompt).stream(true))
+            .unwrap();
+        let chunks: Vec<String> = ticket.chunks().collect();
+        let answer = ticket.wait().unwrap();
+        assert!(!answer.text.is_empty() && !answer.text.contains("__aim_"));
+        assert_eq!(chunks.concat(), answer.text, "{prompt}: {chunks:?}");
+    }
+    stop_pool(&pool);
+}
+
+#[test]
+fn sqlite3_answer_without_a_final_newline_is_kept() {
+    init_logs();
+    let Some(spec) = sqlite3() else { return };
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    assert_eq!(
+        pool.send_to(0, ".system printf hi").unwrap().text,
+        "hi",
+        "shell output without a newline"
+    );
+    assert_eq!(pool.send_to(0, ".mode ascii").unwrap().text, "");
+    assert_eq!(pool.send_to(0, "select 1, 2;").unwrap().text, "1\x1f2\x1e");
+    let ticket = pool
+        .submit_to(0, Request::new("select 3, 4;").stream(true))
+        .unwrap();
+    let chunks: Vec<String> = ticket.chunks().collect();
+    let answer = ticket.wait().unwrap();
+    assert_eq!(answer.text, "3\x1f4\x1e");
+    assert_eq!(chunks.concat(), answer.text, "{chunks:?}");
+    assert_eq!(pool.send_to(0, ".mode list").unwrap().text, "");
+    assert_eq!(pool.send_to(0, ".separator , ;").unwrap().text, "");
+    assert_eq!(pool.send_to(0, "select 1, 2;").unwrap().text, "1,2;");
+    // Echoed input after an answer without a newline: the echo of `;` shares its line.
+    assert_eq!(pool.send_to(0, ".mode ascii").unwrap().text, "");
+    let on = pool.send_to(0, ".echo on").unwrap().text;
+    assert!(!on.contains("__aim_"), "{on:?}");
+    assert_eq!(
+        pool.send_to(0, "select 5, 6;").unwrap().text,
+        "select 5, 6;\n5\x1f6\x1e"
+    );
+    stop_pool(&pool);
+}
