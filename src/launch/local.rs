@@ -6,6 +6,9 @@
 //!   guardian (`crate::guardian`), which kills the group if this process dies by any means;
 //!   a PTY child also gets `PR_SET_PDEATHSIG`. Pipe children are spawned with `posix_spawn`
 //!   (no code runs between fork and exec), so launching does not copy our page tables.
+//! - A tool starts with SIGINT, SIGQUIT, SIGTERM and SIGHUP at their defaults even when this
+//!   process ignores them (a background job, `nohup`): then, and only then, a pipe child is
+//!   forked with a reset between fork and exec.
 //! - We only ever wait for our own pids (`waitpid(pid, WNOHANG)`), never `waitpid(-1)`, and
 //!   install no `SIGCHLD` handler: a library must not steal other code's children.
 //! - A pid is reaped once, under a lock, and never waited for again, so a recycled pid can
@@ -234,8 +237,13 @@ pub(super) fn spawn(spec: &ToolSpec, instance: usize) -> Result<(ChildProcess, C
     // exec, so std spawns with posix_spawn (vfork: no copy of our page tables, launch time
     // linear in the instance count); a PTY needs setsid and its controlling terminal there.
     let guardian = crate::guardian::Guardian::global();
+    let ignored = IgnoredStopSignals::here();
     if use_pty {
-        install_child_setup(&mut cmd, parent);
+        install_child_setup(&mut cmd, parent, ignored);
+    } else if ignored.any() {
+        // Rare (we run as a background job or under nohup): resetting needs code between
+        // fork and exec, so this spawn forks instead of using posix_spawn.
+        install_default_dispositions(&mut cmd, ignored);
     }
     // posix_spawn hands the child this thread's signal mask: a tool must see SIGPIPE.
     let unblocked = (!use_pty).then(SigpipeUnblocked::new);
@@ -419,10 +427,75 @@ impl Drop for SigpipeUnblocked {
     }
 }
 
-/// Runs in a PTY child between fork and exec: parent-death signal, a new session with the
-/// PTY as controlling terminal.
+/// The stop signals (SIGINT, SIGQUIT, SIGTERM, SIGHUP) this process ignores. An ignored
+/// disposition survives `exec`: a supervisor started as a background job of a
+/// non-interactive shell (SIGINT, SIGQUIT) or under `nohup` (SIGHUP) would hand it to every
+/// tool, and a tool that ignores SIGINT cannot be cancelled the tool's way.
+#[derive(Clone, Copy)]
+struct IgnoredStopSignals([Option<nix::libc::c_int>; 4]);
+
+impl IgnoredStopSignals {
+    const SIGNALS: [nix::libc::c_int; 4] = [
+        nix::libc::SIGINT,
+        nix::libc::SIGQUIT,
+        nix::libc::SIGTERM,
+        nix::libc::SIGHUP,
+    ];
+
+    /// Reads the current dispositions (one `sigaction` query each, nothing changed).
+    #[allow(unsafe_code)]
+    fn here() -> Self {
+        let mut ignored = [None; 4];
+        for (slot, signal) in ignored.iter_mut().zip(Self::SIGNALS) {
+            let mut old = std::mem::MaybeUninit::<nix::libc::sigaction>::zeroed();
+            // SAFETY: a null new action only reads the current one into `old`.
+            let rc = unsafe { nix::libc::sigaction(signal, std::ptr::null(), old.as_mut_ptr()) };
+            // SAFETY: on success sigaction filled `old`; it was zeroed before in any case.
+            if rc == 0 && unsafe { old.assume_init() }.sa_sigaction == nix::libc::SIG_IGN {
+                *slot = Some(signal);
+            }
+        }
+        IgnoredStopSignals(ignored)
+    }
+
+    fn any(&self) -> bool {
+        self.0.iter().any(Option::is_some)
+    }
+
+    /// Sets each ignored signal back to its default. Async-signal-safe (`signal` only), for
+    /// use between fork and exec.
+    #[allow(unsafe_code)]
+    fn reset_in_child(&self) {
+        for signal in self.0.into_iter().flatten() {
+            // SAFETY: `signal` is async-signal-safe and installs no handler of ours.
+            unsafe {
+                nix::libc::signal(signal, nix::libc::SIG_DFL);
+            }
+        }
+    }
+}
+
+/// Runs in a pipe child between fork and exec: the stop signals we ignore go back to their
+/// defaults, and no signal is blocked.
 #[allow(unsafe_code)]
-fn install_child_setup(cmd: &mut Command, parent: u32) {
+fn install_default_dispositions(cmd: &mut Command, ignored: IgnoredStopSignals) {
+    // SAFETY: the closure only makes async-signal-safe calls (signal, sigemptyset,
+    // pthread_sigmask) on its own stack and allocates nothing, as `pre_exec` requires.
+    unsafe {
+        cmd.pre_exec(move || {
+            ignored.reset_in_child();
+            let mut none = std::mem::MaybeUninit::<nix::libc::sigset_t>::uninit();
+            nix::libc::sigemptyset(none.as_mut_ptr());
+            nix::libc::pthread_sigmask(nix::libc::SIG_SETMASK, none.as_ptr(), std::ptr::null_mut());
+            Ok(())
+        });
+    }
+}
+
+/// Runs in a PTY child between fork and exec: parent-death signal, default dispositions for
+/// the stop signals, a new session with the PTY as controlling terminal.
+#[allow(unsafe_code)]
+fn install_child_setup(cmd: &mut Command, parent: u32, ignored: IgnoredStopSignals) {
     // SAFETY: the closure only makes async-signal-safe calls (prctl, getppid, sigemptyset,
     // pthread_sigmask, setsid, ioctl) on its own stack and allocates nothing, as `pre_exec`
     // requires.
@@ -435,6 +508,7 @@ fn install_child_setup(cmd: &mut Command, parent: u32) {
             if nix::libc::getppid() as u32 != parent {
                 nix::libc::_exit(1);
             }
+            ignored.reset_in_child();
             // Start with no blocked signals: the spawning I/O thread blocks SIGPIPE for itself,
             // and a tool must see SIGPIPE, SIGTERM and SIGINT as usual.
             let mut none = std::mem::MaybeUninit::<nix::libc::sigset_t>::uninit();
