@@ -344,9 +344,112 @@ impl Pending {
     }
 }
 
+/// Requests an approver is still deciding, each kept with what its protocol needs to answer
+/// it (a request id, the tool input).
+///
+/// Shared by the protocols that can have several approval requests open at once (claude's
+/// `can_use_tool`, codex's approval requests): the I/O thread asks [`deadline`](Self::deadline)
+/// when to wake and takes the [`decided`](Self::decided) ones when it does.
+#[derive(Debug)]
+pub(crate) struct PendingApprovals<T> {
+    waiting: Vec<(T, Pending)>,
+}
+
+impl<T> Default for PendingApprovals<T> {
+    fn default() -> Self {
+        PendingApprovals {
+            waiting: Vec::new(),
+        }
+    }
+}
+
+impl<T> PendingApprovals<T> {
+    /// `request`'s decision if the approver has one already; otherwise keeps it for
+    /// [`decided`](Self::decided) and returns `None`.
+    pub(crate) fn ask(
+        &mut self,
+        request: T,
+        pending: Pending,
+        now: Instant,
+    ) -> Option<(T, Decision)> {
+        match pending.poll(now) {
+            Some(decision) => Some((request, decision)),
+            None => {
+                self.waiting.push((request, pending));
+                None
+            }
+        }
+    }
+
+    /// The earliest deadline among the open requests (`None`: nothing to wake for).
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.waiting.iter().filter_map(|(_, p)| p.deadline()).min()
+    }
+
+    /// Takes the requests decided by `now` (a denial for those past their deadline), in the
+    /// order they were asked; the others stay open.
+    pub(crate) fn decided(&mut self, now: Instant) -> Vec<(T, Decision)> {
+        let mut decided = Vec::new();
+        let mut still = Vec::new();
+        for (request, pending) in std::mem::take(&mut self.waiting) {
+            match pending.poll(now) {
+                Some(decision) => decided.push((request, decision)),
+                None => still.push((request, pending)),
+            }
+        }
+        self.waiting = still;
+        decided
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pending_approvals_decide_in_order_and_deny_at_the_deadline() {
+        let now = Instant::now();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (_keep, never) = crossbeam_channel::bounded::<Decision>(1);
+        let mut open = PendingApprovals::default();
+        assert_eq!(
+            open.ask("now", Pending::Now(Decision::Allow), now),
+            Some(("now", Decision::Allow))
+        );
+        let soon = now + std::time::Duration::from_secs(1);
+        let later = now + std::time::Duration::from_secs(5);
+        assert_eq!(
+            open.ask(
+                "answered",
+                Pending::Later {
+                    rx,
+                    deadline: later
+                },
+                now
+            ),
+            None
+        );
+        assert_eq!(
+            open.ask(
+                "silent",
+                Pending::Later {
+                    rx: never,
+                    deadline: soon
+                },
+                now
+            ),
+            None
+        );
+        assert_eq!(open.deadline(), Some(soon));
+        assert!(open.decided(now).is_empty());
+        tx.send(Decision::Allow).unwrap();
+        let decided = open.decided(soon);
+        assert_eq!(decided.len(), 2);
+        assert_eq!(decided[0], ("answered", Decision::Allow));
+        assert_eq!(decided[1].0, "silent");
+        assert!(matches!(decided[1].1, Decision::Deny(_)));
+        assert_eq!(open.deadline(), None);
+    }
 
     #[test]
     fn names_round_trip() {

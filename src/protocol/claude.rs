@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 
 use super::jsonl::{str_at, u64_at, JsonLines};
 use super::{check_prompt, Answer, Between, Context, Conversation, Protocol, Step, Usage};
-use crate::permissions::{ApprovalRequest, Approvals, Decision, Denial, Pending, Permissions};
+use crate::permissions::{
+    ApprovalRequest, Approvals, Decision, Denial, PendingApprovals, Permissions,
+};
 use crate::spec::{Stream, ToolSpec};
 
 /// Tools that only read: allowed under every permission setting when claude asks.
@@ -107,7 +109,7 @@ impl Protocol for ClaudeStreamJson {
             instance: context.instance,
             approvals: context.approvals.clone(),
             permissions: context.permissions,
-            asked: Vec::new(),
+            asked: PendingApprovals::default(),
             reasons: Vec::new(),
             seen_denials: HashSet::new(),
             question: None,
@@ -134,7 +136,6 @@ struct Asked {
     request_id: String,
     tool_use_id: Option<String>,
     input: Value,
-    pending: Pending,
 }
 
 #[derive(Debug)]
@@ -143,7 +144,7 @@ struct ClaudeConversation {
     approvals: Approvals,
     permissions: Option<Permissions>,
     /// Requests the approver is deciding.
-    asked: Vec<Asked>,
+    asked: PendingApprovals<Asked>,
     /// Why tool uses were denied by us: (tool_use_id, reason).
     reasons: Vec<(String, String)>,
     /// Denials already reported (claude may repeat a session's denials).
@@ -277,18 +278,13 @@ impl Conversation for ClaudeConversation {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        self.asked.iter().filter_map(|a| a.pending.deadline()).min()
+        self.asked.deadline()
     }
 
     fn wake(&mut self, now: Instant, input: &mut Vec<u8>) -> Step {
-        let mut still = Vec::new();
-        for asked in std::mem::take(&mut self.asked) {
-            match asked.pending.poll(now) {
-                Some(decision) => self.respond(&asked, decision, input),
-                None => still.push(asked),
-            }
+        for (asked, decision) in self.asked.decided(now) {
+            self.respond(&asked, decision, input);
         }
-        self.asked = still;
         Step::Pending
     }
 
@@ -400,25 +396,19 @@ impl ClaudeConversation {
         let target = target_of(&tool_input);
         let tool_use_id = str_at(request, &["tool_use_id"]).map(str::to_string);
         self.activity = Some(format!("asking to use {tool} on {target}"));
-        let asked = |pending| Asked {
-            request_id: request_id.clone(),
-            tool_use_id: tool_use_id.clone(),
-            input: tool_input.clone(),
-            pending,
+        let asked = Asked {
+            request_id,
+            tool_use_id,
+            input: tool_input,
         };
         if QUESTION_TOOLS.contains(&tool.as_str()) {
-            let question = question_text(&tool_input);
-            self.question = Some(question);
+            self.question = Some(question_text(&asked.input));
             let decision = Decision::Deny("nobody can answer questions in this session".into());
-            self.respond(&asked(Pending::Now(decision.clone())), decision, input);
+            self.respond(&asked, decision, input);
             return;
         }
         if READ_TOOLS.contains(&tool.as_str()) || self.permissions == Some(Permissions::Full) {
-            self.respond(
-                &asked(Pending::Now(Decision::Allow)),
-                Decision::Allow,
-                input,
-            );
+            self.respond(&asked, Decision::Allow, input);
             return;
         }
         let mut ask = ApprovalRequest::new(self.instance, tool, target);
@@ -428,10 +418,8 @@ impl ClaudeConversation {
             ask = ask.with_reason(reason);
         }
         let pending = self.approvals.ask(ask, now);
-        let asked = asked(pending);
-        match asked.pending.poll(now) {
-            Some(decision) => self.respond(&asked, decision, input),
-            None => self.asked.push(asked),
+        if let Some((asked, decision)) = self.asked.ask(asked, pending, now) {
+            self.respond(&asked, decision, input);
         }
     }
 

@@ -7,7 +7,9 @@ use serde_json::{json, Value};
 
 use super::jsonl::{str_at, u64_at, JsonLines};
 use super::{check_prompt, Answer, Between, Context, Conversation, Protocol, Step, Usage};
-use crate::permissions::{ApprovalRequest, Approvals, Decision, Denial, Pending, Permissions};
+use crate::permissions::{
+    ApprovalRequest, Approvals, Decision, Denial, PendingApprovals, Permissions,
+};
 use crate::spec::{Stream, ToolSpec};
 
 /// Command actions that only read (codex's `commandActions[].type`).
@@ -154,7 +156,7 @@ impl Protocol for CodexAppServer {
             instance: context.instance,
             approvals: context.approvals.clone(),
             policy,
-            asked: Vec::new(),
+            asked: PendingApprovals::default(),
             total: None,
             limit: context.max_response_bytes,
             lines: JsonLines::default(),
@@ -235,7 +237,6 @@ struct Asked {
     method: String,
     tool: String,
     target: String,
-    pending: Pending,
 }
 
 #[derive(Debug)]
@@ -244,7 +245,7 @@ struct CodexConversation {
     approvals: Approvals,
     policy: Policy,
     /// Approval requests the approver is deciding.
-    asked: Vec<Asked>,
+    asked: PendingApprovals<Asked>,
     /// The thread's `tokenUsage.total` after the last turn.
     total: Option<Tokens>,
     limit: usize,
@@ -488,18 +489,13 @@ impl Conversation for CodexConversation {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        self.asked.iter().filter_map(|a| a.pending.deadline()).min()
+        self.asked.deadline()
     }
 
     fn wake(&mut self, now: Instant, input: &mut Vec<u8>) -> Step {
-        let mut still = Vec::new();
-        for asked in std::mem::take(&mut self.asked) {
-            match asked.pending.poll(now) {
-                Some(decision) => self.respond(&asked, decision, input),
-                None => still.push(asked),
-            }
+        for (asked, decision) in self.asked.decided(now) {
+            self.respond(&asked, decision, input);
         }
-        self.asked = still;
         Step::Pending
     }
 
@@ -630,29 +626,23 @@ impl CodexConversation {
                     .iter()
                     .all(|a| READ_ACTIONS.contains(&str_at(a, &["type"]).unwrap_or_default()))
         });
-        let asked = |pending| Asked {
-            id: id.clone(),
-            method: method.clone(),
+        let asked = Asked {
+            id,
+            method,
             tool: tool.to_string(),
             target: target.clone(),
-            pending,
         };
         if read_only || self.policy.permissions == Some(Permissions::Full) {
-            self.respond(
-                &asked(Pending::Now(Decision::Allow)),
-                Decision::Allow,
-                input,
-            );
+            self.respond(&asked, Decision::Allow, input);
             return;
         }
-        let mut ask = ApprovalRequest::new(self.instance, tool, target.clone());
+        let mut ask = ApprovalRequest::new(self.instance, tool, target);
         if let Some(reason) = str_at(&params, &["reason"]) {
             ask = ask.with_reason(reason);
         }
-        let asked = asked(self.approvals.ask(ask, now));
-        match asked.pending.poll(now) {
-            Some(decision) => self.respond(&asked, decision, input),
-            None => self.asked.push(asked),
+        let pending = self.approvals.ask(ask, now);
+        if let Some((asked, decision)) = self.asked.ask(asked, pending, now) {
+            self.respond(&asked, decision, input);
         }
     }
 
