@@ -7,42 +7,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use aim::{ChangedFile, Permissions, ToolProcessPool, ToolSpec, WorkspaceKind, WorkspaceSpec};
 use support::agents::{self, FakeLlm};
+use support::git::{git, repo};
 use support::*;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A repository with a README in one commit, and an identity for the agents' commits (their
-/// `HOME` is a scratch directory).
-fn repo(dir: &Path) -> PathBuf {
-    let repo = dir.join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["config", "user.email", "agent@example.com"]);
-    git(&repo, &["config", "user.name", "agent"]);
-    std::fs::write(repo.join("README"), "base\n").unwrap();
-    git(&repo, &["add", "README"]);
-    git(&repo, &["commit", "-qm", "base"]);
-    repo
-}
 
 /// Three instances of `spec` (named `tool`) in worktrees under `root`, prompted at once with
 /// `prompt(i)`: each branch holds one commit with exactly `expected(i)`.

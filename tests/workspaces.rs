@@ -12,6 +12,7 @@ use aim::{
     ChangedFile, Cleanup, Error, FileChange, Hooks, ToolProcessPool, ToolRegistry, ToolSpec,
     WorkspaceKind, WorkspaceSpec,
 };
+use support::git::{git, repo};
 use support::*;
 
 /// A fresh directory for one test.
@@ -20,34 +21,6 @@ fn scratch(test: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A git repository with one commit, in `<scratch>/repo`.
-fn repo(base: &Path) -> PathBuf {
-    let repo = base.join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["config", "user.email", "t@example.com"]);
-    git(&repo, &["config", "user.name", "t"]);
-    std::fs::write(repo.join("README"), "base\n").unwrap();
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-qm", "base"]);
-    repo
 }
 
 /// The built-in python REPL, started in `repo`, with a workspace of `kind` under `root`.

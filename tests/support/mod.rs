@@ -244,4 +244,5 @@ pub fn watchdog(what: &str, limit: Duration) -> Watchdog {
     Watchdog { _disarm: tx }
 }
 pub mod agents;
+pub mod git;
 pub mod sshd;
