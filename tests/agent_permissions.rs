@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aim::{
-    ApprovalRequest, Approve, ApproverFn, ClusterManager, Decision, Error, Permissions, ToolSpec,
+    ApprovalRequest, Approve, ApproverFn, ClusterManager, Decision, Denial, Error, Permissions,
+    ToolSpec,
 };
 use support::agents::{self, FakeLlm};
 use support::*;
@@ -248,21 +249,12 @@ fn claude_shell_command_is_denied_with_approve_none_and_runs_with_approve_all() 
     let Some((spec, _llm, repo)) = claude_setup("claude-bash") else {
         return;
     };
-    let prompt = "[[bash:python3 -c \"open('ran-by-claude', 'w')\"]]";
-    let cluster = one(spec.clone());
-    let answer = cluster.send(prompt).unwrap();
-    assert!(
-        answer.denials.iter().any(|d| d.tool == "Bash"),
-        "{}",
-        brief(&answer)
+    denied_with_approve_none_and_run_with_approve_all(
+        spec,
+        "[[bash:python3 -c \"open('ran-by-claude', 'w')\"]]",
+        |d| d.tool == "Bash",
+        &repo.join("ran-by-claude"),
     );
-    assert!(!repo.join("ran-by-claude").exists());
-    stop_cluster(&cluster);
-    let cluster = one(spec.approve(Approve::All));
-    let answer = cluster.send(prompt).unwrap();
-    assert!(answer.denials.is_empty(), "{:?}", answer.denials);
-    assert!(repo.join("ran-by-claude").exists(), "{}", brief(&answer));
-    stop_cluster(&cluster);
 }
 
 #[test]
@@ -272,23 +264,31 @@ fn codex_escalated_command_is_denied_with_approve_none_and_runs_with_approve_all
         return;
     };
     let outside = repo.parent().unwrap().join("outside-by-codex");
-    let prompt = format!("[[escalate:touch {}]]", outside.display());
-    let cluster = one(spec.clone());
-    let answer = cluster.send(prompt.as_str()).unwrap();
-    assert!(
-        answer
-            .denials
-            .iter()
-            .any(|d| d.tool == "commandExecution" && d.target.contains("outside-by-codex")),
-        "{}",
-        brief(&answer)
+    denied_with_approve_none_and_run_with_approve_all(
+        spec,
+        &format!("[[escalate:touch {}]]", outside.display()),
+        |d| d.tool == "commandExecution" && d.target.contains("outside-by-codex"),
+        &outside,
     );
-    assert!(!outside.exists());
+}
+
+/// `prompt` asks for a command that creates `effect`: as shipped (`--approve none`) it is
+/// denied (a denial matching `denied`, no `effect`); with [`Approve::All`] it runs.
+fn denied_with_approve_none_and_run_with_approve_all(
+    spec: ToolSpec,
+    prompt: &str,
+    denied: impl Fn(&Denial) -> bool,
+    effect: &Path,
+) {
+    let cluster = one(spec.clone());
+    let answer = cluster.send(prompt).unwrap();
+    assert!(answer.denials.iter().any(denied), "{}", brief(&answer));
+    assert!(!effect.exists());
     stop_cluster(&cluster);
     let cluster = one(spec.approve(Approve::All));
-    let answer = cluster.send(prompt.as_str()).unwrap();
+    let answer = cluster.send(prompt).unwrap();
     assert!(answer.denials.is_empty(), "{:?}", answer.denials);
-    assert!(outside.exists(), "{}", brief(&answer));
+    assert!(effect.exists(), "{}", brief(&answer));
     stop_cluster(&cluster);
 }
 

@@ -4,6 +4,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -114,15 +115,7 @@ fn min_ready_one_answers_without_waiting_for_a_slow_instance_zero() {
         "--tools",
         tools.path(),
     ]);
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"hello\n").unwrap();
-    stdin.flush().unwrap();
-    let started = Instant::now();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let waited = started.elapsed();
-    let answer: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let (answer, line, waited) = first_answer_to_hello(&mut child);
     assert!(answer["text"].is_string(), "{line}");
     assert_ne!(answer["instance"], 0, "{line}");
     // Instance 0 takes 30 s; the others are ready in well under 15 s even on a loaded box.
@@ -130,10 +123,7 @@ fn min_ready_one_answers_without_waiting_for_a_slow_instance_zero() {
         waited < Duration::from_secs(15),
         "first answer after {waited:?}"
     );
-    drop(stdin);
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).ok();
-    let status = child.wait().unwrap();
-    assert!(status.code().is_some());
+    terminate(child);
 }
 
 #[test]
@@ -160,6 +150,19 @@ fn queue_timeout_applies_while_instances_start() {
         "--tools",
         tools.path(),
     ]);
+    let (answer, line, waited) = first_answer_to_hello(&mut child);
+    assert_eq!(answer["id"], 0, "{line}");
+    assert_eq!(answer["kind"], "timeout", "{line}");
+    assert!(
+        waited < Duration::from_secs(20),
+        "answered after {waited:?}"
+    );
+    terminate(child);
+}
+
+/// Writes `hello` to `aim run`'s stdin and reads the first answer line: the line parsed, as
+/// written, and how long it took.
+fn first_answer_to_hello(child: &mut Child) -> (serde_json::Value, String, Duration) {
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"hello\n").unwrap();
     stdin.flush().unwrap();
@@ -168,14 +171,14 @@ fn queue_timeout_applies_while_instances_start() {
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     let waited = started.elapsed();
-    let answer: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(answer["id"], 0, "{line}");
-    assert_eq!(answer["kind"], "timeout", "{line}");
-    assert!(
-        waited < Duration::from_secs(20),
-        "answered after {waited:?}"
-    );
-    drop(stdin);
+    // Stdin stays open: `aim run` must not see its end before the test is done.
+    child.stdin = Some(stdin);
+    (serde_json::from_str(&line).unwrap(), line, waited)
+}
+
+/// Ends `aim run` with SIGTERM and checks it exits with a code.
+fn terminate(mut child: Child) {
+    drop(child.stdin.take());
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).ok();
     let status = child.wait().unwrap();
     assert!(status.code().is_some());

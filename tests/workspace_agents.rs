@@ -83,6 +83,14 @@ fn append_and_commit(i: usize) -> String {
     format!("[[bash:echo line-{i} >> README && git commit -qam agent-{i}]]")
 }
 
+/// Each of `tool`'s three branches (`aim/TOOL-i`) has the base README plus its own line only.
+fn each_branch_has_only_its_own_line(repo: &Path, tool: &str) {
+    for i in 0..3 {
+        let readme = git(repo, &["show", &format!("aim/{tool}-{i}:README")]);
+        assert_eq!(readme, format!("base\nline-{i}\n"), "only its own line");
+    }
+}
+
 #[test]
 fn three_claudes_commit_in_their_own_worktrees() {
     init_logs();
@@ -105,10 +113,7 @@ fn three_claudes_commit_in_their_own_worktrees() {
         append_and_commit,
         |_| modified("README"),
     );
-    for i in 0..3 {
-        let readme = git(&repo, &["show", &format!("aim/claude-{i}:README")]);
-        assert_eq!(readme, format!("base\nline-{i}\n"), "only its own line");
-    }
+    each_branch_has_only_its_own_line(&repo, "claude");
 }
 
 #[test]
@@ -130,10 +135,7 @@ fn three_codexes_commit_in_their_own_worktrees() {
         append_and_commit,
         |_| modified("README"),
     );
-    for i in 0..3 {
-        let readme = git(&repo, &["show", &format!("aim/codex-{i}:README")]);
-        assert_eq!(readme, format!("base\nline-{i}\n"), "only its own line");
-    }
+    each_branch_has_only_its_own_line(&repo, "codex");
 }
 
 #[test]
