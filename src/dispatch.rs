@@ -54,6 +54,7 @@ impl Outlook {
                     activity: None,
                     instance: None,
                     waited,
+                    limit: Some(limit.saturating_duration_since(job.submitted)),
                     stage: TimeoutStage::Backlog,
                     prompt: None,
                 }

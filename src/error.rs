@@ -100,8 +100,13 @@ pub enum Error {
     Timeout {
         /// The instance the request was on, if it reached one.
         instance: Option<usize>,
-        /// How long the request waited in all.
+        /// How long the request waited in all, from its submission (time spent waiting for
+        /// an instance and queued included).
         waited: Duration,
+        /// The configured limit that passed, when known: the answer timeout (counted from
+        /// when the prompt was written to the tool), the stall timeout, or the request
+        /// timeout (counted from submission).
+        limit: Option<Duration>,
         /// Where it was when its deadline passed.
         stage: TimeoutStage,
         /// What the tool was last doing or asking, in words, when its protocol knows (an
@@ -410,6 +415,20 @@ impl TimeoutStage {
     }
 }
 
+/// A measured duration as people read it: whole milliseconds under a second, else seconds
+/// to the millisecond (`6.720s`).
+struct Millis(Duration);
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 < Duration::from_secs(1) {
+            write!(f, "{}ms", self.0.as_millis())
+        } else {
+            write!(f, "{:.3}s", self.0.as_secs_f64())
+        }
+    }
+}
+
 fn stderr_suffix(f: &mut fmt::Formatter<'_>, stderr: &[String]) -> fmt::Result {
     match stderr.last() {
         Some(line) => write!(f, " (last stderr: {line:?})"),
@@ -491,23 +510,33 @@ impl fmt::Display for Error {
             Error::Timeout {
                 instance,
                 waited,
+                limit,
                 stage,
                 activity,
                 ..
             } => {
-                match (stage, instance) {
-                (TimeoutStage::Answering, Some(i)) => write!(
+                let waited = Millis(*waited);
+                match (stage, instance, limit) {
+                (TimeoutStage::Answering, Some(i), Some(limit)) => write!(
                     f,
-                    "instance {i} did not finish answering within {waited:?}; it is being recycled"
+                    "instance {i} did not finish answering within its timeout of {limit:?} ({waited} since it was submitted); it is being recycled"
                 ),
-                (TimeoutStage::Stalled, Some(i)) => write!(
+                (TimeoutStage::Answering, Some(i), None) => write!(
                     f,
-                    "instance {i} went quiet while answering (stall timeout, after {waited:?} in all); it is being recycled"
+                    "instance {i} did not finish answering within {waited} of its submission; it is being recycled"
                 ),
-                (TimeoutStage::Queued, Some(i)) => {
-                    write!(f, "request timed out after {waited:?} queued on instance {i}")
+                (TimeoutStage::Stalled, Some(i), Some(limit)) => write!(
+                    f,
+                    "instance {i} went quiet while answering (stall timeout of {limit:?}, after {waited} in all); it is being recycled"
+                ),
+                (TimeoutStage::Stalled, Some(i), None) => write!(
+                    f,
+                    "instance {i} went quiet while answering (stall timeout, after {waited} in all); it is being recycled"
+                ),
+                (TimeoutStage::Queued, Some(i), _) => {
+                    write!(f, "request timed out after {waited} queued on instance {i}")
                 }
-                _ => write!(f, "request timed out after {waited:?} waiting for an instance"),
+                _ => write!(f, "request timed out after {waited} waiting for an instance"),
                 }?;
                 match activity {
                     Some(activity) => write!(f, " (last: {activity})"),

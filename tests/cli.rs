@@ -260,3 +260,41 @@ fn too_many_instances_for_the_open_file_limit_is_said_before_starting() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("You said: hi"), "{stdout}");
 }
+
+#[test]
+fn a_timeout_line_reports_the_configured_timeout_not_the_time_spent_queued() {
+    // Two hanging prompts on one instance: the second waits behind the first, then hangs
+    // for its own second; both errors name the 1s that was configured.
+    let (code, stdout, stderr) = run_with_input(
+        &["run", "demo", "-n", "1", "--timeout", "1s"],
+        "/hang\n/hang\n",
+    );
+    assert_eq!(code, 1, "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    for line in &lines {
+        assert_eq!(line["kind"], "timeout", "{line}");
+        let error = line["error"].as_str().unwrap();
+        assert!(error.contains("within its timeout of 1s ("), "{error}");
+        assert!(error.contains("since it was submitted"), "{error}");
+    }
+}
+
+#[test]
+fn a_died_line_keeps_what_the_tool_answered_before_it_died() {
+    if !support::have("python3") {
+        eprintln!("SKIPPED: python3 not installed");
+        return;
+    }
+    let (code, stdout, stderr) = run_with_input(
+        &["run", "python", "-n", "1"],
+        "print(\"bye\"); import os; os._exit(3)\n",
+    );
+    assert_eq!(code, 1, "{stderr}");
+    let line: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(line["kind"], "died", "{line}");
+    assert_eq!(line["partial"], "bye\n", "{line}");
+}

@@ -433,6 +433,7 @@ impl IoThread {
                 activity: None,
                 instance: Some(self.index()),
                 waited: now.saturating_duration_since(job.submitted),
+                limit: Some(job.deadline.saturating_duration_since(job.submitted)),
                 stage: crate::error::TimeoutStage::Queued,
                 prompt: None,
             };

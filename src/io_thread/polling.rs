@@ -175,8 +175,9 @@ impl IoThread {
             Startup(Step),
             NotReady(Duration),
             Answer(Step),
-            TimedOut(Duration),
-            Stalled(Duration),
+            /// How long since submission, and the configured limit that passed.
+            TimedOut(Duration, Duration),
+            Stalled(Duration, Duration),
             Stuck(Instant),
             Escalate,
         }
@@ -199,16 +200,19 @@ impl IoThread {
                 let before = child.out.len();
                 let step = conversation.wake(now, &mut child.out);
                 wrote = child.out.len() > before;
+                let answer_over = job
+                    .answer_timeout
+                    .filter(|t| now >= crate::clock::after(*began, *t));
                 if step != Step::Pending {
                     Due::Answer(step)
-                } else if now >= job.deadline
-                    || job
-                        .answer_timeout
-                        .is_some_and(|t| now >= crate::clock::after(*began, t))
-                {
-                    Due::TimedOut(now.saturating_duration_since(job.submitted))
+                } else if let Some(limit) = answer_over {
+                    Due::TimedOut(now.saturating_duration_since(job.submitted), limit)
+                } else if now >= job.deadline {
+                    let limit = job.deadline.saturating_duration_since(job.submitted);
+                    Due::TimedOut(now.saturating_duration_since(job.submitted), limit)
                 } else if stall_at.is_some_and(|at| now >= at) {
-                    Due::Stalled(now.saturating_duration_since(job.submitted))
+                    let limit = self.cfg.spec.stall_timeout.unwrap_or_default();
+                    Due::Stalled(now.saturating_duration_since(job.submitted), limit)
                 } else if self.cfg.hooks.is_some()
                     && self.stuck_began.is_none()
                     && now >= crate::clock::after(*began, self.cfg.stuck_after)
@@ -244,8 +248,8 @@ impl IoThread {
             }
             Due::Answer(step) => self.on_answer_step(step, now),
             Due::Stuck(began) => self.mark_stuck(began),
-            Due::TimedOut(waited) | Due::Stalled(waited) => {
-                let stage = if matches!(due, Due::Stalled(_)) {
+            Due::TimedOut(waited, limit) | Due::Stalled(waited, limit) => {
+                let stage = if matches!(due, Due::Stalled(..)) {
                     crate::error::TimeoutStage::Stalled
                 } else {
                     crate::error::TimeoutStage::Answering
@@ -254,6 +258,7 @@ impl IoThread {
                 let err = Error::Timeout {
                     instance: Some(self.cfg.shared.index),
                     waited,
+                    limit: Some(limit),
                     stage,
                     activity,
                     prompt: None,

@@ -29,6 +29,8 @@ prompts from stdin and writes one JSON line per prompt to stdout, in input order
   \"workspace\" and \"changed_files\", e.g. [{\"path\":\"a.txt\",\"change\":\"created\"}],
   when the tool has workspaces)
   {\"id\":1,\"error\":\"...\",\"kind\":\"timeout\"}
+  (plus \"partial\" with what the tool had answered when it died while answering,
+  kind \"died\")
   {\"id\":2,\"error\":\"line 3: invalid UTF-8\",\"kind\":\"input\"}
 Ids count input lines from 0. A bad line gets its error line and the run goes on; a blank
 line is no prompt and gets no line (its id is skipped). A summary goes to stderr at the end
@@ -715,6 +717,9 @@ impl Run<'_> {
                         serde_json::json!({"id": id, "error": e.to_string(), "kind": e.kind()});
                     if let aim::Error::Denied { denials, .. } = &e {
                         record["denials"] = serde_json::json!(denials);
+                    }
+                    if let Some(partial) = e.partial_answer() {
+                        record["partial"] = serde_json::json!(partial);
                     }
                     (record, true)
                 }
