@@ -7,8 +7,8 @@
 //! `cargo test --benches` runs a tiny iteration.
 
 mod common;
-#[path = "../tests/support/sshd.rs"]
-mod sshd;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use aim::{ClusterManager, Framing, ToolSpec};
 use common::*;
+use support::sshd;
 
 fn plain_ssh(hosts: &sshd::SshHosts, iterations: usize) -> Vec<Duration> {
     let mut child = Command::new("ssh")

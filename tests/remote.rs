@@ -242,13 +242,20 @@ fn a_silent_link_is_noticed() {
     let result = ticket.wait();
     let noticed = stopped.elapsed();
     eprintln!("silent link noticed after {noticed:?}: {result:?}");
-    assert!(
-        matches!(result, Err(Error::InstanceDied { .. })),
-        "{result:?}"
-    );
-    // ServerAliveInterval 5 s, ServerAliveCountMax 2: about 10-15 s.
+    // The relay stopped answering pings (sent every 2 s): taken for lost after 8 s of
+    // silence, so 6-8 s after the stop, before OpenSSH's own keepalives (about 12 s).
+    match &result {
+        Err(Error::InstanceDied { stderr, .. }) => assert!(
+            stderr
+                .iter()
+                .any(|l| l.contains("nothing from the relay on h0")),
+            "{stderr:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
     assert!(noticed >= Duration::from_secs(5), "{noticed:?}");
-    assert!(noticed < Duration::from_secs(30), "{noticed:?}");
+    // The issue's bound (issue 19): noticed within 15 s, with 7 s to spare.
+    assert!(noticed < Duration::from_secs(15), "{noticed:?}");
     stop_cluster(&cluster);
 }
 

@@ -32,7 +32,7 @@ impl IoThread {
                 Phase::Idle => {}
             }
             if let Some(link) = &child.io.link {
-                consider(Some(link.next_ping()));
+                consider(Some(link.next_timer()));
             }
             if child.io.pidfd.is_none() {
                 // No pidfd: look for the exit with waitpid now and then.
@@ -144,6 +144,20 @@ impl IoThread {
         }
     }
 
+    /// A relay that answers pings went silent: its host is frozen or out of reach. Ends the
+    /// local `ssh` (the relay ends the tool when it stops hearing pings); the exit then goes
+    /// the way of any crash.
+    fn link_lost(&mut self, host: &str, silent: Duration) {
+        let line = format!(
+            "aim: nothing from the relay on {host} for {silent:.1?}; the link is taken for lost"
+        );
+        log::warn!("{}[{}]: {line}", self.cfg.spec.name, self.index());
+        self.push_stderr_line(line.as_bytes());
+        if let Some(child) = &self.child {
+            child.process.signal_group(Signal::SIGKILL);
+        }
+    }
+
     pub(super) fn check_exit(&mut self) {
         let Some(child) = &self.child else { return };
         if let Some(exit) = child.process.try_reap() {
@@ -154,10 +168,26 @@ impl IoThread {
     }
 
     pub(super) fn on_timers(&mut self, now: Instant) {
-        if let Some(link) = self.child.as_mut().and_then(|c| c.io.link.as_mut()) {
-            link.ping_if_due(now);
-            if link.wants_write() {
-                self.write_pending();
+        if self
+            .child
+            .as_ref()
+            .and_then(|c| c.io.link.as_ref())
+            .is_some_and(|l| l.silence_due(now))
+        {
+            // An answer may be waiting unread.
+            self.read_stream(Stream::Stdout);
+        }
+        if let Some(child) = self.child.as_mut() {
+            if let Some(link) = child.io.link.as_mut() {
+                link.ping_if_due(now);
+                let silent = link.silent_for(now);
+                let host = link.shared.host.clone();
+                if link.wants_write() {
+                    self.write_pending();
+                }
+                if let Some(silent) = silent {
+                    self.link_lost(&host, silent);
+                }
             }
         }
         self.expire_queued(now);

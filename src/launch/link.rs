@@ -4,6 +4,12 @@
 //! The far side starts with either a [`HELLO`](super::wire::HELLO) frame (an `aim relay`
 //! runs there) or the line [`NO_RELAY`] (no `aim` there: the tool runs under plain `ssh -T`,
 //! its output passes through as it is). Input is held until the first bytes say which.
+//!
+//! The I/O thread pings a relay every [`PING_EVERY`] and the relay answers. When the relay
+//! said in its `HELLO` that it answers pings, a link that brings nothing for
+//! [`SILENCE_LIMIT`] counts as lost ([`Link::silent_for`]): the I/O thread then ends the
+//! local `ssh`, before OpenSSH's own keepalives would (a frozen host, a dropped route, a
+//! stopped `sshd`). A relay too old to answer pings is left to OpenSSH's keepalives.
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
@@ -19,6 +25,10 @@ use super::relay::PING_EVERY;
 use super::wire::{self, Decoder};
 use crate::spec::Stream;
 use crate::state::ExitInfo;
+
+/// How long a relay that answers pings may stay silent before its link counts as lost
+/// (four pings unanswered).
+pub(crate) const SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// What the far side prints first when it has no relay.
 pub(crate) const NO_RELAY: &[u8] = b"AIM-NO-RELAY\n";
@@ -117,6 +127,12 @@ pub(crate) struct Link {
     /// Output decoded and not yet given to the conversation, in order.
     pub ready: VecDeque<(Stream, Vec<u8>)>,
     next_ping: Instant,
+    /// When the far side last sent anything.
+    heard: Instant,
+    /// The relay answers pings (its `HELLO` said so), so its silence means something.
+    answers: bool,
+    /// The link was found silent already.
+    lost: bool,
 }
 
 impl Link {
@@ -131,12 +147,19 @@ impl Link {
             closed: false,
             ready: VecDeque::new(),
             next_ping: Instant::now() + PING_EVERY,
+            heard: Instant::now(),
+            answers: false,
+            lost: false,
         }
     }
 
-    /// When the next keepalive is due.
-    pub(crate) fn next_ping(&self) -> Instant {
-        self.next_ping
+    /// When the link next needs the I/O thread: a keepalive due, or the end of the silence
+    /// a relay that answers pings is allowed.
+    pub(crate) fn next_timer(&self) -> Instant {
+        match self.answers && !self.lost {
+            true => self.next_ping.min(self.heard + SILENCE_LIMIT),
+            false => self.next_ping,
+        }
     }
 
     /// Queues a keepalive if one is due at `now`.
@@ -144,9 +167,25 @@ impl Link {
         if now >= self.next_ping {
             self.next_ping = now + PING_EVERY;
             if self.shared.mode() == Mode::Relay {
-                wire::encode(wire::PING, b"", &mut self.wire);
+                wire::encode(wire::PING, wire::PING_ASKS, &mut self.wire);
             }
         }
+    }
+
+    /// How long the far side has been silent, once that is [`SILENCE_LIMIT`] or more for a
+    /// relay that answers pings; said once per link (`None` afterwards). Call it after
+    /// reading what the link has, so a late but present answer counts.
+    pub(crate) fn silent_for(&mut self, now: Instant) -> Option<std::time::Duration> {
+        if !self.silence_due(now) {
+            return None;
+        }
+        self.lost = true;
+        Some(now.saturating_duration_since(self.heard))
+    }
+
+    /// Whether [`Link::silent_for`] would say the link is lost at `now`.
+    pub(crate) fn silence_due(&self, now: Instant) -> bool {
+        self.answers && !self.lost && now.saturating_duration_since(self.heard) >= SILENCE_LIMIT
     }
 
     /// Decodes bytes read from the `ssh` client's stdout into [`Link::ready`].
@@ -154,6 +193,9 @@ impl Link {
     /// # Errors
     /// What the far side said that is not the protocol (the link is then unusable).
     pub(crate) fn decode(&mut self, raw: &[u8]) -> Result<(), String> {
+        if !raw.is_empty() {
+            self.heard = Instant::now();
+        }
         if self.shared.mode() == Mode::Unknown {
             self.head.extend_from_slice(raw);
             if !self.identify()? {
@@ -212,6 +254,7 @@ impl Link {
             _ => {
                 let shared = Arc::clone(&self.shared);
                 let ready = &mut self.ready;
+                let answers = &mut self.answers;
                 self.decoder
                     .feed(raw, |kind, payload| match kind {
                         wire::HELLO => {
@@ -219,7 +262,14 @@ impl Link {
                                 .get(..4)
                                 .and_then(|b| b.try_into().ok())
                                 .map_or(0, u32::from_be_bytes);
-                            log::debug!("{}: the tool runs there as pid {pid}", shared.host);
+                            *answers = payload
+                                .get(4)
+                                .is_some_and(|flags| flags & wire::HELLO_ANSWERS_PINGS != 0);
+                            log::debug!(
+                                "{}: the tool runs there as pid {pid}; the relay answers pings: {}",
+                                shared.host,
+                                *answers
+                            );
                         }
                         wire::STDOUT | wire::STDERR => {
                             shared.reading.store(0, Ordering::Release);
@@ -235,6 +285,7 @@ impl Link {
                             shared.reading.store(value, Ordering::Release);
                         }
                         wire::EXIT => *shared.remote_exit.lock() = Some(wire::parse_exit(payload)),
+                        wire::PONG => {}
                         wire::FAILED => {
                             let mut line = b"aim relay: ".to_vec();
                             line.extend_from_slice(payload);
@@ -381,6 +432,47 @@ mod tests {
         link.frame_held();
         assert_eq!(link.wire, b"print(1)\n");
         assert_eq!(link.shared.reading_stdin(), None);
+    }
+
+    #[test]
+    fn a_relay_that_answers_pings_is_lost_after_its_silence_limit() {
+        let hello = |flags: &[u8]| {
+            let mut far = Vec::new();
+            let mut payload = 42u32.to_be_bytes().to_vec();
+            payload.extend_from_slice(flags);
+            wire::encode(wire::HELLO, &payload, &mut far);
+            far
+        };
+        // A relay that predates pongs (a bare pid in its HELLO) is never taken for lost.
+        let mut old = link();
+        old.decode(&hello(&[])).unwrap();
+        let start = Instant::now();
+        assert_eq!(old.silent_for(start + SILENCE_LIMIT * 3), None);
+        assert_eq!(old.next_timer(), old.next_ping);
+
+        let mut link = link();
+        link.decode(&hello(&[wire::HELLO_ANSWERS_PINGS])).unwrap();
+        let heard = Instant::now();
+        assert_eq!(link.next_timer(), link.next_ping.min(heard + SILENCE_LIMIT));
+        link.ping_if_due(heard + PING_EVERY);
+        let mut sent = Vec::new();
+        Decoder::default()
+            .feed(&link.wire, |k, p| sent.push((k, p.to_vec())))
+            .unwrap();
+        assert_eq!(sent, [(wire::PING, wire::PING_ASKS.to_vec())]);
+        // An answer is heard: the silence starts again.
+        let mut pong = Vec::new();
+        wire::encode(wire::PONG, b"", &mut pong);
+        link.decode(&pong).unwrap();
+        assert!(link.ready.is_empty());
+        let heard = Instant::now();
+        assert_eq!(link.silent_for(heard + SILENCE_LIMIT / 2), None);
+        assert!(!link.silence_due(heard + SILENCE_LIMIT / 2));
+        let silent = link.silent_for(heard + SILENCE_LIMIT).unwrap();
+        assert!(silent >= SILENCE_LIMIT, "{silent:?}");
+        // Said once.
+        assert_eq!(link.silent_for(heard + SILENCE_LIMIT * 2), None);
+        assert_eq!(link.next_timer(), link.next_ping);
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! It starts the tool with the local launcher (its own process group, the relay's guardian
 //! watching it), forwards the tool's stdout and stderr and the supervisor's input as frames
 //! (`super::wire`) over its own stdin and stdout, carries signals and "the tool is blocked
-//! reading its stdin" on the same link, reports the exit status, and kills the tool's whole
-//! group as soon as the link ends: end of file or an error on its stdin, a broken stdout, or
-//! no frame from the supervisor for [`LINK_SILENCE`] (it pings every [`PING_EVERY`]).
+//! reading its stdin" on the same link, reports the exit status, answers the supervisor's
+//! pings (so the supervisor notices a silent link, see `super::link`), and kills the tool's
+//! whole group as soon as the link ends: end of file or an error on its stdin, a broken
+//! stdout, or no frame from the supervisor for [`LINK_SILENCE`] (it pings every
+//! [`PING_EVERY`]).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -21,9 +23,10 @@ use crate::process::poll_timeout;
 use crate::spec::ToolSpec;
 
 /// How often the supervisor pings the relay.
-pub(crate) const PING_EVERY: Duration = Duration::from_secs(5);
-/// How long the relay waits without hearing from the supervisor before it ends the tool.
-pub(crate) const LINK_SILENCE: Duration = Duration::from_secs(20);
+pub(crate) const PING_EVERY: Duration = Duration::from_secs(2);
+/// How long the relay waits without hearing from the supervisor before it ends the tool
+/// (five pings missed).
+pub(crate) const LINK_SILENCE: Duration = Duration::from_secs(10);
 /// How long the tool gets after SIGTERM, once the link is gone, before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(2);
 /// Longest pause between "is it reading stdin?" checks while the tool is busy.
@@ -92,7 +95,7 @@ impl RelayArgs {
 /// an instance on another host, which the supervisor starts through `ssh` (see
 /// `ClusterBuilder::hosts`). It speaks aim's framed protocol on this process's stdin and
 /// stdout, starts the program in its own process group, and kills that group when the link
-/// ends (end of input, a broken pipe, or 20 s without a keepalive). Blocks until the
+/// ends (end of input, a broken pipe, or 10 s without a keepalive). Blocks until the
 /// program exits or the link ends; returns the process exit code: 0 after the program's
 /// exit was reported, 1 when the link ended first, 2 for bad arguments.
 pub fn run_relay(args: &[String]) -> i32 {
@@ -151,6 +154,8 @@ struct Asked {
     input: Vec<u8>,
     close_input: bool,
     signals: Vec<(Signal, bool)>,
+    /// A ping asked for an answer.
+    pong: bool,
 }
 
 impl Relay {
@@ -160,11 +165,9 @@ impl Relay {
         let mut tool_out = io.stdout;
         let mut tool_err = io.stderr;
         let pidfd = io.pidfd;
-        wire::encode(
-            wire::HELLO,
-            &(process.pid() as u32).to_be_bytes(),
-            &mut self.to_link,
-        );
+        let mut hello = (process.pid() as u32).to_be_bytes().to_vec();
+        hello.push(wire::HELLO_ANSWERS_PINGS);
+        wire::encode(wire::HELLO, &hello, &mut self.to_link);
         let mut input: Vec<u8> = Vec::new();
         let mut close_input = false;
         // When to look next whether the tool reads stdin, and the pause after that.
@@ -250,6 +253,9 @@ impl Relay {
                         }
                         input.extend_from_slice(&asked.input);
                         close_input |= asked.close_input;
+                        if asked.pong {
+                            wire::encode(wire::PONG, b"", &mut self.to_link);
+                        }
                         for (signal, group) in asked.signals {
                             if group {
                                 process.signal_group(signal);
@@ -330,6 +336,7 @@ impl Relay {
                         .feed(&scratch[..n], |kind, payload| match kind {
                             wire::INPUT => asked.input.extend_from_slice(payload),
                             wire::CLOSE_INPUT => asked.close_input = true,
+                            wire::PING => asked.pong |= !payload.is_empty(),
                             wire::SIGNAL => {
                                 let signal = payload
                                     .first()

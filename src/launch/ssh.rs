@@ -4,9 +4,11 @@
 //! Instance `i` runs on host `i % hosts`. Each host has one control connection
 //! (`ssh -M -N`, a child of ours in its own process group, watched by the guardian), which
 //! every instance's `ssh` reuses through its `ControlPath`: a restart costs a channel, not a
-//! handshake. Keepalives (`ServerAliveInterval=5`, `ServerAliveCountMax=2`) end a silent link
-//! within 15 s. The remote command runs `aim relay` when it is there and the tool under
-//! plain `ssh -T` (with a warning) when it is not (`super::link`).
+//! handshake. A silent link ends within 15 s: with a relay, the I/O thread's pings go
+//! unanswered for 8 s (`super::link`); without one (and for the control connection),
+//! OpenSSH's keepalives (`ServerAliveInterval=3`, `ServerAliveCountMax=3`) end it about 12 s
+//! after the host last sent anything. The remote command runs `aim relay` when it is there
+//! and the tool under plain `ssh -T` (with a warning) when it is not (`super::link`).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,8 +27,11 @@ use crate::hosts::HostsConfig;
 use crate::spec::{ToolSpec, Transport};
 use crate::state::ExitInfo;
 
-/// Seconds between keepalives on a host's link; two missed ones end it.
-const ALIVE_INTERVAL: u32 = 5;
+/// Seconds between OpenSSH keepalives on a host's link; [`ALIVE_COUNT`] unanswered ones
+/// are allowed, the next ends it.
+const ALIVE_INTERVAL: u32 = 3;
+/// Keepalives that may go unanswered.
+const ALIVE_COUNT: u32 = 3;
 
 /// Starts instances on hosts over `ssh`.
 #[derive(Debug)]
@@ -73,7 +78,7 @@ impl SshLauncher {
         for option in [
             "BatchMode=yes".to_string(),
             format!("ServerAliveInterval={ALIVE_INTERVAL}"),
-            "ServerAliveCountMax=2".to_string(),
+            format!("ServerAliveCountMax={ALIVE_COUNT}"),
             format!("ControlPath={}", host.socket.display()),
         ] {
             args.push("-o".into());

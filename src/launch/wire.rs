@@ -4,11 +4,14 @@
 //! A frame is a kind byte, a big-endian `u32` payload length, and the payload (at most
 //! [`MAX_PAYLOAD`] bytes). Toward the relay (its stdin): [`INPUT`] bytes for the tool's
 //! stdin, [`CLOSE_INPUT`], [`SIGNAL`] (`[signal number, 1 for the group / 0 for the tool]`),
-//! [`PING`]. Toward the supervisor (the relay's stdout): [`HELLO`] (the tool's pid on the
-//! far side, big-endian `u32`), [`STDOUT`] and [`STDERR`] bytes, [`READING`] (the tool is
-//! blocked reading its stdin, with nothing written since the last output frame), [`EXIT`]
-//! (`[0, code]` or `[1, signal]`, the value a big-endian `i32`), [`FAILED`] (the tool could
-//! not be started: the reason in UTF-8).
+//! [`PING`] (a non-empty payload asks for a [`PONG`]). Toward the supervisor (the relay's
+//! stdout): [`HELLO`] (the tool's pid on the far side, big-endian `u32`, then a flags byte:
+//! [`HELLO_ANSWERS_PINGS`]; a relay without the byte predates it), [`STDOUT`] and
+//! [`STDERR`] bytes, [`READING`] (the tool is blocked reading its stdin, with nothing
+//! written since the last output frame), [`EXIT`] (`[0, code]` or `[1, signal]`, the value
+//! a big-endian `i32`), [`FAILED`] (the tool could not be started: the reason in UTF-8),
+//! [`PONG`] (the answer to a ping that asked for one). A relay that predates [`PONG`]
+//! ignores the payload of a ping, so it never sends a frame its supervisor cannot read.
 
 /// Supervisor to relay: bytes for the tool's stdin.
 pub(crate) const INPUT: u8 = b'I';
@@ -16,10 +19,14 @@ pub(crate) const INPUT: u8 = b'I';
 pub(crate) const CLOSE_INPUT: u8 = b'C';
 /// Supervisor to relay: send a signal.
 pub(crate) const SIGNAL: u8 = b'S';
-/// Supervisor to relay: the link is alive.
+/// Supervisor to relay: the link is alive (a non-empty payload: answer with [`PONG`]).
 pub(crate) const PING: u8 = b'P';
-/// Relay to supervisor: the tool started; its pid.
+/// What the supervisor's pings carry: "answer me".
+pub(crate) const PING_ASKS: &[u8] = b"?";
+/// Relay to supervisor: the tool started; its pid and flags.
 pub(crate) const HELLO: u8 = b'H';
+/// A [`HELLO`] flag: this relay answers pings that ask, with [`PONG`].
+pub(crate) const HELLO_ANSWERS_PINGS: u8 = 1;
 /// Relay to supervisor: the tool's stdout.
 pub(crate) const STDOUT: u8 = b'O';
 /// Relay to supervisor: the tool's stderr.
@@ -30,6 +37,8 @@ pub(crate) const READING: u8 = b'R';
 pub(crate) const EXIT: u8 = b'X';
 /// Relay to supervisor: the tool could not be started.
 pub(crate) const FAILED: u8 = b'F';
+/// Relay to supervisor: the answer to a [`PING`] that asked for one.
+pub(crate) const PONG: u8 = b'Q';
 
 /// The largest payload a frame carries (bigger writes are split).
 pub(crate) const MAX_PAYLOAD: usize = 64 * 1024;
@@ -104,7 +113,7 @@ impl Decoder {
             let kind = self.buf[pos];
             let len = u32::from_be_bytes(self.buf[pos + 1..pos + 5].try_into().unwrap_or([0; 4]))
                 as usize;
-            if !b"ICSPHOERXF".contains(&kind) || len > MAX_PAYLOAD {
+            if !b"ICSPHOERXFQ".contains(&kind) || len > MAX_PAYLOAD {
                 let head = String::from_utf8_lossy(&self.buf[pos..self.buf.len().min(pos + 80)])
                     .into_owned();
                 self.buf.clear();

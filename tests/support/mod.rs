@@ -106,28 +106,34 @@ pub fn is_gone(pid: i32) -> bool {
     }
 }
 
-/// Every descendant of `pid` (children, grandchildren, ...), from /proc.
+/// Every descendant of `pid` (children, grandchildren, ...), from one pass over /proc.
 pub fn descendants(pid: u32) -> Vec<i32> {
+    let mut parent_of = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let ppid = std::fs::read_to_string(format!("/proc/{child}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().nth(1))
+                    .and_then(|p| p.parse::<i32>().ok())
+            });
+        if let Some(ppid) = ppid {
+            parent_of.push((child, ppid));
+        }
+    }
     let mut found = Vec::new();
     let mut stack = vec![pid as i32];
     while let Some(parent) = stack.pop() {
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(child) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let ppid = std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit(')')
-                        .next()
-                        .and_then(|r| r.split_whitespace().nth(1))
-                        .and_then(|p| p.parse::<i32>().ok())
-                });
-            if ppid == Some(parent) {
+        for &(child, ppid) in &parent_of {
+            if ppid == parent {
                 found.push(child);
                 stack.push(child);
             }

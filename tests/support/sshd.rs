@@ -2,15 +2,17 @@
 //! address, each in its own PID namespace (`unshare --pid --fork --mount-proc --kill-child`),
 //! with host and user keys and an ssh config (one alias per host) generated per run.
 //! Needs root and `/usr/sbin/sshd`; [`SshHosts::start`] says SKIPPED and returns `None`
-//! otherwise. Self-contained (bench/remote.rs includes it too). The sessions' login shell
-//! gets `SHLVL=1`, so bash does not read `~/.bashrc` as it does for sshd's commands (this
-//! machine's runs `pyenv init`, whose rehash lock makes concurrent sessions wait).
+//! otherwise. Part of tests/support (bench/remote.rs includes that too). The sessions' login
+//! shell gets `SHLVL=1`, so bash does not read `~/.bashrc` as it does for sshd's commands
+//! (this machine's runs `pyenv init`, whose rehash lock makes concurrent sessions wait).
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use super::descendants;
 
 /// Test hosts and the files that reach them.
 pub struct SshHosts {
@@ -44,42 +46,6 @@ fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Every descendant of `pid`, from one pass over /proc.
-fn descendants(pid: u32) -> Vec<i32> {
-    let mut parent_of = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(child) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let ppid = std::fs::read_to_string(format!("/proc/{child}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit(')')
-                    .next()
-                    .and_then(|r| r.split_whitespace().nth(1))
-                    .and_then(|p| p.parse::<i32>().ok())
-            });
-        if let Some(ppid) = ppid {
-            parent_of.push((child, ppid));
-        }
-    }
-    let mut found = Vec::new();
-    let mut stack = vec![pid as i32];
-    while let Some(parent) = stack.pop() {
-        for &(child, ppid) in &parent_of {
-            if ppid == parent {
-                found.push(child);
-                stack.push(child);
-            }
-        }
-    }
-    found
 }
 
 /// Whether we run as root (from `/proc/self/status`: no unsafe call needed).
