@@ -379,12 +379,18 @@ fn python_spec() -> ToolSpec {
 
 /// Makes python show `{nonce}N>` as its main prompt and `{nonce}N.` as its continuation
 /// prompt, N counting statements: python calls `str(sys.ps1)` once per statement, then
-/// `str(sys.ps2)`. Nothing is left in the user's namespace.
+/// `str(sys.ps2)`. python's prompt loop reads both from `sys`'s dictionary; `sys` becomes an
+/// instance of a `module` subclass whose `ps1` and `ps2` properties keep what the user
+/// assigns (or deletes) apart, so `sys.ps1 = "py> "` reads back but never replaces the
+/// numbered prompts. Nothing is left in the user's namespace.
 const PYTHON_NUMBERED_PROMPTS: &str = concat!(
-    r#"__import__("sys").ps1=type("",(),{"n":0,"__str__":lambda s:"#,
-    r#"(setattr(s,"n",s.n+1),"{nonce}%d>"%s.n)[1]})();"#,
-    r#"__import__("sys").ps2=type("",(),{"__str__":lambda s:"#,
-    r#""{nonce}%d."%__import__("sys").ps1.n})()"#
+    r#"(lambda s,u:(setattr(s,"ps1",type("",(),{"n":0,"__str__":lambda o:"#,
+    r#"(setattr(o,"n",o.n+1),"{nonce}%d>"%o.n)[1]})()),"#,
+    r#"setattr(s,"ps2",type("",(),{"__str__":lambda o:"{nonce}%d."%vars(s)["ps1"].n})()),"#,
+    r#"setattr(s,"__class__",type("module",(type(s),),dict({k:property("#,
+    r#"lambda m,k=k:u.get(k,vars(m)[k]),lambda m,v,k=k:u.__setitem__(k,v),"#,
+    r#"lambda m,k=k:u.pop(k,None)) for k in ("ps1","ps2")},__module__="builtins"))))"#,
+    r#" and None)(__import__("sys"),{})"#
 );
 
 fn bc_spec() -> ToolSpec {

@@ -131,7 +131,9 @@ pub enum Framing {
     /// (an unfinished statement), `end_block` is written once (python: an empty line); if the
     /// tool still waits for more, it gets SIGINT and the answer is
     /// [`Error::ToolReported`](crate::Error::ToolReported) with what the tool said; the
-    /// process stays.
+    /// process stays. `init` lines are written one at a time, each once the tool prompts for
+    /// it, and ended the same way; one still unfinished then fails the start with
+    /// [`Error::NotReady`](crate::Error::NotReady) naming the line.
     NumberedPrompt {
         /// The line that makes the tool number its prompts; must contain `{nonce}`.
         setup: String,
@@ -307,7 +309,8 @@ pub struct ToolSpec {
     /// When a new instance is ready, for the framed protocol. Defaults to
     /// [`Readiness::Auto`].
     pub readiness: Readiness,
-    /// Lines written once after start, before readiness is awaited (setup commands).
+    /// Lines written once after start, before readiness is awaited (setup commands); under
+    /// [`Framing::NumberedPrompt`] one at a time, each once the tool prompts for it.
     /// Defaults to none.
     pub init: Vec<String>,
     /// Prompt lines refused with [`Error::InvalidPrompt`] before anything is written, for the

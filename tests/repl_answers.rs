@@ -360,3 +360,78 @@ fn sqlite3_answer_without_a_final_newline_is_kept() {
     );
     stop_pool(&pool);
 }
+
+#[test]
+fn python_compound_init_lines_are_ended_the_way_python_expects() {
+    init_logs();
+    let Some(mut spec) = python() else { return };
+    spec.init = vec![
+        "def f(): return 41".into(),
+        "x = f()".into(),
+        "for i in range(2): x += i".into(),
+        "class C: v = 1".into(),
+    ];
+    spec.startup_timeout = Duration::from_secs(60);
+    let began = Instant::now();
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    assert!(
+        began.elapsed() < Duration::from_secs(30),
+        "it waited for the startup timeout"
+    );
+    assert_eq!(pool.send_to(0, "print(x + C.v)").unwrap().text, "43\n");
+    stop_pool(&pool);
+}
+
+#[test]
+fn python_unfinished_init_line_fails_the_start_at_once_naming_the_line() {
+    init_logs();
+    let Some(mut spec) = python() else { return };
+    spec.init = vec!["y = 1".into(), "print((1,".into()];
+    spec.startup_timeout = Duration::from_secs(60);
+    spec.restart = aim::RestartPolicy::Never;
+    let began = Instant::now();
+    let err = ToolProcessPool::new(spec, 1).unwrap_err();
+    assert!(
+        began.elapsed() < Duration::from_secs(30),
+        "it waited for the startup timeout: {err}"
+    );
+    assert!(matches!(err, Error::NotReady { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("init line 2"), "{text}");
+    assert!(text.contains("print((1,"), "{text}");
+}
+
+#[test]
+fn python_prompts_changed_by_the_user_do_not_break_the_framing() {
+    init_logs();
+    let Some(spec) = python() else { return };
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    let pid = pool.send_to(0, "kept = 5").unwrap().pid;
+    let r = pool
+        .send_to_timeout(
+            0,
+            r#"import sys; sys.ps1 = "py> "; sys.ps2 = "... ""#,
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    assert_eq!(r.text, "");
+    // What the user set reads back; the framing is unchanged.
+    let r = pool
+        .send_to_timeout(0, "print(sys.ps1, sys.ps2, kept)", Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(r.text, "py>  ...  5\n");
+    let r = pool
+        .send_to_timeout(0, "for i in range(2): print(i)", Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(r.text, "0\n1\n");
+    let r = pool
+        .send_to_timeout(
+            0,
+            "del sys.ps1; print(type(sys).__name__)",
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    assert_eq!(r.text, "module\n");
+    assert_eq!(r.pid, pid, "the process was kept");
+    stop_pool(&pool);
+}

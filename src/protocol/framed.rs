@@ -60,6 +60,8 @@ impl Protocol for Framed {
             interrupted: false,
             interrupt_at: None,
             streamed: 0,
+            init_written: 0,
+            ready_text: None,
         })
     }
 }
@@ -94,6 +96,11 @@ struct FramedConversation {
     interrupt_at: Option<(Instant, Duration)>,
     /// Bytes of the answer's stdout already handed out as streamed pieces.
     streamed: usize,
+    /// Numbered prompts at startup: how many `init` lines were written (one at a time, each
+    /// after the prompt it is read at, so a compound statement can be ended before the next
+    /// line), and the readiness text still to appear, if any.
+    init_written: usize,
+    ready_text: Option<Framer>,
 }
 
 impl FramedConversation {
@@ -178,21 +185,142 @@ impl FramedConversation {
     }
 }
 
+impl FramedConversation {
+    /// Startup under numbered prompts: each prompt lets the next `init` line in; a line the
+    /// tool still waits on is ended with `end_block` once, and fails the start if it is still
+    /// unfinished then. Ready at the prompt after the last line (and the readiness text).
+    fn starting_numbered(
+        &mut self,
+        stream: Stream,
+        bytes: &[u8],
+        now: Instant,
+        input: &mut Vec<u8>,
+    ) -> Step {
+        if let Some(text) = &mut self.ready_text {
+            match text.feed(stream, bytes, now) {
+                Progress::Complete => self.ready_text = None,
+                Progress::TooLarge => {
+                    // Keep only recent startup output; the text is still ahead.
+                    let mut fresh = Framer::new(text.rule().clone(), STARTUP_WINDOW, now);
+                    if fresh.feed(stream, bytes, now) == Progress::Complete {
+                        self.ready_text = None;
+                    } else {
+                        *text = fresh;
+                    }
+                }
+                Progress::Pending => {}
+            }
+        }
+        let Some(f) = &mut self.framer else {
+            return self.ready_once_text_seen();
+        };
+        match f.feed(stream, bytes, now) {
+            Progress::Complete => {
+                if let Some(number) = f.prompt_number() {
+                    self.last_prompt = number;
+                }
+                match self.spec.init.get(self.init_written) {
+                    Some(line) => {
+                        input.extend_from_slice(line.as_bytes());
+                        input.push(b'\n');
+                        self.init_written += 1;
+                        self.block_ended = false;
+                        let limit = self.spec.max_response_bytes.max(STARTUP_WINDOW);
+                        self.framer = Some(Framer::new(
+                            self.numbered_rule(self.last_prompt),
+                            limit,
+                            now,
+                        ));
+                        Step::Pending
+                    }
+                    None => {
+                        self.framer = None;
+                        self.ready_once_text_seen()
+                    }
+                }
+            }
+            Progress::TooLarge => {
+                // Keep only recent startup output; the prompt is still ahead.
+                *f = Framer::new(f.rule().clone(), STARTUP_WINDOW, now);
+                Step::Pending
+            }
+            Progress::Pending if f.take_continuations() > 0 => self.unfinished_init_line(input),
+            Progress::Pending => Step::Pending,
+        }
+    }
+
+    /// The tool waits for the rest of the init line just written: end the block its way once,
+    /// then give up on the start.
+    fn unfinished_init_line(&mut self, input: &mut Vec<u8>) -> Step {
+        let end_block = match &self.spec.framing {
+            Framing::NumberedPrompt { end_block, .. } => end_block.clone(),
+            _ => None,
+        };
+        match end_block {
+            Some(line) if !self.block_ended => {
+                self.block_ended = true;
+                input.extend_from_slice(line.as_bytes());
+                input.push(b'\n');
+                Step::Pending
+            }
+            _ => {
+                let line = self
+                    .spec
+                    .init
+                    .get(self.init_written.wrapping_sub(1))
+                    .map_or("", String::as_str);
+                Step::Failed(format!(
+                    "init line {} `{line}` is unfinished: {} still waited for the rest of it{}",
+                    self.init_written,
+                    self.spec.name,
+                    if self.block_ended {
+                        " after the block was ended"
+                    } else {
+                        ""
+                    },
+                ))
+            }
+        }
+    }
+
+    /// Every init line is answered: ready, unless the readiness text has yet to appear.
+    fn ready_once_text_seen(&self) -> Step {
+        if self.ready_text.is_some() {
+            Step::Pending
+        } else {
+            Step::Done
+        }
+    }
+}
+
 impl Conversation for FramedConversation {
     fn open(&mut self, now: Instant, input: &mut Vec<u8>) -> Step {
         let init_lines = self.spec.init.len();
+        let readiness = self.spec.effective_readiness();
+        let limit = self.spec.max_response_bytes.max(STARTUP_WINDOW);
         if let Framing::NumberedPrompt { setup, .. } = &self.spec.framing {
             // Prompt 1 follows the setup line; each init line is one statement.
             self.secret = fresh_nonce();
             self.last_prompt = 1 + init_lines as u64;
             input.extend_from_slice(setup.replace("{nonce}", &self.secret).as_bytes());
             input.push(b'\n');
+            if !matches!(readiness, Readiness::Immediate) {
+                // Init lines go one at a time, each once its prompt is shown (`starting`).
+                if let Readiness::Text { text, stream } = readiness {
+                    let rule = Rule::Contains {
+                        text: text.into_bytes(),
+                        stream,
+                    };
+                    self.ready_text = Some(Framer::new(rule, STARTUP_WINDOW, now));
+                }
+                self.framer = Some(Framer::new(self.numbered_rule(0), limit, now));
+                return Step::Pending;
+            }
         }
         for line in &self.spec.init {
             input.extend_from_slice(line.as_bytes());
             input.push(b'\n');
         }
-        let limit = self.spec.max_response_bytes.max(STARTUP_WINDOW);
         self.framer = match self.spec.effective_readiness() {
             Readiness::Immediate => None,
             Readiness::Text { text, stream } => {
@@ -225,13 +353,6 @@ impl Conversation for FramedConversation {
                             stream,
                         }
                     }
-                    Framing::NumberedPrompt { .. } => {
-                        self.marker_after_text = Some(self.numbered_rule(init_lines as u64));
-                        Rule::Contains {
-                            text: text.into_bytes(),
-                            stream,
-                        }
-                    }
                     _ => Rule::Contains {
                         text: text.into_bytes(),
                         stream,
@@ -239,11 +360,6 @@ impl Conversation for FramedConversation {
                 };
                 Some(Framer::new(rule, limit, now))
             }
-            Readiness::Auto if !self.secret.is_empty() => Some(Framer::new(
-                self.numbered_rule(init_lines as u64),
-                limit,
-                now,
-            )),
             Readiness::Auto => {
                 // Sentinel framing: a sentinel round trip proves the tool reads and answers.
                 let nonce = fresh_nonce();
@@ -262,7 +378,16 @@ impl Conversation for FramedConversation {
         }
     }
 
-    fn starting(&mut self, stream: Stream, bytes: &[u8], now: Instant, _: &mut Vec<u8>) -> Step {
+    fn starting(
+        &mut self,
+        stream: Stream,
+        bytes: &[u8],
+        now: Instant,
+        input: &mut Vec<u8>,
+    ) -> Step {
+        if !self.secret.is_empty() {
+            return self.starting_numbered(stream, bytes, now, input);
+        }
         let Some(f) = &mut self.framer else {
             return Step::Done;
         };
