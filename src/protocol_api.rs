@@ -112,8 +112,12 @@ pub struct Context {
     /// How requests beyond the permissions are decided; a decision that arrives later wakes
     /// the I/O thread, which then calls [`Conversation::wake`].
     pub approvals: Approvals,
-    /// The working directory of the process, when the spec sets one.
+    /// The working directory of the process, when the spec sets one (on another host, a
+    /// relative one is relative to where the remote login starts).
     pub cwd: Option<String>,
+    /// The host the process runs on, as given to `ClusterBuilder::hosts` (`None`: this
+    /// machine). Paths on another host are that host's, not this machine's.
+    pub host: Option<String>,
 }
 
 impl Context {
@@ -130,6 +134,7 @@ impl Context {
             permissions: None,
             approvals: Approvals::default(),
             cwd: None,
+            host: None,
         }
     }
 }

@@ -123,3 +123,74 @@ fn without_a_relay_the_tool_runs_under_plain_ssh() {
     assert_eq!(answer.host.as_deref(), Some("beta"));
     stop_cluster(&cluster);
 }
+
+#[test]
+fn env_clear_and_remove_reach_the_far_side() {
+    init_logs();
+    let _w = watchdog("remote env", Duration::from_secs(60));
+    // The stand-in runs the far side with this test's environment, which has HOME and PATH.
+    for remote_aim in [aim_bin(), "/nonexistent/aim"] {
+        let removed = demo(&[]).env_remove("HOME").env("AIM_SET", "yes");
+        let cluster = remote(removed, 1, remote_aim);
+        assert_eq!(
+            cluster.send("/env HOME").unwrap().text,
+            "\n",
+            "{remote_aim}"
+        );
+        assert_eq!(cluster.send("/env AIM_SET").unwrap().text, "yes\n");
+        assert_ne!(cluster.send("/env PATH").unwrap().text, "\n");
+        stop_cluster(&cluster);
+
+        let cleared = demo(&[]).env_clear().env("AIM_SET", "yes");
+        let cluster = remote(cleared, 1, remote_aim);
+        assert_eq!(
+            cluster.send("/env PATH").unwrap().text,
+            "\n",
+            "{remote_aim}"
+        );
+        assert_eq!(cluster.send("/env HOME").unwrap().text, "\n");
+        assert_eq!(cluster.send("/env AIM_SET").unwrap().text, "yes\n");
+        stop_cluster(&cluster);
+    }
+}
+
+#[test]
+fn a_pty_transport_gets_a_terminal_on_the_far_side() {
+    init_logs();
+    if !have("python3") {
+        eprintln!("SKIPPED: python3 not installed");
+        return;
+    }
+    let _w = watchdog("remote pty", Duration::from_secs(60));
+    let tty = aim::ToolSpec::new("tty", "python3")
+        .args([
+            "-c",
+            "import os, sys\nfor line in sys.stdin:\n    \
+             print(os.isatty(0), os.isatty(1), os.get_terminal_size(0).columns, line.strip(), flush=True)",
+        ])
+        .framing(Framing::Line)
+        .transport(aim::Transport::Pty)
+        .pty_size(aim::PtySize::new(30, 132))
+        .stop_grace(Duration::from_millis(500));
+    let cluster = remote(tty.clone(), 1, aim_bin());
+    let answer = cluster.send("hello").unwrap();
+    assert_eq!(answer.text.trim_end(), "True True 132 hello");
+    assert_eq!(answer.host.as_deref(), Some("alpha"));
+    stop_cluster(&cluster);
+
+    // Plain `ssh -T` has no terminal to give: the instance does not start, and says why.
+    let cluster = ClusterManager::builder(tty)
+        .hosts(["alpha"])
+        .ssh_program(fake_ssh())
+        .remote_aim("/nonexistent/aim")
+        .supervision(fast_supervision())
+        .launch()
+        .unwrap();
+    let err = cluster.send("hello").unwrap_err();
+    let said = format!("{err:?}");
+    assert!(
+        said.contains("a PTY on this host needs aim there"),
+        "{said}"
+    );
+    cluster.shutdown();
+}

@@ -75,6 +75,7 @@ impl IoThread {
         let probe = Arc::clone(&process);
         context.stdin = crate::protocol::StdinProbe::new(move || probe.reading_stdin());
         context.permissions = spec.permissions;
+        context.host = process.host().map(str::to_string);
         // Where the process runs: its workspace, if any.
         context.cwd = match &self.workspace {
             Some(ws) => Some(ws.path.to_string_lossy().into_owned()),

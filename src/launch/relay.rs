@@ -38,13 +38,22 @@ const OUT_CAP: usize = 1 << 20;
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct RelayArgs {
     pub cwd: Option<String>,
+    /// Create `cwd` when it is missing.
+    pub create_cwd: bool,
+    /// Start the tool from an empty environment.
+    pub env_clear: bool,
+    /// Variables removed from the tool's environment.
+    pub env_remove: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Run the tool on a PTY of this size (`None`: pipes).
+    pub pty: Option<crate::spec::PtySize>,
     pub program: String,
     pub args: Vec<String>,
 }
 
 impl RelayArgs {
-    /// Parses `[--cwd DIR] [--env KEY=VALUE]... -- PROGRAM [ARGS...]`.
+    /// Parses `[--cwd DIR [--create-cwd]] [--pty ROWSxCOLS] [--env-clear]
+    /// [--env-remove KEY]... [--env KEY=VALUE]... -- PROGRAM [ARGS...]`.
     ///
     /// # Errors
     /// The problem, in words.
@@ -56,6 +65,19 @@ impl RelayArgs {
                 Some("--cwd") => {
                     parsed.cwd = Some(it.next().ok_or("--cwd needs a directory")?.clone())
                 }
+                Some("--create-cwd") => parsed.create_cwd = true,
+                Some("--env-clear") => parsed.env_clear = true,
+                Some("--pty") => {
+                    let size = it.next().ok_or("--pty needs ROWSxCOLS")?;
+                    let (rows, cols) = size
+                        .split_once('x')
+                        .and_then(|(r, c)| Some((r.parse().ok()?, c.parse().ok()?)))
+                        .ok_or("--pty needs ROWSxCOLS")?;
+                    parsed.pty = Some(crate::spec::PtySize { rows, cols });
+                }
+                Some("--env-remove") => parsed
+                    .env_remove
+                    .push(it.next().ok_or("--env-remove needs a name")?.clone()),
                 Some("--env") => {
                     let pair = it.next().ok_or("--env needs KEY=VALUE")?;
                     let (k, v) = pair.split_once('=').ok_or("--env needs KEY=VALUE")?;
@@ -65,7 +87,9 @@ impl RelayArgs {
                 Some(other) => return Err(format!("unknown relay option {other:?}")),
                 None => {
                     return Err(
-                        "usage: aim relay [--cwd DIR] [--env K=V]... -- PROGRAM [ARGS...]".into(),
+                        "usage: aim relay [--cwd DIR [--create-cwd]] [--pty ROWSxCOLS] \
+                         [--env-clear] [--env-remove K]... [--env K=V]... -- PROGRAM [ARGS...]"
+                            .into(),
                     )
                 }
             }
@@ -81,6 +105,18 @@ impl RelayArgs {
         if let Some(cwd) = &self.cwd {
             out.extend(["--cwd".to_string(), cwd.clone()]);
         }
+        if self.create_cwd {
+            out.push("--create-cwd".into());
+        }
+        if let Some(size) = self.pty {
+            out.extend(["--pty".to_string(), format!("{}x{}", size.rows, size.cols)]);
+        }
+        if self.env_clear {
+            out.push("--env-clear".into());
+        }
+        for k in &self.env_remove {
+            out.extend(["--env-remove".to_string(), k.clone()]);
+        }
         for (k, v) in &self.env {
             out.extend(["--env".to_string(), format!("{k}={v}")]);
         }
@@ -91,8 +127,9 @@ impl RelayArgs {
     }
 }
 
-/// Runs `aim relay [--cwd DIR] [--env KEY=VALUE]... -- PROGRAM [ARGS...]`: the far side of
-/// an instance on another host, which the supervisor starts through `ssh` (see
+/// Runs `aim relay [--cwd DIR [--create-cwd]] [--pty ROWSxCOLS] [--env-clear]
+/// [--env-remove KEY]... [--env KEY=VALUE]... -- PROGRAM [ARGS...]`: the far side of an
+/// instance on another host, which the supervisor starts through `ssh` (see
 /// `ClusterBuilder::hosts`). It speaks aim's framed protocol on this process's stdin and
 /// stdout, starts the program in its own process group, and kills that group when the link
 /// ends (end of input, a broken pipe, or 10 s without a keepalive). Blocks until the
@@ -107,11 +144,21 @@ pub fn run_relay(args: &[String]) -> i32 {
         }
     };
     let mut spec = ToolSpec::new("relay", parsed.program.clone()).args(parsed.args.clone());
+    if let Some(size) = parsed.pty {
+        spec = spec.transport(crate::spec::Transport::Pty).pty_size(size);
+    }
+    if parsed.env_clear {
+        spec = spec.env_clear();
+    }
+    for k in &parsed.env_remove {
+        spec = spec.env_remove(k.clone());
+    }
     for (k, v) in &parsed.env {
         spec = spec.env(k.clone(), v.clone());
     }
     if let Some(cwd) = &parsed.cwd {
         spec = spec.cwd(cwd.clone());
+        spec.create_cwd = parsed.create_cwd;
     }
     let link_in = std::io::stdin().as_fd().try_clone_to_owned();
     let link_out = std::io::stdout().as_fd().try_clone_to_owned();
@@ -480,12 +527,23 @@ mod tests {
     fn relay_arguments_round_trip() {
         let args = RelayArgs {
             cwd: Some("/tmp/x y".into()),
+            create_cwd: true,
+            env_clear: true,
+            env_remove: vec!["HOME".into(), "B".into()],
+            pty: Some(crate::spec::PtySize {
+                rows: 30,
+                cols: 120,
+            }),
             env: vec![("A".into(), "1=2".into())],
             program: "python3".into(),
             args: vec!["-i".into(), "--".into()],
         };
         assert_eq!(RelayArgs::parse(&args.to_args()).unwrap(), args);
         assert!(RelayArgs::parse(&["python3".into()]).is_err());
+        assert!(RelayArgs::parse(&["--env-remove".into()]).is_err());
+        assert!(
+            RelayArgs::parse(&["--pty".into(), "80".into(), "--".into(), "sh".into()]).is_err()
+        );
         assert!(RelayArgs::parse(&["--".into()]).is_err());
     }
 }

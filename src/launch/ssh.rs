@@ -22,7 +22,7 @@ use super::link::{Link, LinkShared, Mode, NO_RELAY};
 use super::local::{spawn, ChildProcess};
 use super::relay::RelayArgs;
 use super::{Launch, Launched, Launcher};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::hosts::HostsConfig;
 use crate::spec::{ToolSpec, Transport};
 use crate::state::ExitInfo;
@@ -112,6 +112,10 @@ impl SshLauncher {
     fn remote_command(&self, spec: &ToolSpec) -> String {
         let relay = RelayArgs {
             cwd: spec.cwd.clone(),
+            create_cwd: spec.create_cwd,
+            env_clear: spec.env.clear,
+            env_remove: spec.env.remove.clone(),
+            pty: (spec.transport == Transport::Pty).then_some(spec.pty_size),
             env: spec
                 .env
                 .set
@@ -124,10 +128,30 @@ impl SshLauncher {
         let aim = quote(&self.config.remote_aim);
         let relay_line: Vec<String> = relay.to_args().iter().map(|a| quote(a)).collect();
         let mut plain = Vec::new();
+        if spec.transport == Transport::Pty {
+            // Plain `ssh -T` has no terminal to give; say so where the instance's stderr
+            // tail shows it.
+            plain.push(format!(
+                "echo {} >&2; exit 126;",
+                quote(&format!(
+                    "aim: a PTY on this host needs aim there ({} not found)",
+                    self.config.remote_aim
+                ))
+            ));
+        }
         if let Some(cwd) = &spec.cwd {
+            if spec.create_cwd {
+                plain.push(format!("mkdir -p {};", quote(cwd)));
+            }
             plain.push(format!("cd {} || exit 126;", quote(cwd)));
         }
         plain.push("exec env".to_string());
+        if spec.env.clear {
+            plain.push("-i".into());
+        }
+        for k in &spec.env.remove {
+            plain.push(format!("-u {}", quote(k)));
+        }
         for (k, v) in &spec.env.set {
             plain.push(quote(&format!("{k}={v}")));
         }
@@ -144,12 +168,6 @@ impl SshLauncher {
 
 impl Launcher for SshLauncher {
     fn launch(&self, spec: &ToolSpec, instance: usize) -> Result<Launch> {
-        if spec.transport == Transport::Pty {
-            return Err(Error::config(
-                "transport",
-                "a PTY is not available on another host (use pipes)",
-            ));
-        }
         let host = &self.hosts[instance % self.hosts.len()];
         self.ensure_master(host);
         let mut args = vec!["-T".to_string()];
@@ -272,6 +290,31 @@ mod tests {
         assert!(line.starts_with("if command -v aim >/dev/null 2>&1; then exec aim relay -- python3 -i -c 'x = '\\''a b'\\'''; fi;"), "{line}");
         assert!(
             line.ends_with("exec env python3 -i -c 'x = '\\''a b'\\'''"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn the_environment_and_a_pty_travel_both_ways() {
+        let launcher = SshLauncher::new(HostsConfig::new(vec!["h1".into()]));
+        let spec = ToolSpec::new("t", "tool")
+            .cwd("w d")
+            .create_cwd(true)
+            .env_clear()
+            .env_remove("HOME")
+            .env("A", "1")
+            .transport(Transport::Pty);
+        let line = launcher.remote_command(&spec);
+        assert!(
+            line.contains(
+                "exec aim relay --cwd 'w d' --create-cwd --pty 24x80 --env-clear \
+                 --env-remove HOME --env A=1 -- tool;"
+            ),
+            "{line}"
+        );
+        assert!(line.contains("needs aim there"), "{line}");
+        assert!(
+            line.ends_with("mkdir -p 'w d'; cd 'w d' || exit 126; exec env -i -u HOME A=1 tool"),
             "{line}"
         );
     }

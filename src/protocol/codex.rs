@@ -115,14 +115,22 @@ impl Protocol for CodexAppServer {
     }
 
     fn conversation(&self, context: &Context) -> Box<dyn Conversation> {
-        let cwd = std::env::current_dir().ok().map(|here| {
-            match &context.cwd {
-                Some(dir) => here.join(dir),
-                None => here,
-            }
-            .display()
-            .to_string()
-        });
+        // The working directory codex is told about is the process's own. On another host
+        // that is the far side's: the spec's `cwd` when absolute; otherwise (relative to the
+        // remote login's directory, or none) codex keeps the one it was started in, which
+        // this machine cannot name.
+        let cwd = match (&context.host, &context.cwd) {
+            (Some(_), Some(dir)) if std::path::Path::new(dir).is_absolute() => Some(dir.clone()),
+            (Some(_), _) => None,
+            (None, dir) => std::env::current_dir().ok().map(|here| {
+                match dir {
+                    Some(dir) => here.join(dir),
+                    None => here,
+                }
+                .display()
+                .to_string()
+            }),
+        };
         let mut policy = Policy {
             cwd: cwd.clone(),
             permissions: self.permissions,
@@ -785,6 +793,34 @@ mod tests {
         );
         let answer = c.finish().unwrap();
         assert_eq!(answer.input_required.as_deref(), Some("Which database?"));
+    }
+
+    /// What a conversation opened with `context` sends first.
+    fn opening(spec: &ToolSpec, context: &Context) -> String {
+        let mut c = CodexAppServer::new(spec).conversation(context);
+        let mut input = Vec::new();
+        c.open(Instant::now(), &mut input);
+        String::from_utf8(input).unwrap()
+    }
+
+    #[test]
+    fn the_working_directory_named_to_codex_is_the_one_it_runs_in() {
+        let spec = ToolSpec::new("codex", "codex").permissions(Permissions::Edit);
+        let here = std::env::current_dir().unwrap().display().to_string();
+        let mut local = Context::new(i32::MAX, 0, 1 << 20);
+        local.cwd = Some("work".into());
+        let text = opening(&spec, &local);
+        let mine = format!("{here}/work");
+        assert!(text.contains(&format!("\"cwd\":{}", json!(mine))), "{text}");
+        // On another host: this machine's directory means nothing there.
+        let mut remote = local.clone();
+        remote.host = Some("build1".into());
+        let text = opening(&spec, &remote);
+        assert!(!text.contains("\"cwd\""), "{text}");
+        assert!(!text.contains(&here), "{text}");
+        remote.cwd = Some("/srv/agents/0".into());
+        let text = opening(&spec, &remote);
+        assert!(text.contains("\"cwd\":\"/srv/agents/0\""), "{text}");
     }
 
     #[test]
