@@ -19,9 +19,11 @@ pub(crate) enum Rule {
     },
     /// A line on stdout.
     Line,
-    /// A line on stdout that contains `nonce` and is not an echo of the sentinel command
-    /// (`echoes`: the command's lines, which a tool may print back, as sqlite3 does after
-    /// `.echo on`; echoed at the end of the answer, they are left out of it).
+    /// A line on stdout that contains `nonce`. `echoes` are the sentinel command's lines that
+    /// carry the nonce: a tool may print them back (sqlite3 after `.echo on`, before or after
+    /// the answer's own output, or after an answer without a final newline on its line);
+    /// wherever such a read-back ends a line it is cut out of the answer, so it neither ends
+    /// the answer nor stays in it.
     Nonce {
         nonce: Vec<u8>,
         echoes: Vec<Vec<u8>>,
@@ -68,6 +70,7 @@ impl Rule {
                 echoes: command
                     .replace("{nonce}", nonce)
                     .lines()
+                    .filter(|line| line.contains(nonce))
                     .map(|line| line.as_bytes().to_vec())
                     .collect(),
             },
@@ -116,6 +119,21 @@ pub(crate) struct Collected {
     pub stderr: Vec<u8>,
     /// The number of the main prompt that ended the answer (numbered prompts).
     pub prompt_number: Option<u64>,
+    /// The sentinel command's lines that carry the nonce (sentinel framing).
+    sentinel_lines: Vec<Vec<u8>>,
+}
+
+impl Collected {
+    /// Cuts the sentinel command out of stderr: an error quoting the statement quotes the
+    /// sentinel aim added to it (sqlite3: `SELECT 1 + ;-- __aim_...__`), which is not the
+    /// tool's answer. Call once all of the answer's stderr is in.
+    pub(crate) fn strip_sentinel_from_stderr(&mut self) {
+        for line in &self.sentinel_lines {
+            if find(&self.stderr, line).is_some() {
+                self.stderr = without_all(&self.stderr, line);
+            }
+        }
+    }
 }
 
 /// A numbered prompt found in the output: where it is and what it says.
@@ -412,19 +430,22 @@ impl Framer {
             let start = self.scanned;
             let end = from + pos;
             let line = &self.stdout[start..end];
+            if let Rule::Nonce { echoes, .. } = &self.rule {
+                if let Some(echo) = echoes.iter().find(|echo| line.ends_with(echo)) {
+                    // A read-back of the sentinel command: cut it and its newline out. Bytes
+                    // before it on its line (an answer without a final newline) stay, and
+                    // their line goes on.
+                    let cut = end - echo.len();
+                    self.stdout.drain(cut..=end);
+                    self.searched = cut;
+                    continue;
+                }
+            }
             // Where the answer's body ends on a hit line.
             let hit = match &self.rule {
-                Rule::Nonce { nonce, echoes } => find(line, nonce)
-                    .filter(|_| {
-                        !echoes.iter().any(|echo| {
-                            echo.as_slice() != nonce.as_slice()
-                                && find(echo, nonce).is_some()
-                                && find(line, echo).is_some()
-                        })
-                    })
-                    // The sentinel is not part of the answer; bytes before it on its line
-                    // are (an answer without a final newline: bc `print "abc"`).
-                    .map(|at| start + at),
+                // The sentinel is not part of the answer; bytes before it on its line are (an
+                // answer without a final newline: bc `print "abc"`).
+                Rule::Nonce { nonce, .. } => find(line, nonce).map(|at| start + at),
                 // The final JSON event is part of the answer.
                 Rule::JsonField { field, value } => {
                     json_field_is(line, field, value).then_some(end + 1)
@@ -464,23 +485,6 @@ impl Framer {
     pub(crate) fn into_collected(mut self) -> Collected {
         if let Some(end) = self.body_end {
             self.stdout.truncate(end);
-            if let Rule::Nonce { echoes, .. } = &self.rule {
-                // The sentinel command printed back (sqlite3 `.echo on`) is not the answer.
-                // Its last line (with the nonce) is a whole line; an earlier one follows the
-                // answer on its line when the answer has no final newline.
-                for (i, echo) in echoes.iter().rev().enumerate() {
-                    let cut = self.stdout.len().saturating_sub(echo.len() + 1);
-                    let whole_line = cut == 0 || self.stdout[cut - 1] == b'\n';
-                    if self.stdout.ends_with(b"\n")
-                        && self.stdout[cut..self.stdout.len() - 1] == echo[..]
-                        && (i > 0 || whole_line)
-                    {
-                        self.stdout.truncate(cut);
-                    } else {
-                        break;
-                    }
-                }
-            }
             if matches!(self.rule, Rule::Line) && self.stdout.last() == Some(&b'\r') {
                 self.stdout.pop();
             }
@@ -508,10 +512,15 @@ impl Framer {
             };
             *buf = without_prompts(buf, &self.prompts);
         }
+        let sentinel_lines = match self.rule {
+            Rule::Nonce { echoes, .. } => echoes,
+            _ => Vec::new(),
+        };
         Collected {
             stdout: self.stdout,
             stderr: self.stderr,
             prompt_number: self.prompt_number,
+            sentinel_lines,
         }
     }
 }
@@ -567,6 +576,18 @@ fn without_prompts(buf: &[u8], prompts: &[NumberedPrompt]) -> Vec<u8> {
         }
     }
     out.extend_from_slice(&buf[at.min(buf.len())..]);
+    out
+}
+
+/// `buf` without any occurrence of `part` (not empty).
+fn without_all(buf: &[u8], part: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(buf.len());
+    let mut at = 0;
+    while let Some(off) = find(&buf[at..], part) {
+        out.extend_from_slice(&buf[at..at + off]);
+        at += off + part.len();
+    }
+    out.extend_from_slice(&buf[at..]);
     out
 }
 
@@ -1031,23 +1052,76 @@ mod tests {
         assert_eq!(utf8_complete(b""), 0);
     }
 
+    fn sqlite3_sentinel() -> Framing {
+        Framing::Sentinel {
+            command: ";-- {nonce}\n.print {nonce}".into(),
+        }
+    }
+
     #[test]
     fn an_echoed_sentinel_command_neither_ends_the_answer_nor_stays_in_it() {
-        let framing = Framing::Sentinel {
-            command: ";\n.print {nonce}".into(),
-        };
-        let mut f = Framer::new(Rule::for_answer(&framing, "__n__"), 1 << 20, Instant::now());
+        let mut f = Framer::new(
+            Rule::for_answer(&sqlite3_sentinel(), "__n__"),
+            1 << 20,
+            Instant::now(),
+        );
         // sqlite3 after `.echo on`: the statement, its output, then the sentinel read back.
         let p = feed_all(
             &mut f,
-            &[("SELECT 1;\n1\n;\n.print __n__\n", Stream::Stdout)],
+            &[("SELECT 1;\n1\n;-- __n__\n.print __n__\n", Stream::Stdout)],
         );
         assert_eq!(p, Progress::Pending);
+        assert_eq!(f.settled_stdout(), b"SELECT 1;\n1\n");
         assert_eq!(
             feed_all(&mut f, &[("__n__\n", Stream::Stdout)]),
             Progress::Complete
         );
         assert_eq!(f.into_collected().stdout, b"SELECT 1;\n1\n");
+    }
+
+    #[test]
+    fn a_read_back_before_the_answers_output_is_cut_out_of_it() {
+        let mut f = Framer::new(
+            Rule::for_answer(&sqlite3_sentinel(), "__n__"),
+            1 << 20,
+            Instant::now(),
+        );
+        // A statement without `;`: sqlite3 echoes it with the sentinel's first line, then
+        // runs it; the read-back arrives in pieces.
+        let p = feed_all(
+            &mut f,
+            &[
+                ("SELECT 2\n;-- __", Stream::Stdout),
+                ("n__\n2\n.print __n__", Stream::Stdout),
+            ],
+        );
+        assert_eq!(p, Progress::Pending);
+        assert_eq!(f.settled_stdout(), b"SELECT 2\n2\n");
+        assert_eq!(
+            feed_all(&mut f, &[("\n__n__\n", Stream::Stdout)]),
+            Progress::Complete
+        );
+        assert_eq!(f.into_collected().stdout, b"SELECT 2\n2\n");
+    }
+
+    #[test]
+    fn errors_quoting_the_sentinel_leave_it_out() {
+        let mut f = Framer::new(
+            Rule::for_answer(&sqlite3_sentinel(), "__n__"),
+            1 << 20,
+            Instant::now(),
+        );
+        let p = feed_all(
+            &mut f,
+            &[
+                ("  SELECT 1 + ;-- __n__\n", Stream::Stderr),
+                ("__n__\n", Stream::Stdout),
+            ],
+        );
+        assert_eq!(p, Progress::Complete);
+        let mut collected = f.into_collected();
+        collected.strip_sentinel_from_stderr();
+        assert_eq!(collected.stderr, b"  SELECT 1 + \n");
     }
 
     #[test]
@@ -1075,16 +1149,20 @@ mod tests {
 
     #[test]
     fn an_echoed_sentinel_command_after_an_answer_without_newline_is_left_out() {
-        let framing = Framing::Sentinel {
-            command: ";\n.print {nonce}".into(),
-        };
+        let framing = sqlite3_sentinel();
         let mut f = Framer::new(Rule::for_answer(&framing, "__n__"), 1 << 20, Instant::now());
-        // sqlite3 `.echo on`, `.mode ascii`: the echoed `;` follows the row on its line.
-        let out = "select 1;\n1\x1e;\n.print __n__\n__n__\n";
+        // sqlite3 `.echo on`, `.mode ascii`: the echoed sentinel follows the row on its line.
+        let out = "select 1;\n1\x1e;-- __n__\n.print __n__\n";
         assert_eq!(
             feed_all(&mut f, &[(out, Stream::Stdout)]),
+            Progress::Pending
+        );
+        assert_eq!(f.settled_stdout(), b"select 1;\n");
+        assert_eq!(
+            feed_all(&mut f, &[("__n__\n", Stream::Stdout)]),
             Progress::Complete
         );
+        assert_eq!(f.settled_stdout(), b"select 1;\n1\x1e");
         assert_eq!(f.into_collected().stdout, b"select 1;\n1\x1e");
         // Without echo, an answer that ends in `;` keeps it.
         let mut f = Framer::new(Rule::for_answer(&framing, "__n__"), 1 << 20, Instant::now());

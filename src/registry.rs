@@ -406,10 +406,11 @@ fn bc_spec() -> ToolSpec {
 fn sqlite3_spec() -> ToolSpec {
     ToolSpec::new("sqlite3", "sqlite3")
         .args(["-batch"])
-        // `;` ends a statement left without one (an empty statement otherwise); `.print` is
-        // the same in every `.mode` and with `.headers` on.
+        // `;` ends a statement left without one (an empty statement otherwise), and the
+        // comment after it carries the nonce so that its read-back (`.echo on`) is known to be
+        // aim's; `.print` is the same in every `.mode` and with `.headers` on.
         .framing(Framing::Sentinel {
-            command: ";\n.print {nonce}".into(),
+            command: ";-- {nonce}\n.print {nonce}".into(),
         })
         // Each of these (and every abbreviation sqlite3 3.40 accepts) sends what follows,
         // the sentinel included, somewhere else than standard output: into the user's file.

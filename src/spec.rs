@@ -101,11 +101,13 @@ pub enum Framing {
     /// One line of output per prompt.
     Line,
     /// After the prompt, `command` (with `{nonce}` replaced by a fresh unique marker) is
-    /// written too; the answer ends at the line that contains the nonce.
+    /// written too; the answer ends at the line that contains the nonce. A line of `command`
+    /// that carries `{nonce}` and is read back by the tool (sqlite3 `.echo on`) is cut out of
+    /// the answer, its streamed pieces and its stderr.
     Sentinel {
         /// The command that makes the tool print `{nonce}`, e.g. `print "{nonce}\n"` for bc.
-        /// It may be several lines: sqlite3's `;` then `.print {nonce}` first ends a
-        /// statement left without its `;`.
+        /// It may be several lines: sqlite3's `;-- {nonce}` then `.print {nonce}` first ends
+        /// a statement left without its `;` (the comment marks its read-back as aim's).
         command: String,
     },
     /// Output is JSON, one object per line; the answer ends at the object whose `field` is the

@@ -435,3 +435,49 @@ fn python_prompts_changed_by_the_user_do_not_break_the_framing() {
     assert_eq!(r.pid, pid, "the process was kept");
     stop_pool(&pool);
 }
+
+/// Sends `prompt` streamed; returns the answer and its streamed pieces.
+fn streamed(pool: &ToolProcessPool, prompt: &str) -> (aim::Response, Vec<String>) {
+    let ticket = pool
+        .submit_to(0, Request::new(prompt).stream(true))
+        .unwrap();
+    let chunks: Vec<String> = ticket.chunks().collect();
+    (ticket.wait().unwrap(), chunks)
+}
+
+#[test]
+fn sqlite3_echo_streams_pieces_that_add_up_to_the_answer_without_aims_own_lines() {
+    init_logs();
+    let Some(spec) = sqlite3() else { return };
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    let expected = [
+        (".echo on", ""),
+        ("SELECT 1;", "SELECT 1;\n1\n"),
+        // No `;`: aim ends the statement, and its `;` is not read back in the answer.
+        ("SELECT 2", "SELECT 2\n2\n"),
+        ("SELECT ';';", "SELECT ';';\n;\n"),
+        (".print 'abc'", ".print 'abc'\nabc\n"),
+        (".mode ascii", ".mode ascii\n"),
+        // No final newline in ascii mode: the read-back follows the answer on its line.
+        ("SELECT 3;", "SELECT 3;\n3\u{1e}"),
+        ("SELECT 4", "SELECT 4\n4\u{1e}"),
+    ];
+    for (prompt, text) in expected {
+        let (r, chunks) = streamed(&pool, prompt);
+        assert_eq!(r.text, text, "{prompt}");
+        assert_eq!(chunks.concat(), r.text, "{prompt}: {chunks:?}");
+    }
+    stop_pool(&pool);
+}
+
+#[test]
+fn sqlite3_errors_do_not_show_aims_own_text() {
+    init_logs();
+    let Some(spec) = sqlite3() else { return };
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    let r = pool.send_to(0, "SELECT 1 +").unwrap();
+    assert!(r.stderr.contains("syntax error"), "{:?}", r.stderr);
+    assert!(!r.stderr.contains("__aim_"), "{:?}", r.stderr);
+    assert!(!r.stderr.contains("+ ;"), "aim's own `;`: {:?}", r.stderr);
+    stop_pool(&pool);
+}

@@ -518,6 +518,7 @@ impl Conversation for FramedConversation {
                 Stream::Stderr => collected.stderr.extend_from_slice(&bytes),
             }
         }
+        collected.strip_sentinel_from_stderr();
         if let Some(number) = collected.prompt_number {
             self.last_prompt = number;
         }
