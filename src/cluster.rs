@@ -83,6 +83,9 @@ pub struct ClusterHealth {
     pub healthy: usize,
     /// Prompts waiting for an eligible instance.
     pub backlog: usize,
+    /// Every host's state, when the instances run on other hosts (empty: this machine).
+    #[serde(default)]
+    pub hosts: Vec<crate::host_state::HostStatus>,
 }
 
 impl ClusterHealth {
@@ -393,6 +396,7 @@ impl ClusterManager {
             instances,
             healthy,
             backlog: self.inner().dispatch.backlog_len(),
+            hosts: self.inner().core.host_statuses(),
         }
     }
 

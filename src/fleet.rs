@@ -9,6 +9,7 @@ use crossbeam_channel::Sender;
 use parking_lot::RwLock;
 
 use crate::events::EventSink;
+use crate::host_state::{HostShared, HostStatus};
 use crate::instance::{InstanceHandle, Job};
 use crate::protocol_api::Protocol;
 use crate::spec::ToolSpec;
@@ -43,6 +44,8 @@ pub(crate) struct Fleet {
     pub closed: AtomicBool,
     /// The instances' workspaces, when the spec asks for them.
     pub workspaces: Option<Arc<crate::workspace::Workspaces>>,
+    /// The hosts instances run on (empty: this machine); instance `i` on host `i % hosts`.
+    pub hosts: Vec<Arc<HostShared>>,
 }
 
 impl Fleet {
@@ -52,6 +55,28 @@ impl Fleet {
 
     pub(crate) fn instances(&self) -> Vec<Arc<InstanceHandle>> {
         self.instances.read().clone()
+    }
+
+    /// The index of the host instance `index` runs on (`None`: this machine).
+    pub(crate) fn host_index(&self, index: usize) -> Option<usize> {
+        (!self.hosts.is_empty()).then(|| index % self.hosts.len())
+    }
+
+    /// The host instance `index` runs on (`None`: this machine).
+    pub(crate) fn host_of(&self, index: usize) -> Option<&Arc<HostShared>> {
+        self.host_index(index).map(|h| &self.hosts[h])
+    }
+
+    /// Every host's status, with the instances placed on it now.
+    pub(crate) fn host_statuses(&self) -> Vec<HostStatus> {
+        let count = self.len();
+        self.hosts
+            .iter()
+            .enumerate()
+            .map(|(h, host)| {
+                host.status((0..count).filter(|i| i % self.hosts.len() == h).collect())
+            })
+            .collect()
     }
 
     pub(crate) fn len(&self) -> usize {

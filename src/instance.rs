@@ -54,6 +54,9 @@ pub struct InstanceStatus {
     pub workspace: Option<std::path::PathBuf>,
     /// Its workspace's branch (git worktrees).
     pub branch: Option<String>,
+    /// The host it runs on (`None`: this machine).
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 impl InstanceStatus {
@@ -98,6 +101,9 @@ pub(crate) struct InstanceShared {
     returns_at: AtomicU64,
     pub info: Mutex<InstanceInfo>,
     pub stats: InstanceStats,
+    /// The host it runs on (`None`: this machine): while that host is not up, routers see
+    /// its circuit open.
+    pub host: Option<Arc<crate::host_state::HostShared>>,
 }
 
 /// The slower-changing facts about an instance, under its own lock.
@@ -128,6 +134,27 @@ impl InstanceShared {
             returns_at: AtomicU64::new(crate::clock::ATOMIC_NOW),
             info: Mutex::new(InstanceInfo::default()),
             stats: InstanceStats::new(record_metrics),
+            host: None,
+        }
+    }
+
+    /// The same, placed on `host`.
+    pub(crate) fn on_host(mut self, host: Option<Arc<crate::host_state::HostShared>>) -> Self {
+        self.host = host;
+        self
+    }
+
+    /// Its host when that host is not up.
+    fn host_not_up(&self) -> Option<&crate::host_state::HostShared> {
+        self.host.as_deref().filter(|h| !h.is_up())
+    }
+
+    /// Its circuit as routers see it: open while its host is not up.
+    fn routed_circuit(&self) -> CircuitState {
+        if self.host_not_up().is_some() {
+            CircuitState::Open
+        } else {
+            self.circuit()
         }
     }
 
@@ -148,17 +175,21 @@ impl InstanceShared {
     /// What a prompt that cannot be placed is told about this instance at `now`.
     pub(crate) fn outlook(&self, now: Instant) -> crate::state::InstanceOutlook {
         let state = self.state();
-        let circuit_open = self.circuit() == CircuitState::Open;
+        let circuit_open = self.routed_circuit() == CircuitState::Open;
         let waits = matches!(
             state,
             InstanceState::Restarting | InstanceState::Failed | InstanceState::Stopped
-        ) || circuit_open;
-        let returns_in = if waits {
+        ) || self.circuit() == CircuitState::Open;
+        let mut returns_in = if waits {
             crate::clock::from_atomic(self.returns_at.load(Ordering::Acquire))
                 .map(|at| at.saturating_duration_since(now))
         } else {
             Some(Duration::ZERO)
         };
+        if let Some(host) = self.host_not_up() {
+            // Back no sooner than its host.
+            returns_in = returns_in.zip(host.returns_in(now)).map(|(a, b)| a.max(b));
+        }
         crate::state::InstanceOutlook {
             index: self.index,
             state,
@@ -241,7 +272,7 @@ impl InstanceShared {
             state: self.state(),
             pending: self.pending(),
             capacity,
-            circuit: self.circuit(),
+            circuit: self.routed_circuit(),
             generation: self.generation(),
             stuck: self.stuck.load(Ordering::Acquire),
         }
@@ -312,6 +343,7 @@ impl InstanceShared {
             last_stderr: info.stderr_tail.iter().cloned().collect(),
             workspace: info.workspace.as_ref().map(|(path, _)| path.clone()),
             branch: info.workspace.as_ref().and_then(|(_, b)| b.clone()),
+            host: self.host.as_ref().map(|h| h.name.clone()),
         }
     }
 }
@@ -500,6 +532,8 @@ pub(crate) enum IoEvent {
         cause: ExitCause,
         /// A prompt was in flight: a failure whatever the exit code.
         answering: bool,
+        /// It ran on another host and its link there was lost (see `Launched::link_lost`).
+        link_lost: bool,
     },
     /// A request outcome that changes the breaker's input (sent on failures, and on the first
     /// success after a failure).

@@ -25,7 +25,7 @@ pub(crate) const FAILURE_KINDS: [&str; 4] = ["timeout", "died", "rejected", "err
 /// The restart reasons counted per instance: every [`ExitCause`] after which the monitor
 /// starts a new process (a shutdown never does). Public as
 /// [`MetricsSnapshot::RESTART_REASONS`].
-pub(crate) const RESTART_REASONS: [ExitCause; 10] = [
+pub(crate) const RESTART_REASONS: [ExitCause; 11] = [
     ExitCause::Crashed,
     ExitCause::SpawnFailed,
     ExitCause::NotReady,
@@ -36,6 +36,7 @@ pub(crate) const RESTART_REASONS: [ExitCause; 10] = [
     ExitCause::Manual,
     ExitCause::Protocol,
     ExitCause::Memory,
+    ExitCause::HostDown,
 ];
 
 pub(crate) fn failure_kind(error: &Error) -> usize {
@@ -444,6 +445,9 @@ pub struct MetricsSnapshot {
     pub instances: Vec<InstanceMetrics>,
     /// The cluster as a whole.
     pub cluster: ClusterMetrics,
+    /// Per host, when the instances run on other hosts (empty: this machine).
+    #[serde(default)]
+    pub hosts: Vec<crate::host_state::HostStatus>,
 }
 
 impl MetricsSnapshot {
@@ -452,7 +456,7 @@ impl MetricsSnapshot {
 
     /// The restart reasons counted per instance: every [`ExitCause`] after which the monitor
     /// starts a new process.
-    pub const RESTART_REASONS: [ExitCause; 10] = RESTART_REASONS;
+    pub const RESTART_REASONS: [ExitCause; 11] = RESTART_REASONS;
 
     /// Builds a snapshot from per-instance metrics plus the dispatcher's own counts.
     pub(crate) fn build(
@@ -528,6 +532,7 @@ impl MetricsSnapshot {
             uptime_s: secs,
             instances,
             cluster,
+            hosts: Vec::new(),
         }
     }
 

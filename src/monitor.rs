@@ -3,6 +3,13 @@
 //! request fails, so failover never waits for the poll. It owns each instance's backoff,
 //! restart budget and circuit breaker, schedules restarts, runs liveness probes and retires
 //! old processes. Timers are `select!` timeouts, never sleeps.
+//!
+//! With hosts, it also owns each host's [`HostHealth`]: an instance whose link to its host
+//! was lost (or whose launch there failed) makes the host suspect, and the monitor starts a
+//! check (`Launcher::check_host`, a process it polls on its own timers while it runs). A
+//! failed check takes the host down: its running instances are stopped
+//! ([`ExitCause::HostDown`]) and no instance on it is restarted until a later check, on
+//! backoff, passes; then they all restart at once.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,7 +22,10 @@ use crate::budget::RestartBudget;
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::fleet::Fleet;
+use crate::host_health::{HostHealth, CHECK_TIMEOUT};
+use crate::host_state::HostState;
 use crate::instance::{Control, InstanceHandle, IoEvent, Job};
+use crate::launch::{HostCheck, Launcher};
 use crate::response::Response;
 use crate::spec::RestartPolicy;
 use crate::state::ExitInfo;
@@ -50,7 +60,19 @@ struct Supervised {
     next_probe: Option<Instant>,
     /// The generation an outstanding probe was sent to.
     probe: Option<u64>,
+    /// A restart (after this cause) waiting for its host to be up.
+    held: Option<ExitCause>,
 }
+
+/// The monitor's view of one host.
+#[derive(Debug)]
+struct HostSupervised {
+    health: HostHealth,
+    check: Option<Box<dyn HostCheck>>,
+}
+
+/// How often a running host check is polled.
+const CHECK_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 pub(crate) struct Monitor {
     core: Arc<Fleet>,
@@ -61,18 +83,34 @@ pub(crate) struct Monitor {
     seed: u64,
     probe_tx: Sender<Result<Response>>,
     probe_rx: Receiver<Result<Response>>,
+    launcher: Arc<dyn Launcher>,
+    hosts: Vec<HostSupervised>,
 }
 
 impl Monitor {
     pub(crate) fn new(
         core: Arc<Fleet>,
+        launcher: Arc<dyn Launcher>,
         events: Receiver<IoEvent>,
         commands: Receiver<MonitorCommand>,
     ) -> Self {
         let seed =
             crate::framing::splitmix64(u64::from(std::process::id()) ^ core.spec.name.len() as u64);
         let (probe_tx, probe_rx) = crossbeam_channel::unbounded();
+        let hosts = (0..core.hosts.len())
+            .map(|h| HostSupervised {
+                health: HostHealth::new(
+                    core.supervision.backoff,
+                    core.supervision.breaker,
+                    crate::framing::splitmix64(seed ^ !(h as u64)),
+                    CHECK_TIMEOUT,
+                ),
+                check: None,
+            })
+            .collect();
         Monitor {
+            launcher,
+            hosts,
             probe_tx,
             probe_rx,
             next_poll: Instant::now() + core.supervision.health_interval,
@@ -143,6 +181,7 @@ impl Monitor {
                 .as_ref()
                 .map(|p| crate::clock::after(Instant::now(), p.interval)),
             probe: None,
+            held: None,
         }
     }
 
@@ -169,6 +208,14 @@ impl Monitor {
                 next = next.min(t);
             }
         }
+        for host in &self.hosts {
+            if let Some(t) = host.health.next_timer() {
+                next = next.min(t);
+            }
+            if host.check.is_some() {
+                next = next.min(Instant::now() + CHECK_POLL);
+            }
+        }
         next
     }
 
@@ -184,6 +231,7 @@ impl Monitor {
                 s.removed = true;
                 s.restart_at = None;
                 s.failed_until = None;
+                s.held = None;
                 s.next_probe = None;
             }
             MonitorCommand::Restart { index, reply } => {
@@ -193,6 +241,7 @@ impl Monitor {
                 s.breaker.reset();
                 s.failed_until = None;
                 s.restart_at = None;
+                s.held = None;
                 s.manual = Some(reply);
                 let Some(handle) = self.core.instance(index) else {
                     return;
@@ -265,6 +314,7 @@ impl Monitor {
                 } else {
                     self.emit(event);
                 }
+                self.on_host_failure(index, now);
                 self.on_down(index, ExitCause::SpawnFailed, None, false, now);
                 self.core.notify_change();
             }
@@ -275,6 +325,7 @@ impl Monitor {
                 exit,
                 cause,
                 answering,
+                link_lost,
             } => {
                 self.emit(Event::Exited {
                     instance: index,
@@ -283,6 +334,9 @@ impl Monitor {
                     exit,
                     cause,
                 });
+                if link_lost && cause.is_failure() {
+                    self.on_host_failure(index, now);
+                }
                 self.on_down(index, cause, exit, answering, now);
                 self.core.notify_change();
             }
@@ -351,6 +405,10 @@ impl Monitor {
         let Some(handle) = self.core.instance(index) else {
             return;
         };
+        if cause == ExitCause::HostDown {
+            self.hold(index, cause);
+            return;
+        }
         if matches!(
             cause,
             ExitCause::Manual | ExitCause::Retired | ExitCause::Memory
@@ -439,7 +497,7 @@ impl Monitor {
             if let Some((at, cause)) = s.restart_at {
                 if now >= at {
                     s.restart_at = None;
-                    self.spawn(index, cause);
+                    self.spawn_or_hold(index, cause);
                     continue;
                 }
             }
@@ -453,11 +511,180 @@ impl Monitor {
                         "{}[{index}]: failed cooldown over; trying again",
                         self.core.spec.name
                     );
-                    self.spawn(index, ExitCause::Crashed);
+                    self.spawn_or_hold(index, ExitCause::Crashed);
                 }
             }
             self.check_probe(index, now);
         }
+        self.on_host_timers(now);
+    }
+
+    /// Restarts instance `index` now if its host is up; otherwise holds the restart until it is.
+    fn spawn_or_hold(&mut self, index: usize, cause: ExitCause) {
+        if self.core.host_of(index).is_some_and(|h| !h.is_up()) {
+            self.hold(index, cause);
+        } else {
+            self.spawn(index, cause);
+        }
+    }
+
+    /// Holds instance `index`'s restart until its host is up.
+    fn hold(&mut self, index: usize, cause: ExitCause) {
+        let now = Instant::now();
+        let returns_at = self
+            .core
+            .host_index(index)
+            .and_then(|h| self.hosts[h].health.returns_at(now));
+        let s = self.supervised(index);
+        s.held = Some(cause);
+        s.restart_at = None;
+        if let Some(handle) = self.core.instance(index) {
+            handle.shared.set_returns_at(returns_at);
+            handle.shared.set_state(InstanceState::Restarting);
+        }
+        log::debug!(
+            "{}[{index}]: restart held until its host is up",
+            self.core.spec.name
+        );
+    }
+
+    /// Instance `index` lost its link to its host, or could not be launched there.
+    fn on_host_failure(&mut self, index: usize, now: Instant) {
+        let Some(h) = self.core.host_index(index) else {
+            return;
+        };
+        self.core.hosts[h].on_failure();
+        if let Some(state) = self.hosts[h].health.on_failure(now) {
+            self.on_host_state(h, state, now);
+        }
+        self.on_host_timers(now);
+    }
+
+    /// Starts, polls and times out host checks.
+    fn on_host_timers(&mut self, now: Instant) {
+        for h in 0..self.hosts.len() {
+            let host = &mut self.hosts[h];
+            let result = match host.check.as_mut().map(|c| c.poll()) {
+                Some(Some(ok)) => Some(ok),
+                Some(None) if host.health.check_deadline().is_some_and(|d| now >= d) => {
+                    log::warn!(
+                        "{}: host {} did not answer its check within {CHECK_TIMEOUT:?}",
+                        self.core.spec.name,
+                        self.core.hosts[h].name
+                    );
+                    Some(false)
+                }
+                _ => None,
+            };
+            if let Some(ok) = result {
+                // Dropping the check kills what is left of it.
+                host.check = None;
+                self.core.hosts[h].on_check(ok);
+                if let Some(state) = self.hosts[h].health.on_check_result(ok, now) {
+                    self.on_host_state(h, state, now);
+                } else {
+                    self.update_host_returns(h, now);
+                }
+            }
+            let host = &mut self.hosts[h];
+            if host.check.is_none() && host.health.check_due(now) {
+                host.health.on_check_started(now);
+                match self.launcher.check_host(h) {
+                    Some(Ok(check)) => self.hosts[h].check = Some(check),
+                    Some(Err(e)) => {
+                        log::warn!(
+                            "{}: cannot check host {}: {e}",
+                            self.core.spec.name,
+                            self.core.hosts[h].name
+                        );
+                        self.core.hosts[h].on_check(false);
+                        if let Some(state) = self.hosts[h].health.on_check_result(false, now) {
+                            self.on_host_state(h, state, now);
+                        }
+                    }
+                    None => {
+                        // A launcher without hosts: nothing to check, so nothing is held.
+                        if let Some(state) = self.hosts[h].health.on_check_result(true, now) {
+                            self.on_host_state(h, state, now);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records when host `h` and its held instances may be back.
+    fn update_host_returns(&mut self, h: usize, now: Instant) {
+        let returns_at = self.hosts[h].health.returns_at(now);
+        self.core.hosts[h].set_returns_at(returns_at);
+        for index in 0..self.instances.len() {
+            if self.core.host_index(index) == Some(h) && self.instances[index].held.is_some() {
+                if let Some(handle) = self.core.instance(index) {
+                    handle.shared.set_returns_at(returns_at);
+                }
+            }
+        }
+        self.core.notify_change();
+    }
+
+    /// Host `h` entered `state`.
+    fn on_host_state(&mut self, h: usize, state: HostState, now: Instant) {
+        let name = &self.core.hosts[h].name;
+        let returns_at = self.hosts[h].health.returns_at(now);
+        self.core.hosts[h].set_state(state, returns_at, now);
+        match state {
+            HostState::Up => log::info!("{}: host {name} is up", self.core.spec.name),
+            HostState::Suspect => {
+                log::warn!(
+                    "{}: host {name} is suspect; checking it",
+                    self.core.spec.name
+                )
+            }
+            HostState::Down => log::warn!(
+                "{}: host {name} is down; next check in {:?}",
+                self.core.spec.name,
+                returns_at.map(|t| t.saturating_duration_since(now))
+            ),
+        }
+        let on_host: Vec<usize> = (0..self.core.len())
+            .filter(|&i| self.core.host_index(i) == Some(h))
+            .collect();
+        match state {
+            HostState::Up => {
+                for index in on_host {
+                    if let Some(cause) = self.supervised(index).held.take() {
+                        self.spawn(index, cause);
+                    }
+                }
+            }
+            HostState::Down => {
+                for index in on_host {
+                    let Some(handle) = self.core.instance(index) else {
+                        continue;
+                    };
+                    if self.supervised(index).removed {
+                        continue;
+                    }
+                    match handle.shared.state() {
+                        InstanceState::Starting | InstanceState::Ready => {
+                            handle.control(Control::Recycle {
+                                cause: ExitCause::HostDown,
+                                drain: false,
+                            });
+                        }
+                        InstanceState::Restarting => {
+                            if let Some((_, cause)) = self.supervised(index).restart_at {
+                                self.hold(index, cause);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                self.update_host_returns(h, now);
+            }
+            HostState::Suspect => self.update_host_returns(h, now),
+        }
+        self.core.notify_change();
     }
 
     /// Reaps exited processes the I/O threads have not noticed yet and retires old ones.

@@ -239,6 +239,12 @@ impl PoolCore {
             hooks,
             closed: AtomicBool::new(false),
             workspaces,
+            hosts: options
+                .hosts
+                .hosts
+                .iter()
+                .map(|h| Arc::new(crate::host_state::HostShared::new(h.clone())))
+                .collect(),
         });
         let core = Arc::new(PoolCore {
             fleet: Arc::clone(&fleet),
@@ -254,7 +260,7 @@ impl PoolCore {
             report: Mutex::new(None),
             launched: Instant::now(),
         });
-        let monitor = Monitor::new(fleet, events_rx, monitor_rx);
+        let monitor = Monitor::new(fleet, Arc::clone(&core.launcher), events_rx, monitor_rx);
         let thread = std::thread::Builder::new()
             .name(format!("aim-monitor-{}", core.spec.name))
             .spawn(move || monitor.run())
@@ -373,11 +379,10 @@ impl PoolCore {
     }
 
     fn start_instance(&self, index: usize) -> Result<Arc<InstanceHandle>> {
-        let shared = Arc::new(InstanceShared::new(
-            index,
-            self.spec.name.as_str().into(),
-            self.record_metrics,
-        ));
+        let shared = Arc::new(
+            InstanceShared::new(index, self.spec.name.as_str().into(), self.record_metrics)
+                .on_host(self.host_of(index).cloned()),
+        );
         let (jobs_tx, jobs_rx) = unbounded();
         let (control_tx, control_rx) = unbounded();
         let doorbell = Arc::new(Doorbell::new()?);
@@ -420,14 +425,16 @@ impl PoolCore {
         } else {
             uptime
         };
-        crate::metrics::MetricsSnapshot::build(
+        let mut snapshot = crate::metrics::MetricsSnapshot::build(
             &self.spec.name,
             strategy,
             uptime,
             instances,
             backlog,
             refused,
-        )
+        );
+        snapshot.hosts = self.host_statuses();
+        snapshot
     }
 
     /// The one place a request becomes a job and its ticket: the prompt rendered for the

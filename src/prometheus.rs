@@ -2,8 +2,9 @@
 //!
 //! Conventions: every name starts with `aim_`, counters end in `_total`, durations are in
 //! seconds, each family has its `# HELP` and `# TYPE` lines and all its samples together.
-//! Labels are `tool` and `instance` (plus `kind`, `reason`, `state`, `le`); session keys never
-//! appear in labels (they are unbounded).
+//! Labels are `tool` and `instance` (plus `kind`, `reason`, `state`, `le`; `host` and
+//! `result` on the per-host families); session keys never appear in labels (they are
+//! unbounded).
 
 use std::fmt::Write;
 
@@ -336,7 +337,90 @@ pub(crate) fn render(snap: &MetricsSnapshot) -> String {
         "Time since the cluster was launched.",
     );
     w.sample("aim_uptime_seconds", &[], snap.uptime_s);
+    render_hosts(&mut w, &snap.hosts);
     w.out
+}
+
+/// The per-host families (none when the instances run on this machine).
+fn render_hosts(w: &mut Writer, hosts: &[crate::host_state::HostStatus]) {
+    use crate::host_state::HostState;
+    if hosts.is_empty() {
+        return;
+    }
+    w.family(
+        "aim_host_up",
+        "gauge",
+        "1 when the host is up, 0 when it is suspect or down.",
+    );
+    for h in hosts {
+        w.sample(
+            "aim_host_up",
+            &[("host", &h.host)],
+            f64::from(u8::from(h.is_up())),
+        );
+    }
+    w.family(
+        "aim_host_state",
+        "gauge",
+        "The host's state (up, suspect, down): 1 for the current one.",
+    );
+    for h in hosts {
+        for (state, v) in one_hot(HostState::ALL.iter().map(|s| s.as_str()), h.state.as_str()) {
+            w.sample("aim_host_state", &[("host", &h.host), ("state", &state)], v);
+        }
+    }
+    w.family(
+        "aim_host_transitions_total",
+        "counter",
+        "State changes of the host, by the state entered.",
+    );
+    for h in hosts {
+        for (state, v) in counts(&h.transitions) {
+            w.sample(
+                "aim_host_transitions_total",
+                &[("host", &h.host), ("state", &state)],
+                v,
+            );
+        }
+    }
+    w.family(
+        "aim_host_failures_total",
+        "counter",
+        "Failures the host's instances reported: links lost, launches that failed.",
+    );
+    for h in hosts {
+        w.sample(
+            "aim_host_failures_total",
+            &[("host", &h.host)],
+            h.failures as f64,
+        );
+    }
+    w.family(
+        "aim_host_checks_total",
+        "counter",
+        "Checks of the host (ssh HOST true), by result (ok, failed).",
+    );
+    for h in hosts {
+        for (result, v) in counts(&h.checks) {
+            w.sample(
+                "aim_host_checks_total",
+                &[("host", &h.host), ("result", &result)],
+                v,
+            );
+        }
+    }
+    w.family(
+        "aim_host_instances",
+        "gauge",
+        "Instances placed on the host.",
+    );
+    for h in hosts {
+        w.sample(
+            "aim_host_instances",
+            &[("host", &h.host)],
+            h.instances.len() as f64,
+        );
+    }
 }
 
 #[cfg(test)]

@@ -66,6 +66,9 @@ pub enum ExitCause {
     /// Its resident memory passed [`ToolSpec::max_rss_bytes`](crate::ToolSpec::max_rss_bytes)
     /// (recycled when idle, killed at twice the limit).
     Memory,
+    /// Its host went down (see [`HostState`](crate::HostState)): stopped, and restarted
+    /// when the host is up again.
+    HostDown,
 }
 
 impl ExitCause {
@@ -83,6 +86,7 @@ impl ExitCause {
             ExitCause::Shutdown => "shutdown",
             ExitCause::Protocol => "protocol",
             ExitCause::Memory => "memory",
+            ExitCause::HostDown => "host_down",
         }
     }
 
@@ -90,7 +94,11 @@ impl ExitCause {
     pub fn is_failure(&self) -> bool {
         !matches!(
             self,
-            ExitCause::Retired | ExitCause::Manual | ExitCause::Shutdown | ExitCause::Memory
+            ExitCause::Retired
+                | ExitCause::Manual
+                | ExitCause::Shutdown
+                | ExitCause::Memory
+                | ExitCause::HostDown
         )
     }
 }

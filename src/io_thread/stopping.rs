@@ -129,6 +129,7 @@ impl IoThread {
         self.drain_stderr(&mut child);
         let shared = Arc::clone(&self.cfg.shared);
         let pid = child.process.pid();
+        let link_lost = child.process.link_lost();
         let stderr = shared.last_stderr();
         let (mut cause, job) = match std::mem::replace(&mut child.phase, Phase::Idle) {
             Phase::Stopping { cause, orphan, .. } => (cause, orphan),
@@ -217,6 +218,7 @@ impl IoThread {
             exit,
             cause,
             answering: died_answering,
+            link_lost,
         });
         self.rehome_movable();
         self.process_ended();

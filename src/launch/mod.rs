@@ -38,6 +38,23 @@ pub(crate) trait Launcher: Send + Sync + fmt::Debug {
     /// [`Error::Spawn`](crate::Error::Spawn) when the program cannot be started;
     /// [`Error::Io`](crate::Error::Io) when pipes or a PTY cannot be created.
     fn launch(&self, spec: &ToolSpec, instance: usize) -> Result<Launch>;
+
+    /// Starts a check that host `host` (an index into the cluster's hosts) answers, without
+    /// waiting for it. `None`: this launcher has no hosts.
+    ///
+    /// # Errors
+    /// [`Error::Spawn`](crate::Error::Spawn) when the check cannot be started (a failed check).
+    fn check_host(&self, host: usize) -> Option<Result<Box<dyn HostCheck>>> {
+        let _ = host;
+        None
+    }
+}
+
+/// A running check that a host answers (see [`Launcher::check_host`]). Dropping it kills
+/// and reaps what is left of it.
+pub(crate) trait HostCheck: Send + fmt::Debug {
+    /// `Some(true)`: passed; `Some(false)`: failed; `None`: still running. Never blocks.
+    fn poll(&mut self) -> Option<bool>;
 }
 
 /// What a launch hands back.
@@ -76,6 +93,13 @@ pub(crate) trait Launched: Send + Sync + fmt::Debug {
     /// The host the tool runs on (`None`: this machine).
     fn host(&self) -> Option<&str> {
         None
+    }
+
+    /// Whether it ended because its link to another host was lost: the carrying process
+    /// (`ssh`) exited and the far side never reported the tool's exit. False while it runs,
+    /// and always for local processes.
+    fn link_lost(&self) -> bool {
+        false
     }
 }
 

@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use super::link::{Link, LinkShared, Mode, NO_RELAY};
 use super::local::{spawn, ChildProcess};
 use super::relay::RelayArgs;
-use super::{Launch, Launched, Launcher};
+use super::{HostCheck, Launch, Launched, Launcher};
 use crate::error::Result;
 use crate::hosts::HostsConfig;
 use crate::spec::{ToolSpec, Transport};
@@ -188,6 +188,55 @@ impl Launcher for SshLauncher {
             io,
         })
     }
+
+    fn check_host(&self, host: usize) -> Option<Result<Box<dyn HostCheck>>> {
+        let host = self.hosts.get(host)?;
+        // A host that was down lost its control connection: start a new one for the
+        // instances that follow a passed check.
+        self.ensure_master(host);
+        let mut args = vec!["-T".to_string(), "-n".into()];
+        args.extend(self.common_args(host));
+        args.extend([
+            "-o".into(),
+            "ControlMaster=no".into(),
+            "-o".into(),
+            format!("ConnectTimeout={CONNECT_TIMEOUT}"),
+            "--".into(),
+            host.dest.clone(),
+            "true".into(),
+        ]);
+        let spec = ToolSpec::new("ssh-check", self.config.ssh_program.clone()).args(args);
+        Some(
+            spawn(&spec, 0)
+                .map(|(process, io)| Box::new(SshCheck { process, _io: io }) as Box<dyn HostCheck>),
+        )
+    }
+}
+
+/// Seconds a host check's `ssh` may take to connect (it goes through the control connection
+/// when that one is up).
+const CONNECT_TIMEOUT: u32 = 5;
+
+/// `ssh HOST true`, through the host's control connection when it is up.
+#[derive(Debug)]
+struct SshCheck {
+    process: ChildProcess,
+    _io: super::ChildIo,
+}
+
+impl HostCheck for SshCheck {
+    fn poll(&mut self) -> Option<bool> {
+        self.process.try_reap().map(|e| e.success())
+    }
+}
+
+impl Drop for SshCheck {
+    fn drop(&mut self) {
+        if self.process.try_reap().is_none() {
+            self.process.signal_group(Signal::SIGKILL);
+            self.process.wait_gone(std::time::Duration::from_secs(1));
+        }
+    }
 }
 
 impl Drop for SshLauncher {
@@ -255,6 +304,10 @@ impl Launched for RemoteProcess {
 
     fn host(&self) -> Option<&str> {
         Some(&self.link.host)
+    }
+
+    fn link_lost(&self) -> bool {
+        self.ssh.exit().is_some() && self.link.remote_exit().is_none()
     }
 }
 
