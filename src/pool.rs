@@ -917,6 +917,8 @@ macro_rules! shared_setters {
         /// (instance `i` on host `i % hosts`), each through the system `ssh` client and an
         /// `aim relay` on the far side (plain `ssh -T`, with a warning, where there is none).
         /// A host is anything `ssh` accepts: `user@host`, or an alias from the ssh config.
+        /// Each host is supervised (up, suspect, down: see
+        /// [`HostState`](crate::HostState)); its state is in `health()` and `metrics()`.
         /// Each answer's [`Response::host`](crate::Response::host) names its host. Defaults
         /// to none (this machine). Launch fails with [`Error::InvalidConfig`] (field
         /// `hosts`) for a destination `ssh` would take as an option.

@@ -194,7 +194,10 @@ fn an_idempotent_prompt_in_flight_on_a_dead_host_is_answered_by_another() {
     let Some(mut hosts) = SshHosts::start(2) else {
         return;
     };
-    let _w = watchdog("idempotent resend off a dead host", Duration::from_secs(120));
+    let _w = watchdog(
+        "idempotent resend off a dead host",
+        Duration::from_secs(120),
+    );
     let cluster = cluster_on(&hosts, 2);
     // h0 busy for a while, so the routed prompt goes to h1's idle instance.
     let busy = cluster.submit_to(0, "/sleep 1500").unwrap();
@@ -204,9 +207,11 @@ fn an_idempotent_prompt_in_flight_on_a_dead_host_is_answered_by_another() {
     let ticket = cluster
         .submit(aim::Request::new("/sleep 500").idempotent(true))
         .unwrap();
-    wait_until(Duration::from_secs(10), "the prompt in flight on h1", || {
-        cluster.metrics().instances[1].in_flight == 1
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the prompt in flight on h1",
+        || cluster.metrics().instances[1].in_flight == 1,
+    );
     hosts.hosts[1].kill();
     let answer = ticket.wait().unwrap();
     assert_eq!(answer.host.as_deref(), Some("h0"), "{answer:?}");
