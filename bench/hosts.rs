@@ -8,13 +8,14 @@
 //! SKIPPED); `cargo test --benches` runs one round.
 
 mod common;
-#[path = "../tests/support/sshd.rs"]
-mod sshd;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::time::{Duration, Instant};
 
 use aim::{ClusterManager, Framing, HostState, InstanceState, Request, ToolSpec};
 use common::*;
+use support::sshd;
 
 fn cluster(hosts: &sshd::SshHosts) -> ClusterManager {
     let spec = ToolSpec::new("cat", "cat")
