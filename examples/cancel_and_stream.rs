@@ -23,7 +23,7 @@ fn main() -> Result<(), aim::Error> {
     let slow = cluster.submit(Request::new("/sleep 60000").timeout(Duration::from_secs(120)))?;
     slow.cancel();
     match slow.wait() {
-        Err(Error::Cancelled { prompt }) => println!("cancelled {prompt:?}"),
+        Err(Error::Cancelled { prompt, .. }) => println!("cancelled {prompt:?}"),
         other => println!("unexpected: {other:?}"),
     }
     println!("next: {:?}", cluster.send("still here?")?.text);

@@ -289,7 +289,10 @@ impl Dispatch {
         let mut outlook: Option<Outlook> = None;
         for job in pending {
             if job.cancel.load(Ordering::Acquire) {
-                let error = Error::Cancelled { prompt: None };
+                let error = Error::Cancelled {
+                    recycled: false,
+                    prompt: None,
+                };
                 self.stats.on_refused(&error);
                 job.fail(error);
                 continue;

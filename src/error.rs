@@ -180,6 +180,12 @@ pub enum Error {
     /// before it was answered. A prompt the tool was answering was interrupted the tool's way
     /// (SIGINT, an interrupt message) or its process recycled.
     Cancelled {
+        /// Whether the instance's process ended to stop the answer, losing its state (a
+        /// REPL's variables, an in-memory database): the tool exits on SIGINT (the built-in
+        /// `sqlite3` and `bc`), or did not end its turn within its stop grace. The instance
+        /// restarts as usual. False for a prompt still waiting, or an answer the tool stopped
+        /// itself (python, the agents).
+        recycled: bool,
         /// The prompt, handed back.
         prompt: Option<String>,
     },
@@ -278,7 +284,7 @@ impl Error {
             | Error::ToolReported { prompt, .. }
             | Error::InputRequired { prompt, .. }
             | Error::Denied { prompt, .. }
-            | Error::Cancelled { prompt }
+            | Error::Cancelled { prompt, .. }
             | Error::Shutdown { prompt } => prompt.as_deref(),
             _ => None,
         }
@@ -309,7 +315,7 @@ impl Error {
             | Error::ToolReported { prompt, .. }
             | Error::InputRequired { prompt, .. }
             | Error::Denied { prompt, .. }
-            | Error::Cancelled { prompt }
+            | Error::Cancelled { prompt, .. }
             | Error::Shutdown { prompt } => prompt,
             _ => None,
         }
@@ -361,7 +367,7 @@ impl Error {
             | Error::ToolReported { prompt, .. }
             | Error::InputRequired { prompt, .. }
             | Error::Denied { prompt, .. }
-            | Error::Cancelled { prompt }
+            | Error::Cancelled { prompt, .. }
             | Error::Shutdown { prompt }
                 if prompt.is_none() =>
             {
@@ -587,7 +593,11 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Error::Cancelled { .. } => write!(f, "cancelled"),
+            Error::Cancelled { recycled: false, .. } => write!(f, "cancelled"),
+            Error::Cancelled { recycled: true, .. } => write!(
+                f,
+                "cancelled; the process was recycled to stop the answer, losing its state (the instance restarts)"
+            ),
             Error::Busy { .. } => write!(f, "every queue is full"),
             Error::NoHealthyInstance {
                 waited, instances, ..

@@ -88,8 +88,9 @@ impl Ticket {
     /// [`Error::Cancelled`] (or with the answer, if it was already complete). A prompt still
     /// waiting is dropped; one being answered is interrupted the tool's way (SIGINT for REPLs
     /// and aider, an interrupt message for claude and codex) and the instance stays in
-    /// service, or its process is recycled when the tool has no way to stop or does not stop
-    /// within its stop grace. Cancelling twice does nothing.
+    /// service, or its process is recycled when the tool has no way to stop, exits on SIGINT
+    /// (the built-in `sqlite3` and `bc`) or does not stop within its stop grace (the error's
+    /// `recycled` then says so). Cancelling twice does nothing.
     ///
     /// ```
     /// # aim::demo::serve_if_requested();

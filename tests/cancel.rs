@@ -34,7 +34,16 @@ fn cancelling_a_python_computation_interrupts_it_and_keeps_the_process() {
     ticket.cancel();
     ticket.cancel(); // twice is harmless
     let result = ticket.wait();
-    assert!(matches!(result, Err(Error::Cancelled { .. })), "{result:?}");
+    assert!(
+        matches!(
+            result,
+            Err(Error::Cancelled {
+                recycled: false,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
     assert!(began.elapsed() < Duration::from_secs(20));
     // SIGINT stopped the sleep, not the REPL: same process, same state.
     let after = cluster.send("print(x)").unwrap();
@@ -122,5 +131,70 @@ fn a_session_cancels_all_its_prompts_and_goes_on() {
         .unwrap()
         .text
         .starts_with("You said: third"));
+    stop_cluster(&cluster);
+}
+
+/// Cancels `slow` on a one-instance cluster of the built-in `tool` after `setup`; returns the
+/// cluster, the error and the pid that answered `setup`.
+fn cancel_on(tool: &str, setup: &str, slow: &str) -> Option<(ClusterManager, Error, i32)> {
+    let program = if tool == "sqlite3" { "sqlite3" } else { "bc" };
+    if !have(program) {
+        eprintln!("SKIPPED: {program} not installed");
+        return None;
+    }
+    let spec = ToolRegistry::builtin().get(tool).unwrap();
+    let cluster = ClusterManager::builder(spec)
+        .supervision(fast_supervision())
+        .launch()
+        .unwrap();
+    let pid = cluster.send(setup).unwrap().pid;
+    let ticket = cluster.submit(slow).unwrap();
+    wait_until(Duration::from_secs(5), "the slow prompt in flight", || {
+        cluster.metrics().cluster.in_flight == 1
+    });
+    ticket.cancel();
+    let err = ticket.wait().unwrap_err();
+    Some((cluster, err, pid))
+}
+
+#[test]
+fn cancelling_a_sqlite3_query_ends_its_process_and_the_error_says_so() {
+    init_logs();
+    let _w = watchdog("sqlite3 cancel", Duration::from_secs(60));
+    let Some((cluster, err, pid)) = cancel_on(
+        "sqlite3",
+        "CREATE TABLE t(x); INSERT INTO t VALUES (5);",
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c;",
+    ) else {
+        return;
+    };
+    // sqlite3 -batch stops the query on SIGINT, then exits at its next input line.
+    assert!(
+        matches!(err, Error::Cancelled { recycled: true, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("recycled"), "{err}");
+    let after = cluster.send("SELECT count(*) FROM t;").unwrap();
+    assert_ne!(after.pid, pid);
+    assert!(after.stderr.contains("no such table"), "{after:?}");
+    stop_cluster(&cluster);
+}
+
+#[test]
+fn cancelling_a_bc_computation_ends_its_process_and_the_error_says_so() {
+    init_logs();
+    let _w = watchdog("bc cancel", Duration::from_secs(60));
+    let Some((cluster, err, pid)) = cancel_on("bc", "x = 5", "for (i = 0; i < 10^12; i++) {}")
+    else {
+        return;
+    };
+    // bc without -i dies of SIGINT.
+    assert!(
+        matches!(err, Error::Cancelled { recycled: true, .. }),
+        "{err:?}"
+    );
+    let after = cluster.send("x").unwrap();
+    assert_ne!(after.pid, pid);
+    assert_eq!(after.text, "0\n", "the new process has no x");
     stop_cluster(&cluster);
 }

@@ -17,7 +17,13 @@ impl IoThread {
                 .partition(|j| j.cancel.load(Ordering::Acquire));
             self.queue = kept;
             for job in cancelled {
-                self.complete(job, Err(Error::Cancelled { prompt: None }));
+                self.complete(
+                    job,
+                    Err(Error::Cancelled {
+                        recycled: false,
+                        prompt: None,
+                    }),
+                );
             }
         }
         let Some(child) = &mut self.child else { return };
@@ -42,7 +48,13 @@ impl IoThread {
             Interrupt::Signal => self.send_sigint(now),
             Interrupt::Written => self.write_pending(),
             Interrupt::Recycle => {
-                self.abort_busy(Error::Cancelled { prompt: None }, ExitCause::Manual);
+                self.abort_busy(
+                    Error::Cancelled {
+                        recycled: true,
+                        prompt: None,
+                    },
+                    ExitCause::Manual,
+                );
             }
         }
     }
@@ -78,7 +90,13 @@ impl IoThread {
             .and_then(|c| c.interrupting)
             .is_some_and(|at| now >= at);
         if overdue {
-            self.abort_busy(Error::Cancelled { prompt: None }, ExitCause::Manual);
+            self.abort_busy(
+                Error::Cancelled {
+                    recycled: true,
+                    prompt: None,
+                },
+                ExitCause::Manual,
+            );
         }
     }
 }

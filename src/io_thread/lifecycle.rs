@@ -306,7 +306,10 @@ impl IoThread {
         }
         let result = match finished {
             // A cancelled turn's answer (partial, or the tool's "interrupted") is not one.
-            _ if cancelled => Err(Error::Cancelled { prompt: None }),
+            _ if cancelled => Err(Error::Cancelled {
+                recycled: false,
+                prompt: None,
+            }),
             Ok(answer) if answer.input_required.is_some() => Err(Error::InputRequired {
                 instance: index,
                 question: answer.input_required.unwrap_or_default(),

@@ -311,7 +311,13 @@ impl IoThread {
         while let Ok(job) = self.cfg.jobs.try_recv() {
             let movable = !job.pinned && self.cfg.hooks.is_some();
             if job.cancel.load(Ordering::Acquire) {
-                self.complete(job, Err(Error::Cancelled { prompt: None }));
+                self.complete(
+                    job,
+                    Err(Error::Cancelled {
+                        recycled: false,
+                        prompt: None,
+                    }),
+                );
             } else if self.exiting.is_some() {
                 self.hand_back(job, || Error::Shutdown { prompt: None });
             } else if movable && (self.child.is_none() || self.stuck_began.is_some()) {

@@ -165,7 +165,13 @@ impl IoThread {
             Some(job) if job.cancel.load(Ordering::Acquire) => {
                 // It died of being interrupted (a tool without a SIGINT handler): cancelled.
                 cause = ExitCause::Manual;
-                self.complete(job, Err(Error::Cancelled { prompt: None }));
+                self.complete(
+                    job,
+                    Err(Error::Cancelled {
+                        recycled: true,
+                        prompt: None,
+                    }),
+                );
                 None
             }
             other => other,
