@@ -4,10 +4,11 @@
 
 mod support;
 
-use std::io::Write;
+use std::io::{BufRead, Read, Write};
 use std::time::{Duration, Instant};
 
 use aim::{ClusterManager, Error, Framing, InstanceState, ToolRegistry};
+use support::agents;
 use support::sshd::SshHosts;
 use support::*;
 
@@ -280,4 +281,249 @@ fn await_read_framing_works_remotely() {
     let answer = cluster.send("/quote").unwrap();
     assert!(answer.text.contains("> "), "{answer:?}");
     stop_cluster(&cluster);
+}
+
+/// `aim run` with one python on `h0`, its stdout and stderr read by the test.
+fn aim_run_python_on(hosts: &SshHosts) -> std::process::Child {
+    let config = hosts.config.display().to_string();
+    spawn_aim([
+        "run",
+        "python",
+        "--host",
+        "h0",
+        "--ssh-config",
+        &config,
+        "--remote-aim",
+        aim_bin(),
+    ])
+}
+
+/// A python turn that starts a grandchild (`sleep 300`) and then sleeps itself.
+const TURN_WITH_A_GRANDCHILD: &str =
+    "import subprocess, time; p = subprocess.Popen(['sleep', '300']); time.sleep(60)";
+
+#[test]
+fn sigterm_twice_to_aim_run_cancels_a_remote_turn_and_leaves_nothing() {
+    init_logs();
+    let Some(hosts) = SshHosts::start(1) else {
+        return;
+    };
+    if python().is_none() {
+        return;
+    }
+    let _w = watchdog("aim run SIGTERM twice", Duration::from_secs(120));
+    let mut run = aim_run_python_on(&hosts);
+    let mut stdin = run.stdin.take().unwrap();
+    writeln!(stdin, "{TURN_WITH_A_GRANDCHILD}").unwrap();
+    stdin.flush().unwrap();
+    let host = &hosts.hosts[0];
+    wait_until(Duration::from_secs(60), "the remote turn in flight", || {
+        host.processes("python3")
+            .iter()
+            .any(|pid| sleeping_in_clock_nanosleep(*pid))
+            && !host.processes("sleep").is_empty()
+    });
+    let pid = nix::unistd::Pid::from_raw(run.id() as i32);
+    let mut err = std::io::BufReader::new(run.stderr.take().unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut notice = String::new();
+    while !notice.contains("no more input") {
+        notice.clear();
+        assert_ne!(
+            err.read_line(&mut notice).unwrap(),
+            0,
+            "aim run ended early"
+        );
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut out = String::new();
+    run.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert_eq!(run.wait().unwrap().code(), Some(143));
+    let ended = Instant::now();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert_eq!(lines[0]["kind"], "cancelled", "{out}");
+    wait_until(Duration::from_secs(5), "no tool process left on h0", || {
+        host.tool_pids().is_empty()
+    });
+    eprintln!(
+        "remote tools gone {:?} after aim run ended",
+        ended.elapsed()
+    );
+    wait_until(Duration::from_secs(5), "no local ssh left", || {
+        hosts.local_ssh_pids().is_empty()
+    });
+    drop(stdin);
+}
+
+#[test]
+fn the_end_of_input_leaves_no_remote_process() {
+    init_logs();
+    let Some(hosts) = SshHosts::start(1) else {
+        return;
+    };
+    if python().is_none() {
+        return;
+    }
+    let _w = watchdog("aim run EOF", Duration::from_secs(120));
+    let mut run = aim_run_python_on(&hosts);
+    let mut stdin = run.stdin.take().unwrap();
+    // The turn answers; its grandchild lives on in the tool's process group.
+    writeln!(
+        stdin,
+        "import subprocess; p = subprocess.Popen(['sleep', '300']); print(p.pid > 0)"
+    )
+    .unwrap();
+    drop(stdin);
+    let out = run.wait_with_output().unwrap();
+    let ended = Instant::now();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("True"), "{text}");
+    wait_until(Duration::from_secs(5), "no tool process left on h0", || {
+        hosts.hosts[0].tool_pids().is_empty()
+    });
+    eprintln!(
+        "remote tools gone {:?} after aim run ended",
+        ended.elapsed()
+    );
+    wait_until(Duration::from_secs(5), "no local ssh left", || {
+        hosts.local_ssh_pids().is_empty()
+    });
+}
+
+#[test]
+fn a_recycled_cancel_leaves_no_remote_process() {
+    init_logs();
+    let Some(hosts) = SshHosts::start(1) else {
+        return;
+    };
+    let Some(spec) = python() else { return };
+    let _w = watchdog("recycled remote cancel", Duration::from_secs(120));
+    let cluster = cluster_on(&hosts, spec.stop_grace(Duration::from_millis(500)), 1);
+    // SIGINT and SIGTERM ignored: the cancel cannot interrupt the turn, so the instance is
+    // recycled, which ends in SIGKILL.
+    cluster
+        .send("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN)")
+        .unwrap();
+    let host = &hosts.hosts[0];
+    let ticket = cluster.submit(TURN_WITH_A_GRANDCHILD).unwrap();
+    wait_until(Duration::from_secs(20), "the remote turn in flight", || {
+        !host.processes("sleep").is_empty()
+    });
+    let first: Vec<i32> = host.tool_pids();
+    ticket.cancel();
+    let result = ticket.wait();
+    assert!(matches!(result, Err(Error::Cancelled { .. })), "{result:?}");
+    let cancelled = Instant::now();
+    wait_until(Duration::from_secs(5), "the old tool gone from h0", || {
+        let now = host.all_pids();
+        first.iter().all(|pid| !now.contains(pid))
+    });
+    eprintln!(
+        "the recycled tool was gone {:?} after the cancel",
+        cancelled.elapsed()
+    );
+    wait_until(Duration::from_secs(30), "the instance back", || {
+        cluster.status()[0].state == InstanceState::Ready && cluster.status()[0].generation == 2
+    });
+    assert_eq!(cluster.send("print(3)").unwrap().text, "3\n");
+    assert!(host.processes("sleep").is_empty());
+    stop_cluster(&cluster);
+    wait_until(Duration::from_secs(5), "no tool process left on h0", || {
+        host.tool_pids().is_empty()
+    });
+}
+
+#[test]
+fn aider_answers_remotely_and_its_prompt_waits_for_the_far_side_read() {
+    init_logs();
+    let Some(program) = agents::client("aider") else {
+        return;
+    };
+    let Some(hosts) = SshHosts::start(1) else {
+        return;
+    };
+    let _w = watchdog("aider over ssh", Duration::from_secs(300));
+    let dir = agents::scratch("aider-remote");
+    // The fake backend listens on 127.0.0.1 here; the host's PID namespace shares this
+    // network namespace, so the remote aider reaches it at the same address.
+    let llm = agents::FakeLlm::start(&dir);
+    let spec = agents::aider(&program, &llm, &dir);
+    let cluster = cluster_on(&hosts, spec, 1);
+    for round in 0..2 {
+        // The stream pauses 1 s right after a chunk ending in "\n> " (a markdown quote):
+        // only the far side's answer to "is aider reading its stdin?" (no: it is still in
+        // the model call) keeps the answer from ending there; without it the 0.5 s settle
+        // would end it and the rest would cross into the next answer.
+        let stalled = cluster
+            .send(format!(
+                "/ask [[chunks:abcde{round}\\n> |quoted X\\nend X]] [[delay:1000]]"
+            ))
+            .unwrap();
+        assert_eq!(stalled.text, format!("abcde{round}\n> quoted X\nend X"));
+        assert_eq!(stalled.host.as_deref(), Some("h0"));
+        let next = cluster.send(format!("/ask second {round}")).unwrap();
+        assert_eq!(next.text, format!("FAKE-REPLY: second {round}"));
+    }
+    // aider ran on the host, not here.
+    let on_host = hosts.hosts[0].tool_pids();
+    assert!(
+        on_host
+            .iter()
+            .any(|pid| std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("aider"))),
+        "{on_host:?}"
+    );
+    let metrics = cluster.metrics();
+    assert_eq!(metrics.instances[0].stray_output_bytes, 0);
+    assert_eq!(metrics.cluster.restarts, 0);
+    stop_cluster(&cluster);
+    wait_until(Duration::from_secs(5), "no tool process left on h0", || {
+        hosts.hosts[0].tool_pids().is_empty()
+    });
+}
+
+#[test]
+fn the_multi_machine_example_runs_against_real_hosts() {
+    init_logs();
+    // `cargo test` builds the examples next to the test binaries' directory.
+    let example = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("examples/multi_machine"))
+        .filter(|path| path.is_file());
+    let Some(example) = example else {
+        eprintln!("SKIPPED: examples/multi_machine is not built (cargo test builds it)");
+        return;
+    };
+    let Some(hosts) = SshHosts::start(2) else {
+        return;
+    };
+    let _w = watchdog("multi_machine example", Duration::from_secs(120));
+    let out = std::process::Command::new(example)
+        .env("AIM_HOSTS", hosts.aliases().join(" "))
+        .env("AIM_SSH_CONFIG", &hosts.config)
+        .env("AIM_REMOTE", aim_bin())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    for (i, line) in lines.iter().enumerate() {
+        assert!(line.ends_with(&format!("hello from slot {i}")), "{text}");
+    }
+    for host in ["h0 ", "h1 "] {
+        assert!(lines.iter().any(|l| l.starts_with(host)), "{text}");
+    }
+    wait_until(
+        Duration::from_secs(5),
+        "no tool process left on the hosts",
+        || hosts.hosts.iter().all(|h| h.tool_pids().is_empty()),
+    );
 }

@@ -137,6 +137,25 @@ impl SshHosts {
         Some(hosts)
     }
 
+    /// `ssh` processes on this machine that use these hosts' config file (control
+    /// connections and instances' clients), from a walk over /proc.
+    pub fn local_ssh_pids(&self) -> Vec<i32> {
+        let config = self.config.display().to_string();
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    let mut words = c.split(|&b| b == 0);
+                    words.next().is_some_and(|w| w.ends_with(b"ssh"))
+                        && words.any(|w| w == config.as_bytes())
+                })
+            })
+            .collect()
+    }
+
     /// The aliases, in order.
     pub fn aliases(&self) -> Vec<String> {
         self.hosts.iter().map(|h| h.alias.clone()).collect()
@@ -196,6 +215,18 @@ impl SshHost {
             .filter(|pid| {
                 std::fs::read_to_string(format!("/proc/{pid}/comm"))
                     .is_ok_and(|c| c.trim_end() == name)
+            })
+            .collect()
+    }
+
+    /// Every process on this host that is not `sshd` (listener or session): the relays,
+    /// the tools and whatever they started.
+    pub fn tool_pids(&self) -> Vec<i32> {
+        self.all_pids()
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| !c.starts_with("sshd"))
             })
             .collect()
     }
