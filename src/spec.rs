@@ -180,7 +180,8 @@ pub enum InputFormat {
 #[non_exhaustive]
 pub enum Readiness {
     /// Derived from the framing: the prompt marker for [`Framing::Prompt`], a sentinel round
-    /// trip for [`Framing::Sentinel`], and at once for the others.
+    /// trip for [`Framing::Sentinel`], the prompt after the setup and every `init` line for
+    /// [`Framing::NumberedPrompt`], and at once for the others.
     #[default]
     Auto,
     /// Ready as soon as the process has started.
@@ -188,7 +189,8 @@ pub enum Readiness {
     /// Ready once `text` has appeared on `stream`. Under [`Framing::Prompt`] the tool's
     /// prompt marker must also end the output after the text (a prompt-framed tool reads
     /// only after printing its prompt), so a prompt printed after the text cannot end the
-    /// first answer.
+    /// first answer. Under [`Framing::NumberedPrompt`] every `init` line must also have been
+    /// answered (the text may come from one of them).
     Text {
         /// The text to wait for.
         text: String,

@@ -481,3 +481,22 @@ fn sqlite3_errors_do_not_show_aims_own_text() {
     assert!(!r.stderr.contains("+ ;"), "aim's own `;`: {:?}", r.stderr);
     stop_pool(&pool);
 }
+
+#[test]
+fn python_readiness_text_printed_by_an_init_line_waits_for_every_init_line() {
+    init_logs();
+    let Some(mut spec) = python() else { return };
+    spec.readiness = aim::Readiness::Text {
+        text: "ready-now".into(),
+        stream: aim::Stream::Stdout,
+    };
+    spec.init = vec![
+        "def f(): return 1".into(),
+        "print('ready-' + 'now')".into(),
+        "import time; time.sleep(0.2); g = 2".into(),
+    ];
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    assert_eq!(pool.send_to(0, "print(f() + g)").unwrap().text, "3\n");
+    assert_eq!(pool.send_to(0, "print(g)").unwrap().text, "2\n");
+    stop_pool(&pool);
+}
