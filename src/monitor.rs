@@ -579,12 +579,7 @@ impl Monitor {
             if let Some(ok) = result {
                 // Dropping the check kills what is left of it.
                 host.check = None;
-                self.core.hosts[h].on_check(ok);
-                if let Some(state) = self.hosts[h].health.on_check_result(ok, now) {
-                    self.on_host_state(h, state, now);
-                } else {
-                    self.update_host_returns(h, now);
-                }
+                self.on_check_done(h, ok, now);
             }
             let host = &mut self.hosts[h];
             if host.check.is_none() && host.health.check_due(now) {
@@ -597,19 +592,22 @@ impl Monitor {
                             self.core.spec.name,
                             self.core.hosts[h].name
                         );
-                        self.core.hosts[h].on_check(false);
-                        if let Some(state) = self.hosts[h].health.on_check_result(false, now) {
-                            self.on_host_state(h, state, now);
-                        }
+                        self.on_check_done(h, false, now);
                     }
-                    None => {
-                        // A launcher without hosts: nothing to check, so nothing is held.
-                        if let Some(state) = self.hosts[h].health.on_check_result(true, now) {
-                            self.on_host_state(h, state, now);
-                        }
-                    }
+                    // A launcher without hosts: nothing to check, so nothing is held.
+                    None => self.on_check_done(h, true, now),
                 }
             }
+        }
+    }
+
+    /// Host `h`'s check ended (`ok: false` also when it could not start or ran past its
+    /// deadline).
+    fn on_check_done(&mut self, h: usize, ok: bool, now: Instant) {
+        self.core.hosts[h].on_check(ok);
+        match self.hosts[h].health.on_check_result(ok, now) {
+            Some(state) => self.on_host_state(h, state, now),
+            None => self.update_host_returns(h, now),
         }
     }
 

@@ -467,14 +467,20 @@ mod tests {
                 denials: 3,
             },
         };
-        MetricsSnapshot::build(
+        let mut snap = MetricsSnapshot::build(
             "de\"mo",
             "round-robin",
             Duration::from_secs(10),
             vec![m],
             0,
             (2, 0),
-        )
+        );
+        let host = crate::host_state::HostShared::new("h\"0".into());
+        let now = std::time::Instant::now();
+        host.set_state(crate::HostState::Down, None, now);
+        host.on_check(false);
+        snap.hosts = vec![host.status(vec![0])];
+        snap
     }
 
     type Sample = (String, BTreeMap<String, String>, f64);
@@ -606,6 +612,37 @@ mod tests {
         assert!(text.contains(
             "aim_instance_resident_memory_bytes{tool=\"de\\\"mo\",instance=\"0\"} 1048576\n"
         ));
+    }
+
+    #[test]
+    fn hosts_have_their_own_families() {
+        let (_, samples) = parse(&snapshot().to_prometheus());
+        let value = |name: &str, extra: &[(&str, &str)]| {
+            samples
+                .iter()
+                .find(|(n, labels, _)| {
+                    n == name
+                        && labels["host"] == "h\"0"
+                        && extra.iter().all(|(k, v)| labels[*k] == *v)
+                })
+                .map(|s| s.2)
+        };
+        assert_eq!(value("aim_host_up", &[]), Some(0.0));
+        assert_eq!(value("aim_host_state", &[("state", "down")]), Some(1.0));
+        assert_eq!(value("aim_host_state", &[("state", "up")]), Some(0.0));
+        assert_eq!(
+            value("aim_host_transitions_total", &[("state", "down")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value("aim_host_checks_total", &[("result", "failed")]),
+            Some(1.0)
+        );
+        assert_eq!(value("aim_host_instances", &[]), Some(1.0));
+        // Without hosts, no host family at all.
+        let mut local = snapshot();
+        local.hosts.clear();
+        assert!(!local.to_prometheus().contains("aim_host_"));
     }
 
     #[test]

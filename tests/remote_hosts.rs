@@ -222,3 +222,54 @@ fn an_idempotent_prompt_in_flight_on_a_dead_host_is_answered_by_another() {
     });
     stop_cluster(&cluster);
 }
+
+/// Sends `signal` to every process of `host` (its sshd, sessions, relays and tools).
+fn signal_host(host: &support::sshd::SshHost, signal: nix::sys::signal::Signal) {
+    for pid in host.all_pids() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+    }
+}
+
+#[test]
+fn a_frozen_host_goes_down_when_its_check_gets_no_answer_and_returns_when_thawed() {
+    use nix::sys::signal::Signal;
+    init_logs();
+    let Some(hosts) = SshHosts::start(2) else {
+        return;
+    };
+    let _w = watchdog("frozen host", Duration::from_secs(150));
+    let cluster = cluster_on(&hosts, 2);
+    assert_eq!(
+        cluster.send_to(1, "/echo b").unwrap().host.as_deref(),
+        Some("h1")
+    );
+    // Everything on h1 stopped: its TCP connections stay open, nothing answers on them.
+    signal_host(&hosts.hosts[1], Signal::SIGSTOP);
+    let frozen = Instant::now();
+    // Until the silence is noticed, a prompt placed on h1 waits there; idempotent, it is
+    // resent to h0 when h1's link ends.
+    for i in 0..3 {
+        let request = aim::Request::new(format!("/echo during {i}")).idempotent(true);
+        let answer = cluster.send(request).unwrap();
+        assert_eq!(answer.host.as_deref(), Some("h0"), "{answer:?}");
+    }
+    wait_until(Duration::from_secs(60), "h1 reported down", || {
+        host_state(&cluster, 1) == HostState::Down
+    });
+    eprintln!("frozen host reported down after {:?}", frozen.elapsed());
+    for i in 0..3 {
+        let answer = cluster.send(format!("/echo down {i}")).unwrap();
+        assert_eq!(answer.host.as_deref(), Some("h0"), "{answer:?}");
+    }
+    assert!(cluster.health().hosts[1].checks["failed"] >= 1);
+    signal_host(&hosts.hosts[1], Signal::SIGCONT);
+    wait_until(Duration::from_secs(60), "h1 up with its instance", || {
+        let health = cluster.health();
+        health.hosts[1].is_up() && health.instances[1].state == InstanceState::Ready
+    });
+    assert_eq!(
+        cluster.send_to(1, "/echo thawed").unwrap().host.as_deref(),
+        Some("h1")
+    );
+    stop_cluster(&cluster);
+}

@@ -185,17 +185,32 @@ impl SshHost {
     }
 
     /// Kills the host: its `sshd` and everything in its PID namespace.
+    /// Returns once every one of them has died.
     pub fn kill(&mut self) {
+        // Listed before the `unshare` is taken: the list is read through it.
+        let pids = self.all_pids();
         if let Some(mut child) = self.child.take() {
-            let pids = self.all_pids();
-            let _ = child.kill();
-            let _ = child.wait();
-            for pid in pids {
+            for &pid in &pids {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
+            let _ = child.kill();
+            let _ = child.wait();
+            wait_for(
+                Duration::from_secs(10),
+                "the host's processes to die",
+                || {
+                    pids.iter().all(|pid| {
+                        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+                            s.rsplit(')')
+                                .next()
+                                .is_some_and(|r| r.trim_start().starts_with(['Z', 'X']))
+                        })
+                    })
+                },
+            );
         }
     }
 
