@@ -1,7 +1,9 @@
 //! Instances on another host over real OpenSSH (an sshd on 127.0.1.x in its own PID
 //! namespace, as in tests/remote.rs): per-prompt round trip of `cat` through `aim relay`
 //! next to a plain `ssh -T host cat` driver in the same run, and the time from killing the
-//! remote tool to its instance's next answer (restart over the host's control connection).
+//! remote tool to its instance's next answer (restart over the host's control connection),
+//! and the time from freezing the host's `sshd` sessions (SIGSTOP) with an answer in flight to
+//! that answer failing (a silent link noticed).
 //!
 //! `cargo bench --bench remote` (full run; needs root and sshd, else it says SKIPPED);
 //! `cargo test --benches` runs a tiny iteration.
@@ -106,6 +108,42 @@ fn restarts(hosts: &sshd::SshHosts, cluster: &ClusterManager, count: usize) -> V
     samples
 }
 
+/// Freezes the host's `sshd` sessions with a prompt in flight: how long until the answer
+/// fails (the link taken for lost). Each sample runs its own cluster; the sessions are
+/// thawed afterwards.
+fn silent_links(hosts: &sshd::SshHosts, count: usize) -> Vec<Duration> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        let cluster = ClusterManager::builder(support::demo(&[]))
+            .count(1)
+            .hosts(["h0"])
+            .ssh_config(&hosts.config)
+            .remote_aim(env!("CARGO_BIN_EXE_aim"))
+            .launch()
+            .expect("launch");
+        cluster.send("/echo up").expect("first answer");
+        let ticket = cluster.submit("/sleep 60000").expect("submit");
+        support::wait_until(Duration::from_secs(10), "the answer in flight", || {
+            cluster.metrics().cluster.in_flight == 1
+        });
+        let sessions = hosts.hosts[0].session_pids();
+        for pid in &sessions {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGSTOP);
+        }
+        let t = Instant::now();
+        let result = ticket.wait();
+        samples.push(t.elapsed());
+        assert!(result.is_err(), "{result:?}");
+        for pid in &sessions {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGCONT);
+        }
+        cluster.shutdown();
+    }
+    samples
+}
+
 fn main() {
     let Some(hosts) = sshd::SshHosts::start(1) else {
         println!(
@@ -132,10 +170,12 @@ fn main() {
     let restart = summarize(&mut restarts(&hosts, &cluster, kills));
     print_summary("remote tool killed -> next answer", &restart);
     cluster.shutdown();
+    let silent = summarize(&mut silent_links(&hosts, iterations(10, 1)));
+    print_summary("sshd frozen -> answer in flight fails", &silent);
     println!(
         "{}",
         serde_json::json!({"bench": "remote", "iterations": n, "plain_ssh": summary_json(&plain),
             "relay": summary_json(&relay), "overhead_us": us(relay.median) - us(plain.median),
-            "restart_to_answer": summary_json(&restart)})
+            "restart_to_answer": summary_json(&restart), "silent_link": summary_json(&silent)})
     );
 }
