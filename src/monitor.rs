@@ -334,7 +334,9 @@ impl Monitor {
                     exit,
                     cause,
                 });
-                if link_lost && cause.is_failure() {
+                // Only an exit nobody asked for: a process the I/O thread stopped itself
+                // (a timeout, a recycle) may lose its link by being killed.
+                if link_lost && matches!(cause, ExitCause::Crashed | ExitCause::NotReady) {
                     self.on_host_failure(index, now);
                 }
                 self.on_down(index, cause, exit, answering, now);
