@@ -84,7 +84,9 @@ pub enum Error {
         stderr: Vec<String>,
     },
     /// The prompt cannot be sent as it is (empty, too large, contains a newline or NUL, or a
-    /// line [`ToolSpec::refuse`](crate::ToolSpec::refuse) refuses).
+    /// line [`ToolSpec::refuse`](crate::ToolSpec::refuse) refuses, or a statement the tool
+    /// would wait on by [`ToolSpec::statement_check`](crate::ToolSpec::statement_check)).
+    /// Nothing was written: the process and its state are as they were.
     InvalidPrompt {
         /// Why it was rejected.
         reason: String,

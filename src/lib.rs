@@ -183,6 +183,7 @@ mod session_link;
 mod setters;
 mod spec;
 mod state;
+mod statements;
 mod stdin_wait;
 mod supervision;
 mod ticket;
@@ -225,6 +226,7 @@ pub use spec::{
     Transport,
 };
 pub use state::{ExitCause, ExitInfo, InstanceOutlook, InstanceState};
+pub use statements::StatementCheck;
 pub use supervision::{LivenessProbe, SupervisionConfig};
 pub use ticket::{Chunks, Ticket};
 pub use workspace::{

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::permissions::Permissions;
 use crate::protocol::ProtocolKind;
 use crate::spec::{Framing, InputFormat, Stream, ToolSpec};
+use crate::statements::StatementCheck;
 
 /// The environment variable naming a JSON tools file that [`ToolRegistry::from_env`] loads.
 pub(crate) const TOOLS_ENV: &str = "AIM_TOOLS";
@@ -400,6 +401,7 @@ fn bc_spec() -> ToolSpec {
         .framing(Framing::Sentinel {
             command: "print \"{nonce}\\n\"".into(),
         })
+        .statement_check(StatementCheck::Bc)
         .quit_command("quit")
 }
 
@@ -431,6 +433,7 @@ fn sqlite3_spec() -> ToolSpec {
             "it redirects sqlite3's output away from standard output, where aim reads \
              answers and their end (the end marker would be written into the file)",
         )
+        .statement_check(StatementCheck::Sqlite3)
         .quit_command(".quit")
 }
 

@@ -14,6 +14,7 @@ use crate::duration::{duration_ms, MAX_DURATION};
 use crate::error::{Error, Result};
 use crate::permissions::{Approvals, Approve, Approver, CustomApprover, Permissions};
 use crate::refusal::{refused, Refusal};
+use crate::statements::StatementCheck;
 use crate::workspace::WorkspaceSpec;
 
 /// Rejects durations over [`MAX_DURATION`] (and zero, when `positive`).
@@ -321,6 +322,10 @@ pub struct ToolSpec {
     /// framed protocol (the built-in `sqlite3` refuses its output redirections). Defaults to
     /// none.
     pub refuse: Vec<Refusal>,
+    /// Prompts (and `init` lines) checked for a statement the tool would wait on, which fail
+    /// with [`Error::InvalidPrompt`] before anything is written, for the framed protocol (the
+    /// built-in `sqlite3` and `bc` check theirs). Defaults to [`StatementCheck::None`].
+    pub statement_check: StatementCheck,
     /// How long an instance may take to become ready. Defaults to 30 s.
     #[serde(rename = "startup_timeout_ms", with = "duration_ms")]
     pub startup_timeout: Duration,
@@ -396,6 +401,7 @@ impl Default for ToolSpec {
             readiness: Readiness::Auto,
             init: Vec::new(),
             refuse: Vec::new(),
+            statement_check: StatementCheck::None,
             startup_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
             quit_command: None,
@@ -624,6 +630,19 @@ impl ToolSpec {
         self
     }
 
+    /// Checks prompts and `init` lines for statements `check`'s tool would wait on (see
+    /// [`StatementCheck`]). Defaults to [`StatementCheck::None`].
+    ///
+    /// ```
+    /// let spec = aim::ToolSpec::new("db", "sqlite3").statement_check(aim::StatementCheck::Sqlite3);
+    /// let err = spec.render_prompt("SELECT 'abc".into()).unwrap_err();
+    /// assert!(err.to_string().contains("unfinished statement"));
+    /// ```
+    pub fn statement_check(mut self, check: StatementCheck) -> Self {
+        self.statement_check = check;
+        self
+    }
+
     /// Removes `key` from the child's environment. Defaults to removing nothing.
     pub fn env_remove(mut self, key: impl Into<String>) -> Self {
         self.env.remove.push(key.into());
@@ -766,6 +785,14 @@ impl ToolSpec {
         if self.init.iter().any(|l| l.contains('\n')) {
             return Err(Error::config("init", "each entry must be one line"));
         }
+        for (i, line) in self.init.iter().enumerate() {
+            if let Some(reason) = self.statement_check.unfinished(line) {
+                return Err(Error::config(
+                    "init",
+                    format!("line {} `{line}`: {reason}", i + 1),
+                ));
+            }
+        }
         check_duration("startup_timeout_ms", self.startup_timeout, true)?;
         check_duration("request_timeout_ms", self.request_timeout, true)?;
         check_duration("stop_grace_ms", self.stop_grace, false)?;
@@ -854,6 +881,9 @@ impl ToolSpec {
             return Err("the prompt contains a NUL byte".into());
         }
         if let Some(reason) = refused(&self.refuse, prompt) {
+            return Err(reason);
+        }
+        if let Some(reason) = self.statement_check.unfinished(prompt) {
             return Err(reason);
         }
         let multiline = prompt.contains(['\n', '\r']);
