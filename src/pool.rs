@@ -72,8 +72,8 @@ pub(crate) struct PoolOptions {
     pub min_ready: Option<usize>,
     /// Raise the soft open-file limit up to the hard one when the instances need it.
     pub raise_fd_limit: bool,
-    /// How instances' processes are started (locally by default).
-    pub launcher: Arc<dyn Launcher>,
+    /// How instances' processes are started (`None`: locally, or over ssh with `hosts`).
+    pub launcher: Option<Arc<dyn Launcher>>,
     /// Hosts to run on instead (none: the launcher above).
     pub hosts: HostsConfig,
 }
@@ -90,7 +90,7 @@ impl Default for PoolOptions {
             start_at_once: 0,
             min_ready: None,
             raise_fd_limit: false,
-            launcher: Arc::new(LocalLauncher),
+            launcher: None,
             hosts: HostsConfig::new(Vec::new()),
         }
     }
@@ -205,10 +205,16 @@ impl PoolCore {
         let mut options = options;
         if !options.hosts.hosts.is_empty() {
             options.hosts.validate()?;
-            options.launcher = Arc::new(SshLauncher::new(options.hosts.clone()));
         } else if options.hosts.ssh_config.is_some() {
             return Err(Error::config("ssh_config", "needs hosts to connect to"));
         }
+        let launcher: Arc<dyn Launcher> = match options.launcher.take() {
+            Some(launcher) => launcher,
+            None if !options.hosts.hosts.is_empty() => {
+                Arc::new(SshLauncher::new(options.hosts.clone()))
+            }
+            None => Arc::new(LocalLauncher),
+        };
         if !options.hosts.hosts.is_empty() && spec.workspace.is_enabled() {
             return Err(Error::config(
                 "workspace",
@@ -253,7 +259,7 @@ impl PoolCore {
             raise_fd_limit: options.raise_fd_limit,
             record_metrics: options.record_metrics,
             stuck_after: options.stuck_after,
-            launcher: options.launcher,
+            launcher,
             events_tx,
             monitor_tx,
             monitor: Mutex::new(None),

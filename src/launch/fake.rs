@@ -10,7 +10,7 @@ use std::sync::Arc;
 use nix::sys::signal::Signal;
 use parking_lot::Mutex;
 
-use super::{ChildIo, Launch, Launched, Launcher};
+use super::{ChildIo, HostCheck, Launch, Launched, Launcher};
 use crate::error::{Error, Result};
 use crate::process::set_nonblocking;
 use crate::spec::ToolSpec;
@@ -25,6 +25,29 @@ pub(crate) struct FakeLauncher {
     pub reading: Arc<AtomicBool>,
     /// Launches so far.
     pub count: AtomicUsize,
+    /// Host checks fail while set (they pass at once otherwise).
+    pub host_down: Arc<AtomicBool>,
+    /// Host checks so far.
+    pub checks: AtomicUsize,
+    /// How many polls a host check stays unanswered.
+    pub check_polls: AtomicUsize,
+}
+
+/// A host check whose answer comes after some polls.
+#[derive(Debug)]
+struct FakeCheck {
+    up: bool,
+    polls_left: usize,
+}
+
+impl HostCheck for FakeCheck {
+    fn poll(&mut self) -> Option<bool> {
+        if self.polls_left > 0 {
+            self.polls_left -= 1;
+            return None;
+        }
+        Some(self.up)
+    }
 }
 
 /// A fake tool: a thread reading the stdin pipe and writing the stdout pipe. Its "pidfd" is
@@ -36,9 +59,16 @@ pub(crate) struct FakeProcess {
     signals: Mutex<Vec<Signal>>,
     doorbell: OwnedFd,
     reading: Arc<AtomicBool>,
+    lost: AtomicBool,
 }
 
 impl FakeProcess {
+    /// Ends it as a lost link to its host would (`ssh` exits 255, no exit from the far side).
+    pub(crate) fn lose_link(&self) {
+        self.lost.store(true, Ordering::Release);
+        self.end(ExitInfo::Code(255));
+    }
+
     fn end(&self, info: ExitInfo) {
         let mut exited = self.exited.lock();
         if exited.is_none() {
@@ -83,6 +113,10 @@ impl Launched for FakeProcess {
     fn reading_stdin(&self) -> Option<bool> {
         Some(self.reading.load(Ordering::Acquire))
     }
+
+    fn link_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire) && self.exit().is_some()
+    }
 }
 
 impl Launcher for FakeLauncher {
@@ -105,6 +139,7 @@ impl Launcher for FakeLauncher {
             signals: Mutex::new(Vec::new()),
             doorbell: OwnedFd::from(doorbell),
             reading: Arc::clone(&self.reading),
+            lost: AtomicBool::new(false),
         });
         for fd in [&stdin_write, &stdout_read, &stderr_read] {
             set_nonblocking(fd)?;
@@ -128,6 +163,9 @@ impl Launcher for FakeLauncher {
         });
         self.count.fetch_add(1, Ordering::AcqRel);
         self.launched.lock().push(Arc::clone(&process));
+        if self.host_down.load(Ordering::Acquire) {
+            process.lose_link();
+        }
         Ok(Launch {
             process,
             io: ChildIo {
@@ -139,5 +177,14 @@ impl Launcher for FakeLauncher {
                 link: None,
             },
         })
+    }
+
+    fn check_host(&self, _host: usize) -> Option<Result<Box<dyn HostCheck>>> {
+        self.checks.fetch_add(1, Ordering::AcqRel);
+        let up = !self.host_down.load(Ordering::Acquire);
+        Some(Ok(Box::new(FakeCheck {
+            up,
+            polls_left: self.check_polls.load(Ordering::Acquire),
+        })))
     }
 }
