@@ -315,8 +315,10 @@ pub struct ToolSpec {
     /// [`Readiness::Auto`].
     pub readiness: Readiness,
     /// Lines written once after start, before readiness is awaited (setup commands); under
-    /// [`Framing::NumberedPrompt`] one at a time, each once the tool prompts for it.
-    /// Defaults to none.
+    /// [`Framing::NumberedPrompt`] one at a time, each once the tool prompts for it; under
+    /// [`Framing::Sentinel`] (with [`Readiness::Auto`]) one at a time, each followed by its
+    /// sentinel, and a line the tool writes to stderr for fails the start with
+    /// [`Error::NotReady`] naming it. Defaults to none.
     pub init: Vec<String>,
     /// Prompt lines refused with [`Error::InvalidPrompt`] before anything is written, for the
     /// framed protocol (the built-in `sqlite3` refuses its output redirections). Defaults to

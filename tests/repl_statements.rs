@@ -197,3 +197,57 @@ fn bc_unfinished_statements_fail_at_once_keeping_the_process() {
     );
     stop_pool(&pool);
 }
+
+#[test]
+fn sqlite3_init_lines_are_each_ended_like_a_prompt() {
+    init_logs();
+    let Some(mut spec) = builtin("sqlite3") else {
+        return;
+    };
+    spec.init = vec!["CREATE TABLE t(a)".into(), "INSERT INTO t VALUES(1)".into()];
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    let r = pool.send_to(0, "SELECT count(*) FROM t;").unwrap();
+    assert_eq!(r.text, "1\n");
+    assert_eq!(r.stderr, "");
+    stop_pool(&pool);
+}
+
+fn start_error(spec: ToolSpec) -> String {
+    let began = Instant::now();
+    let err = ToolProcessPool::new(spec, 1).unwrap_err();
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "it waited for the startup timeout: {err}"
+    );
+    err.to_string()
+}
+
+#[test]
+fn an_init_line_the_tool_reports_an_error_for_fails_the_start() {
+    init_logs();
+    if let Some(mut spec) = builtin("sqlite3") {
+        spec.startup_timeout = Duration::from_secs(20);
+        spec.init = vec!["CREATE TABLE t(a)".into(), "SELECT nosuch()".into()];
+        let err = start_error(spec);
+        assert!(err.contains("init line 2 `SELECT nosuch()`"), "{err}");
+        assert!(err.contains("no such function: nosuch"), "{err}");
+    }
+    if let Some(mut spec) = builtin("bc") {
+        spec.startup_timeout = Duration::from_secs(20);
+        spec.init = vec!["x = 1".into(), "x = = 2".into()];
+        let err = start_error(spec);
+        assert!(err.contains("init line 2 `x = = 2`"), "{err}");
+        assert!(err.contains("syntax error"), "{err}");
+    }
+}
+
+#[test]
+fn an_unfinished_init_line_fails_at_once_naming_it() {
+    let Some(mut spec) = builtin("sqlite3") else {
+        return;
+    };
+    spec.init = vec!["CREATE TABLE t(a)".into(), "SELECT 'abc".into()];
+    let err = start_error(spec);
+    assert!(err.contains("line 2 `SELECT 'abc`"), "{err}");
+    assert!(err.contains("unfinished statement"), "{err}");
+}

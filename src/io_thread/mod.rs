@@ -176,7 +176,7 @@ pub(crate) struct IoThread {
     turn_snapshot: Option<crate::workspace::Snapshot>,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Source {
     Bell,
     Stdout,

@@ -124,6 +124,15 @@ impl IoThread {
                 *slot = (Some(source), fd.revents().unwrap_or(PollFlags::empty()));
             }
         }
+        // Both output streams ready in one round: the one that carries the end marker is read
+        // last, so what the tool wrote to the other one before its marker counts with it
+        // (sqlite3's error on stderr, then the sentinel on stdout).
+        if self.marker_stream() == Stream::Stdout {
+            let at = |s: Source| ready.iter().position(|(r, _)| *r == Some(s));
+            if let (Some(out), Some(err)) = (at(Source::Stdout), at(Source::Stderr)) {
+                ready.swap(out, err);
+            }
+        }
         let mut exited = false;
         for (source, flags) in ready {
             let Some(source) = source else { continue };
@@ -297,6 +306,18 @@ impl IoThread {
                 self.abort_busy(err, ExitCause::Timeout);
             }
             Due::Escalate => self.escalate(now),
+        }
+    }
+}
+
+impl IoThread {
+    /// The stream that carries the end of an answer: the prompt's for prompt framings,
+    /// stdout otherwise (sentinels, JSON events, agents).
+    fn marker_stream(&self) -> Stream {
+        match &self.cfg.spec.framing {
+            crate::spec::Framing::Prompt { stream, .. }
+            | crate::spec::Framing::NumberedPrompt { stream, .. } => *stream,
+            _ => Stream::Stdout,
         }
     }
 }

@@ -62,6 +62,7 @@ impl Protocol for Framed {
             streamed: 0,
             init_written: 0,
             ready_text: None,
+            sentinel_init: false,
         })
     }
 }
@@ -101,6 +102,9 @@ struct FramedConversation {
     /// line), and the readiness text still to appear, if any.
     init_written: usize,
     ready_text: Option<Framer>,
+    /// Sentinel framing at startup: `init` lines go one at a time, each followed by a
+    /// sentinel, and one the tool writes to stderr for fails the start.
+    sentinel_init: bool,
 }
 
 impl FramedConversation {
@@ -283,6 +287,64 @@ impl FramedConversation {
         }
     }
 
+    /// Writes the next `init` line and a sentinel of its own.
+    fn next_sentinel_init_line(&mut self, now: Instant, input: &mut Vec<u8>) {
+        let line = &self.spec.init[self.init_written];
+        input.extend_from_slice(line.as_bytes());
+        input.push(b'\n');
+        let nonce = fresh_nonce();
+        push_sentinel(&self.spec.framing, &nonce, input);
+        self.init_written += 1;
+        let limit = self.spec.max_response_bytes.max(STARTUP_WINDOW);
+        let rule = Rule::for_answer(&self.spec.framing, &nonce);
+        self.framer = Some(Framer::new(rule, limit, now));
+    }
+
+    /// Startup under sentinel framing with `init` lines: each line's sentinel lets the next
+    /// line in, unless the tool wrote to stderr for it (its complaint fails the start). Ready
+    /// at the last line's sentinel.
+    fn starting_sentinel(
+        &mut self,
+        stream: Stream,
+        bytes: &[u8],
+        now: Instant,
+        input: &mut Vec<u8>,
+    ) -> Step {
+        let Some(f) = &mut self.framer else {
+            return Step::Done;
+        };
+        match f.feed(stream, bytes, now) {
+            Progress::Pending => Step::Pending,
+            Progress::TooLarge => {
+                // Keep only recent startup output; the sentinel is still ahead.
+                *f = Framer::new(f.rule().clone(), STARTUP_WINDOW, now);
+                Step::Pending
+            }
+            Progress::Complete => {
+                let Some(framer) = self.framer.take() else {
+                    return Step::Done;
+                };
+                let mut collected = framer.into_collected();
+                collected.strip_sentinel_from_stderr();
+                let said = String::from_utf8_lossy(&collected.stderr);
+                if !said.trim().is_empty() {
+                    let n = self.init_written;
+                    return Step::Failed(format!(
+                        "init line {n} `{}` failed: {} said: {}",
+                        self.spec.init[n - 1],
+                        self.spec.name,
+                        said.trim()
+                    ));
+                }
+                if self.init_written < self.spec.init.len() {
+                    self.next_sentinel_init_line(now, input);
+                    return Step::Pending;
+                }
+                Step::Done
+            }
+        }
+    }
+
     /// Every init line is answered: ready, unless the readiness text has yet to appear.
     fn ready_once_text_seen(&self) -> Step {
         if self.ready_text.is_some() {
@@ -316,6 +378,14 @@ impl Conversation for FramedConversation {
                 self.framer = Some(Framer::new(self.numbered_rule(0), limit, now));
                 return Step::Pending;
             }
+        }
+        if matches!(self.spec.framing, Framing::Sentinel { .. })
+            && matches!(readiness, Readiness::Auto)
+            && init_lines > 0
+        {
+            self.sentinel_init = true;
+            self.next_sentinel_init_line(now, input);
+            return Step::Pending;
         }
         for line in &self.spec.init {
             input.extend_from_slice(line.as_bytes());
@@ -387,6 +457,9 @@ impl Conversation for FramedConversation {
     ) -> Step {
         if !self.secret.is_empty() {
             return self.starting_numbered(stream, bytes, now, input);
+        }
+        if self.sentinel_init {
+            return self.starting_sentinel(stream, bytes, now, input);
         }
         let Some(f) = &mut self.framer else {
             return Step::Done;
