@@ -28,13 +28,15 @@ impl IoThread {
                         Some(Phase::Busy { .. })
                     );
                     let chunk = std::mem::take(&mut self.scratch);
-                    self.on_output(stream, &chunk[..n]);
+                    let wrote = self.on_output(stream, &chunk[..n]);
                     self.scratch = chunk;
                     total += n;
                     let answered = was_busy
                         && matches!(self.child.as_ref().map(|c| &c.phase), Some(Phase::Idle));
-                    // Once an answer is complete, start the next prompt before reading more.
-                    if total >= READ_BUDGET || answered {
+                    // Once an answer is complete, start the next prompt before reading more;
+                    // once the protocol wrote to the tool (the next init line), what the tool
+                    // says to it is read in the next poll round, both streams together.
+                    if total >= READ_BUDGET || answered || wrote {
                         return;
                     }
                 }
@@ -263,10 +265,13 @@ impl IoThread {
         }
     }
 
-    pub(super) fn on_output(&mut self, stream: Stream, raw: &[u8]) {
+    /// Hands output to the conversation; true when the conversation wrote to the tool.
+    pub(super) fn on_output(&mut self, stream: Stream, raw: &[u8]) -> bool {
         let now = Instant::now();
         self.heard_at = Some(now);
-        let Some(child) = &mut self.child else { return };
+        let Some(child) = &mut self.child else {
+            return false;
+        };
         let mut stripped = Vec::new();
         let bytes = match &mut child.strip {
             Some((out, err)) => {
@@ -279,10 +284,14 @@ impl IoThread {
         if stream == Stream::Stderr {
             let mut line = std::mem::take(&mut child.stderr_line);
             self.push_stderr(&mut line, bytes);
-            let Some(child) = &mut self.child else { return };
+            let Some(child) = &mut self.child else {
+                return false;
+            };
             child.stderr_line = line;
         }
-        let Some(child) = &mut self.child else { return };
+        let Some(child) = &mut self.child else {
+            return false;
+        };
         let Running {
             phase,
             conversation,
@@ -320,9 +329,9 @@ impl IoThread {
                         self.begin_stop(ExitCause::Protocol, StopStep::Term);
                     }
                 }
-                return;
+                return false;
             }
-            Phase::Stopping { .. } => return,
+            Phase::Stopping { .. } => return false,
         };
         let wrote = out.len() > pending_input;
         if wrote {
@@ -331,9 +340,10 @@ impl IoThread {
         }
         if starting {
             self.on_startup_step(step, now);
-            return;
+            return wrote;
         }
         self.on_answer_step(step, now);
+        wrote
     }
 
     /// Acts on what the conversation says during an answer.
