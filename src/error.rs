@@ -117,7 +117,9 @@ pub enum Error {
         /// The prompt, handed back.
         prompt: Option<String>,
     },
-    /// The instance answering the request exited or closed its output before the answer ended.
+    /// The instance answering the request exited, or closed its output (stdout, or a stream
+    /// the protocol reads answers from: [`Conversation::reads`](crate::protocol::Conversation::reads)),
+    /// before the answer ended.
     InstanceDied {
         /// The instance index.
         instance: usize,
@@ -147,7 +149,10 @@ pub enum Error {
     },
     /// The tool answered, and its answer says it failed: a JSON-RPC error, a result marked
     /// `is_error`, a model call that failed. The instance stays in service: the protocol is
-    /// still in step. Not retryable as such (the same prompt may fail the same way).
+    /// still in step; except when the protocol finds the tool cannot go on
+    /// ([`Step::Failed`](crate::protocol::Step::Failed): a REPL still waiting on an unfinished
+    /// statement after its interrupt), where the message says the process was recycled. Not
+    /// retryable as such (the same prompt may fail the same way).
     ToolReported {
         /// The instance that answered.
         instance: usize,

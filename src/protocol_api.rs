@@ -268,6 +268,15 @@ pub trait Conversation: Send + fmt::Debug {
         None
     }
 
+    /// Whether answers, or their ends, are read from `stream`: a tool that closes such a
+    /// stream can no longer answer, so its process gets half a second to exit and is then
+    /// stopped and restarted (an answer in flight fails with
+    /// [`Error::InstanceDied`](crate::Error::InstanceDied)). A stream this says `false` for
+    /// may close without harm. Stdout always counts. Defaults to stdout only.
+    fn reads(&self, stream: Stream) -> bool {
+        stream == Stream::Stdout
+    }
+
     /// What a replacement process needs to restore this conversation (claude's session id,
     /// codex's thread id), once known. Defaults to none.
     fn resume_token(&self) -> Option<String> {

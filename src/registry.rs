@@ -371,7 +371,7 @@ fn python_spec() -> ToolSpec {
         .env("PYTHONIOENCODING", "utf-8")
         .env("PYTHON_BASIC_REPL", "1")
         .framing(Framing::NumberedPrompt {
-            setup: PYTHON_NUMBERED_PROMPTS.into(),
+            setup: python_setup_line(),
             stream: Stream::Stderr,
             end_block: Some(String::new()),
         })
@@ -379,20 +379,61 @@ fn python_spec() -> ToolSpec {
 }
 
 /// Makes python show `{nonce}N>` as its main prompt and `{nonce}N.` as its continuation
-/// prompt, N counting statements: python calls `str(sys.ps1)` once per statement, then
-/// `str(sys.ps2)`. python's prompt loop reads both from `sys`'s dictionary; `sys` becomes an
-/// instance of a `module` subclass whose `ps1` and `ps2` properties keep what the user
-/// assigns (or deletes) apart, so `sys.ps1 = "py> "` reads back but never replaces the
-/// numbered prompts. Nothing is left in the user's namespace.
-const PYTHON_NUMBERED_PROMPTS: &str = concat!(
-    r#"(lambda s,u:(setattr(s,"ps1",type("",(),{"n":0,"__str__":lambda o:"#,
-    r#"(setattr(o,"n",o.n+1),"{nonce}%d>"%o.n)[1]})()),"#,
-    r#"setattr(s,"ps2",type("",(),{"__str__":lambda o:"{nonce}%d."%vars(s)["ps1"].n})()),"#,
-    r#"setattr(s,"__class__",type("module",(type(s),),dict({k:property("#,
-    r#"lambda m,k=k:u.get(k,vars(m)[k]),lambda m,v,k=k:u.__setitem__(k,v),"#,
-    r#"lambda m,k=k:u.pop(k,None)) for k in ("ps1","ps2")},__module__="builtins"))))"#,
-    r#" and None)(__import__("sys"),{})"#
-);
+/// prompt, N counting statements: python's prompt loop takes `str()` of the objects in
+/// `sys`'s dictionary, `ps1` once per statement, then `ps2` for each continuation line.
+/// Those objects answer with the numbered prompt only to python's own loop (no Python code
+/// calls them); `sys` becomes an instance of a `module` subclass whose `ps1` and `ps2`
+/// properties give user code what plain python would (`'>>> '`, `'... '`, or what it
+/// assigned; deleting removes them), never the objects. Run by `exec` in a dictionary of its
+/// own, so nothing is left in the user's namespace.
+const PYTHON_NUMBERED_PROMPTS: &str = r#"import sys
+shown = {"ps1": ">>> ", "ps2": "... "}
+class Prompt:
+    n = 0
+    def __init__(self, key):
+        self.key = key
+    def __str__(self):
+        try:
+            sys._getframe(1)
+        except ValueError:
+            if self.key == "ps1":
+                Prompt.n += 1
+            return "{nonce}%d%s" % (Prompt.n, ">" if self.key == "ps1" else ".")
+        return str(shown.get(self.key, ""))
+    __repr__ = __str__
+def read_back(key):
+    def get(module):
+        try:
+            return shown[key]
+        except KeyError:
+            raise AttributeError("module 'sys' has no attribute '%s'" % key) from None
+    def set(module, value):
+        shown[key] = value
+    def delete(module):
+        try:
+            del shown[key]
+        except KeyError:
+            raise AttributeError(key) from None
+    return property(get, set, delete)
+vars(sys)["ps1"] = Prompt("ps1")
+vars(sys)["ps2"] = Prompt("ps2")
+sys.__class__ = type("module", (type(sys),), {"ps1": read_back("ps1"), "ps2": read_back("ps2"), "__module__": "builtins"})
+"#;
+
+/// [`PYTHON_NUMBERED_PROMPTS`] as the one line python reads: `exec("...", {})`.
+fn python_setup_line() -> String {
+    let mut line = String::from("exec(\"");
+    for c in PYTHON_NUMBERED_PROMPTS.chars() {
+        match c {
+            '\\' => line.push_str("\\\\"),
+            '"' => line.push_str("\\\""),
+            '\n' => line.push_str("\\n"),
+            c => line.push(c),
+        }
+    }
+    line.push_str("\", {})");
+    line
+}
 
 fn bc_spec() -> ToolSpec {
     ToolSpec::new("bc", "bc")

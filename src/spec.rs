@@ -128,13 +128,15 @@ pub enum Framing {
     /// Prompts that cannot be forged or mistaken for a stale one: `setup` (one line, with
     /// `{nonce}` replaced by a fresh secret per process) is written first and makes the tool
     /// show `{nonce}N>` before each statement it reads and `{nonce}N.` before each
-    /// continuation line, N counting statements from 1 (python: an object as `sys.ps1`).
+    /// continuation line, N counting statements from 1 (python: an object as `ps1` in `sys`'s
+    /// dictionary).
     /// The answer ends at the first main prompt numbered above the one it was written at;
     /// prompts are left out of the answer. When the tool shows a continuation prompt instead
     /// (an unfinished statement), `end_block` is written once (python: an empty line); if the
     /// tool still waits for more, it gets SIGINT and the answer is
     /// [`Error::ToolReported`](crate::Error::ToolReported) with what the tool said; the
-    /// process stays. `init` lines are written one at a time, each once the tool prompts for
+    /// process stays, unless it still waits `stop_grace` plus 2 s after the SIGINT (it ignores
+    /// SIGINT): then it is recycled, and the error says so. `init` lines are written one at a time, each once the tool prompts for
     /// it, and ended the same way; one still unfinished then fails the start with
     /// [`Error::NotReady`](crate::Error::NotReady) naming the line.
     NumberedPrompt {

@@ -113,6 +113,7 @@ impl IoThread {
             notify,
             retire_after_job: None,
             starting_since: Some(now),
+            closed: None,
         });
         self.write_pending();
         self.on_startup_step(opened, now);

@@ -142,6 +142,8 @@ struct Running {
     retire_after_job: Option<ExitCause>,
     /// When startup began, until the process is ready.
     starting_since: Option<Instant>,
+    /// The stream whose end made this process one that can no longer answer.
+    closed: Option<Stream>,
 }
 
 pub(crate) struct IoThread {

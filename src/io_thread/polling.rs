@@ -302,7 +302,7 @@ impl IoThread {
                     activity,
                     prompt: None,
                 };
-                log::warn!("{}[{}]: {err}", self.cfg.spec.name, self.cfg.shared.index);
+                // `abort_busy` logs it.
                 self.abort_busy(err, ExitCause::Timeout);
             }
             Due::Escalate => self.escalate(now),

@@ -66,10 +66,26 @@ impl IoThread {
         };
         match *step {
             StopStep::Quit | StopStep::AwaitExit | StopStep::Interrupt => {
+                let still_running = (*step == StopStep::AwaitExit)
+                    .then_some(child.closed)
+                    .flatten()
+                    .map(|stream| {
+                        format!(
+                            "aim: pid {} closed its {}, where aim reads its answers, and was \
+                             still running {:?} later: it can no longer answer, so it is stopped",
+                            child.process.pid(),
+                            super::streams::stream_name(stream),
+                            EOF_GRACE.min(grace)
+                        )
+                    });
                 child.process.signal_group(Signal::SIGTERM);
                 self.stop_method = StopMethod::Terminated;
                 *step = StopStep::Term;
                 *deadline = now + grace;
+                if let Some(line) = still_running {
+                    log::warn!("{}[{}]: {line}", self.cfg.spec.name, self.index());
+                    self.push_stderr_line(line.as_bytes());
+                }
             }
             StopStep::Term => {
                 log::warn!(

@@ -243,25 +243,35 @@ impl IoThread {
         }
     }
 
+    /// A stream ended. Stdout, or a stream the protocol reads answers from
+    /// (`Conversation::reads`), means the tool can no longer answer: it gets a moment to
+    /// exit (it may be exiting), then it is stopped; an answer in flight fails with the exit.
     pub(super) fn on_eof(&mut self, stream: Stream) {
         let Some(child) = &mut self.child else { return };
-        match stream {
-            Stream::Stderr => child.io.stderr = None,
+        let needed = match stream {
+            Stream::Stderr => {
+                child.io.stderr = None;
+                // Linked: this is the local `ssh` client's own stderr, not the tool's.
+                child.conversation.reads(Stream::Stderr) && child.io.link.is_none()
+            }
             Stream::Stdout => {
                 child.io.stdout = None;
                 if child.io.pty {
                     child.io.stdin = None;
                 }
-                if !matches!(child.phase, Phase::Stopping { .. }) {
-                    log::debug!(
-                        "{}[{}]: pid {} closed its output",
-                        self.cfg.spec.name,
-                        self.cfg.shared.index,
-                        child.process.pid()
-                    );
-                    self.begin_stop(ExitCause::Crashed, StopStep::AwaitExit);
-                }
+                true
             }
+        };
+        if needed && !matches!(child.phase, Phase::Stopping { .. }) {
+            log::debug!(
+                "{}[{}]: pid {} closed its {}",
+                self.cfg.spec.name,
+                self.cfg.shared.index,
+                child.process.pid(),
+                stream_name(stream)
+            );
+            child.closed = Some(stream);
+            self.begin_stop(ExitCause::Crashed, StopStep::AwaitExit);
         }
     }
 
@@ -491,5 +501,13 @@ impl IoThread {
                 }
             }
         }
+    }
+}
+
+/// A stream's name, as in messages.
+pub(super) fn stream_name(stream: Stream) -> &'static str {
+    match stream {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
     }
 }

@@ -7,6 +7,8 @@ use super::{check_prompt, Answer, Between, Context, Conversation, Protocol, Step
 use crate::framing::{fresh_nonce, Framer, Progress, Rule};
 use crate::spec::{Framing, Readiness, Stream, ToolSpec};
 
+/// How long a SIGINT may wait after the previous one (the I/O thread spaces them).
+const SIGINT_SPACING: Duration = Duration::from_secs(2);
 /// Readiness output kept while waiting for the ready marker.
 const STARTUP_WINDOW: usize = 1 << 20;
 /// First and longest pause between checks that a tool is blocked reading its stdin.
@@ -59,6 +61,7 @@ impl Protocol for Framed {
             block_ended: false,
             interrupted: false,
             interrupt_at: None,
+            give_up_at: None,
             streamed: 0,
             init_written: 0,
             ready_text: None,
@@ -95,6 +98,9 @@ struct FramedConversation {
     /// An interrupt waiting for the tool to read its stdin: when to look again, and the
     /// pause after that.
     interrupt_at: Option<(Instant, Duration)>,
+    /// When an unfinished statement the interrupt has not ended makes the turn fail (and the
+    /// process be recycled): the stop grace plus the spacing a SIGINT may wait for.
+    give_up_at: Option<Instant>,
     /// Bytes of the answer's stdout already handed out as streamed pieces.
     streamed: usize,
     /// Numbered prompts at startup: how many `init` lines were written (one at a time, each
@@ -150,6 +156,21 @@ impl FramedConversation {
         }
     }
 
+    /// The error of an unfinished statement the interrupt did not end in time.
+    fn interrupt_ignored(&self) -> String {
+        format!(
+            "unfinished statement: {} still waited for the rest of it{}, and the interrupt \
+             (SIGINT) did not end it within {:?}; the process was recycled, losing its state",
+            self.spec.name,
+            if self.block_ended {
+                " after the block was ended"
+            } else {
+                ""
+            },
+            self.spec.stop_grace + SIGINT_SPACING,
+        )
+    }
+
     /// SIGINT once the tool waits in `read(0)`: a signal that lands before it gets there
     /// would only be noticed at its next input, which never comes.
     fn interrupt_when_reading(&mut self, now: Instant) -> Step {
@@ -161,6 +182,7 @@ impl FramedConversation {
             }
             Some(true) | None => {
                 self.interrupt_at = None;
+                self.give_up_at = Some(now + self.spec.stop_grace + SIGINT_SPACING);
                 Step::Interrupt
             }
         }
@@ -511,6 +533,7 @@ impl Conversation for FramedConversation {
         self.block_ended = false;
         self.interrupted = false;
         self.interrupt_at = None;
+        self.give_up_at = None;
         let lines = prepared.iter().filter(|&&b| b == b'\n').count();
         self.continuations_allowed = lines.saturating_sub(1);
         let rule = if self.secret.is_empty() {
@@ -555,11 +578,16 @@ impl Conversation for FramedConversation {
         (!out.is_empty()).then(|| String::from_utf8_lossy(out).into_owned())
     }
 
+    fn reads(&self, stream: Stream) -> bool {
+        stream == Stream::Stdout || stream == self.marker_stream()
+    }
+
     fn deadline(&self) -> Option<Instant> {
         [
             self.framer.as_ref().and_then(|f| f.deadline()),
             self.recheck.map(|(at, _)| at),
             self.interrupt_at.map(|(at, _)| at),
+            self.give_up_at,
         ]
         .into_iter()
         .flatten()
@@ -567,6 +595,9 @@ impl Conversation for FramedConversation {
     }
 
     fn tick(&mut self, now: Instant) -> Step {
+        if self.give_up_at.is_some_and(|at| now >= at) {
+            return Step::Failed(self.interrupt_ignored());
+        }
         if self.interrupt_at.is_some_and(|(at, _)| now >= at) {
             return self.interrupt_when_reading(now);
         }
