@@ -63,6 +63,26 @@ fn answers_come_from_two_hosts() {
 }
 
 #[test]
+fn instances_on_a_host_share_its_one_connection() {
+    init_logs();
+    // sshd's own MaxStartups and MaxSessions: a connection per instance would be refused
+    // at random, more than 10 sessions on one connection are refused.
+    let Some(hosts) = SshHosts::start_stock(1) else {
+        return;
+    };
+    let _w = watchdog("one connection per host", Duration::from_secs(180));
+    let cluster = cluster_on(&hosts, demo(&[]), 16);
+    for i in 0..16 {
+        let answer = cluster.send_to(i, format!("/echo from {i}")).unwrap();
+        assert_eq!(answer.text.trim(), format!("from {i}"));
+    }
+    assert_eq!(hosts.hosts[0].processes("aim-demo").len(), 16);
+    // Eight instances per control connection.
+    assert_eq!(hosts.hosts[0].connections(), 2);
+    stop_cluster(&cluster);
+}
+
+#[test]
 fn sigkill_of_the_supervisor_leaves_no_remote_process() {
     init_logs();
     let Some(hosts) = SshHosts::start(2) else {

@@ -1,10 +1,11 @@
 //! The ssh launcher: instances on other hosts, through the system `ssh` client (the user's
 //! own config and keys), with an `aim relay` on the far side.
 //!
-//! Instance `i` runs on host `i % hosts`. Each host has one control connection
-//! (`ssh -M -N`, a child of ours in its own process group, watched by the guardian), which
-//! every instance's `ssh` reuses through its `ControlPath`: a restart costs a channel, not a
-//! handshake. A silent link ends within 15 s: with a relay, the I/O thread's pings go
+//! Instance `i` runs on host `i % hosts`. Each host has a control connection
+//! (`ssh -M -N`, a child of ours in its own process group, watched by the guardian) per
+//! [`SESSIONS_PER_CONNECTION`] instances on it, which their `ssh` reuses through its
+//! `ControlPath`: a launch waits until that connection listens, so a restart costs a
+//! channel, not a handshake, and `-n 16` on one host makes 2 connections, not 17. A silent link ends within 15 s: with a relay, the I/O thread's pings go
 //! unanswered for 8 s (`super::link`); without one (and for the control connection),
 //! OpenSSH's keepalives (`ServerAliveInterval=3`, `ServerAliveCountMax=3`) end it about 12 s
 //! after the host last sent anything. The remote command runs `aim relay` when it is there
@@ -22,7 +23,7 @@ use super::link::{Link, LinkShared, Mode, NO_RELAY};
 use super::local::{spawn, ChildProcess};
 use super::relay::RelayArgs;
 use super::{HostCheck, Launch, Launched, Launcher};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hosts::HostsConfig;
 use crate::spec::{ToolSpec, Transport};
 use crate::state::ExitInfo;
@@ -40,12 +41,66 @@ pub(crate) struct SshLauncher {
     hosts: Vec<SshHost>,
 }
 
-/// One host: its name as given and its control connection.
+/// One host: its name as given and its control connections, one per
+/// [`SESSIONS_PER_CONNECTION`] instances on it (made as they are needed).
 #[derive(Debug)]
 struct SshHost {
     dest: String,
+    /// The control sockets' paths start with this; connection `k` adds `-k.ssh`.
+    socket_prefix: String,
+    connections: Mutex<Vec<Arc<Connection>>>,
+}
+
+/// Instances sharing one control connection. sshd refuses more sessions on one connection
+/// than its `MaxSessions` (10 unless configured); two are left for a host check and a
+/// restarted instance whose old channel is still closing.
+const SESSIONS_PER_CONNECTION: usize = 8;
+
+impl SshHost {
+    /// Control connection `k` of this host.
+    fn connection(&self, k: usize) -> Arc<Connection> {
+        let mut all = self.connections.lock();
+        while all.len() <= k {
+            let socket = PathBuf::from(format!("{}-{}.ssh", self.socket_prefix, all.len()));
+            all.push(Arc::new(Connection {
+                socket,
+                master: Mutex::new(None),
+            }));
+        }
+        Arc::clone(&all[k])
+    }
+}
+
+/// One control connection to a host: its socket and its `ssh -M -N`, when started.
+#[derive(Debug)]
+struct Connection {
     socket: PathBuf,
-    master: Mutex<Option<ChildProcess>>,
+    master: Mutex<Option<Master>>,
+}
+
+/// A host's control connection: its `ssh -M -N` and, until it is ready, its streams (the
+/// pidfd to wait on, stderr to quote if it fails).
+#[derive(Debug)]
+struct Master {
+    process: ChildProcess,
+    io: Option<super::ChildIo>,
+}
+
+/// How long a new control connection may take to listen on its socket.
+const MASTER_READY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// What `ssh` wrote on stderr so far (non-blocking), trimmed, on one line.
+fn read_stderr(io: &mut super::ChildIo) -> String {
+    use std::io::Read;
+    let Some(fd) = io.stderr.take() else {
+        return String::new();
+    };
+    let mut text = Vec::new();
+    let _ = std::fs::File::from(fd).read_to_end(&mut text);
+    String::from_utf8_lossy(&text)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl SshLauncher {
@@ -57,19 +112,22 @@ impl SshLauncher {
             .iter()
             .map(|dest| SshHost {
                 dest: dest.clone(),
-                socket: std::env::temp_dir().join(format!(
-                    "aim-{}-{}.ssh",
-                    std::process::id(),
-                    NEXT.fetch_add(1, Ordering::Relaxed)
-                )),
-                master: Mutex::new(None),
+                socket_prefix: std::env::temp_dir()
+                    .join(format!(
+                        "aim-{}-{}",
+                        std::process::id(),
+                        NEXT.fetch_add(1, Ordering::Relaxed)
+                    ))
+                    .display()
+                    .to_string(),
+                connections: Mutex::new(Vec::new()),
             })
             .collect();
         SshLauncher { config, hosts }
     }
 
-    /// `ssh` options every connection to `host` uses.
-    fn common_args(&self, host: &SshHost) -> Vec<String> {
+    /// `ssh` options every connection through control socket `socket` uses.
+    fn common_args(&self, socket: &std::path::Path) -> Vec<String> {
         let mut args = Vec::new();
         if let Some(file) = &self.config.ssh_config {
             args.push("-F".to_string());
@@ -79,7 +137,7 @@ impl SshLauncher {
             "BatchMode=yes".to_string(),
             format!("ServerAliveInterval={ALIVE_INTERVAL}"),
             format!("ServerAliveCountMax={ALIVE_COUNT}"),
-            format!("ControlPath={}", host.socket.display()),
+            format!("ControlPath={}", socket.display()),
         ] {
             args.push("-o".into());
             args.push(option);
@@ -87,23 +145,112 @@ impl SshLauncher {
         args
     }
 
-    /// Starts `host`'s control connection unless one runs.
-    fn ensure_master(&self, host: &SshHost) {
-        let mut master = host.master.lock();
-        if master.as_ref().is_some_and(|m| m.try_reap().is_none()) {
+    /// Starts `host`'s control connection unless one runs; returns at once. Its `ssh` runs
+    /// with `ConnectTimeout` [`CONNECT_TIMEOUT`], and any file left at its `ControlPath`
+    /// (a killed run's socket) is removed first: `ssh` would refuse to listen there.
+    fn start_master(&self, host: &SshHost, conn: &Connection, master: &mut Option<Master>) {
+        if master
+            .as_ref()
+            .is_some_and(|m| m.process.try_reap().is_none())
+        {
             return;
         }
+        let _ = std::fs::remove_file(&conn.socket);
         let mut args = vec!["-M".to_string(), "-N".into(), "-T".into()];
-        args.extend(self.common_args(host));
-        args.extend(["-o".into(), "ControlPersist=no".into(), "--".into()]);
+        args.extend(self.common_args(&conn.socket));
+        args.extend([
+            "-o".into(),
+            "ControlPersist=no".into(),
+            "-o".into(),
+            format!("ConnectTimeout={CONNECT_TIMEOUT}"),
+            "--".into(),
+        ]);
         args.push(host.dest.clone());
         let spec = ToolSpec::new("ssh-master", self.config.ssh_program.clone()).args(args);
-        match spawn(&spec, 0) {
-            Ok((process, _io)) => {
+        *master = match spawn(&spec, 0) {
+            Ok((process, io)) => {
                 log::debug!("{}: control connection pid {}", host.dest, process.pid());
-                *master = Some(process);
+                Some(Master {
+                    process,
+                    io: Some(io),
+                })
             }
-            Err(e) => log::warn!("{}: cannot start the control connection: {e}", host.dest),
+            Err(e) => {
+                log::warn!("{}: cannot start the control connection: {e}", host.dest);
+                None
+            }
+        };
+    }
+
+    /// Starts `host`'s control connection unless one runs, and waits (up to
+    /// [`MASTER_READY`]) until it listens on its socket, so that the instance's `ssh` opens
+    /// a channel on it instead of a connection of its own. Concurrent launches on one host
+    /// wait for the same connection (the host's lock is held meanwhile).
+    ///
+    /// # Errors
+    /// [`Error::Spawn`] (program `ssh`, the host and `ssh`'s own last words in the reason)
+    /// when the control connection cannot start, ends before it is ready, or is not ready
+    /// in time (then it is killed).
+    fn ready_master(
+        &self,
+        host: &SshHost,
+        conn: &Connection,
+        spec: &ToolSpec,
+        instance: usize,
+    ) -> Result<()> {
+        use nix::poll::{poll, PollFd, PollFlags};
+        use std::os::fd::AsFd;
+        let mut master = conn.master.lock();
+        self.start_master(host, conn, &mut master);
+        let fail = |reason: String| Error::Spawn {
+            tool: spec.name.clone(),
+            instance,
+            program: self.config.ssh_program.clone(),
+            reason: format!("the control connection to {}: {reason}", host.dest),
+            source: std::io::Error::other(reason),
+        };
+        let Some(m) = master.as_mut() else {
+            return Err(fail("ssh could not be started".into()));
+        };
+        let deadline = Instant::now() + MASTER_READY;
+        loop {
+            // OpenSSH binds and listens on a temporary name, then links it to the
+            // `ControlPath`: once the path is there, the connection takes channels.
+            if conn.socket.exists() {
+                m.io = None;
+                return Ok(());
+            }
+            if let Some(exit) = m.process.try_reap() {
+                let words = m.io.as_mut().map(read_stderr).unwrap_or_default();
+                *master = None;
+                return Err(fail(format!(
+                    "ssh ended ({exit:?}) before it was ready: {words}"
+                )));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let words = m.io.as_mut().map(read_stderr).unwrap_or_default();
+                m.process.signal_group(Signal::SIGKILL);
+                m.process.wait_gone(std::time::Duration::from_secs(1));
+                *master = None;
+                return Err(fail(format!(
+                    "not ready within {} s: {words}",
+                    MASTER_READY.as_secs()
+                )));
+            }
+            // The socket's appearance has no event to wait on; its exit does (the pidfd).
+            let step = crate::process::poll_timeout(
+                deadline.min(now + std::time::Duration::from_millis(10)),
+                now,
+            );
+            match m.io.as_ref().and_then(|io| io.pidfd.as_ref()) {
+                Some(fd) => {
+                    let _ = poll(&mut [PollFd::new(fd.as_fd(), PollFlags::POLLIN)], step);
+                }
+                None => {
+                    let _ = poll(&mut [], step);
+                }
+            }
         }
     }
 
@@ -169,9 +316,10 @@ impl SshLauncher {
 impl Launcher for SshLauncher {
     fn launch(&self, spec: &ToolSpec, instance: usize) -> Result<Launch> {
         let host = &self.hosts[instance % self.hosts.len()];
-        self.ensure_master(host);
+        let conn = host.connection(instance / self.hosts.len() / SESSIONS_PER_CONNECTION);
+        self.ready_master(host, &conn, spec, instance)?;
         let mut args = vec!["-T".to_string()];
-        args.extend(self.common_args(host));
+        args.extend(self.common_args(&conn.socket));
         args.extend(["-o".into(), "ControlMaster=no".into(), "--".into()]);
         args.push(host.dest.clone());
         args.push(self.remote_command(spec));
@@ -192,10 +340,12 @@ impl Launcher for SshLauncher {
     fn check_host(&self, host: usize) -> Option<Result<Box<dyn HostCheck>>> {
         let host = self.hosts.get(host)?;
         // A host that was down lost its control connection: start a new one for the
-        // instances that follow a passed check.
-        self.ensure_master(host);
+        // instances that follow a passed check (without waiting for it: this check makes
+        // its own connection when the control connection is not listening yet).
+        let conn = host.connection(0);
+        self.start_master(host, &conn, &mut conn.master.lock());
         let mut args = vec!["-T".to_string(), "-n".into()];
-        args.extend(self.common_args(host));
+        args.extend(self.common_args(&conn.socket));
         args.extend([
             "-o".into(),
             "ControlMaster=no".into(),
@@ -242,11 +392,16 @@ impl Drop for SshCheck {
 impl Drop for SshLauncher {
     fn drop(&mut self) {
         for host in &self.hosts {
-            if let Some(master) = host.master.lock().take() {
-                master.signal_group(Signal::SIGTERM);
-                master.wait_gone(std::time::Duration::from_secs(2));
+            for conn in host.connections.lock().iter() {
+                if let Some(Master {
+                    process: master, ..
+                }) = conn.master.lock().take()
+                {
+                    master.signal_group(Signal::SIGTERM);
+                    master.wait_gone(std::time::Duration::from_secs(2));
+                }
+                let _ = std::fs::remove_file(&conn.socket);
             }
-            let _ = std::fs::remove_file(&host.socket);
         }
     }
 }

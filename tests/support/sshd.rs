@@ -66,6 +66,18 @@ fn run(cmd: &mut Command) {
 impl SshHosts {
     /// Starts `count` hosts (`None`, after printing SKIPPED, without root or sshd).
     pub fn start(count: usize) -> Option<SshHosts> {
+        Self::start_with(count, "MaxStartups 100\nMaxSessions 100\n")
+    }
+
+    /// Starts `count` hosts with sshd's own `MaxStartups` (10:30:100: from 10 connections
+    /// still authenticating, new ones are dropped at random) and `MaxSessions` (10 per
+    /// connection).
+    pub fn start_stock(count: usize) -> Option<SshHosts> {
+        Self::start_with(count, "")
+    }
+
+    /// Starts `count` hosts, `extra` appended to each one's sshd config.
+    fn start_with(count: usize, extra: &str) -> Option<SshHosts> {
         let root = euid_is_root();
         if !root || !Path::new("/usr/sbin/sshd").exists() || !on_path("ssh") {
             eprintln!("SKIPPED: needs root, /usr/sbin/sshd and ssh");
@@ -101,8 +113,8 @@ impl SshHosts {
                     "ListenAddress {addr}\nPort {port}\nHostKey {d}/host_key\n\
                      AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
                      PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\n\
-                     UsePAM no\nPidFile {d}/sshd_{i}.pid\nLogLevel ERROR\nMaxSessions 100\n\
-                     MaxStartups 100\nSetEnv SHLVL=1\n",
+                     UsePAM no\nPidFile {d}/sshd_{i}.pid\nLogLevel ERROR\n\
+                     SetEnv SHLVL=1\n{extra}",
                     d = dir.display()
                 ),
             )
@@ -212,6 +224,22 @@ impl SshHost {
                 },
             );
         }
+    }
+
+    /// Established TCP connections from this machine to this host's `sshd` (the client
+    /// ends, from `/proc/net/tcp`).
+    pub fn connections(&self) -> usize {
+        let ip: std::net::Ipv4Addr = self.addr.parse().unwrap();
+        let remote = format!("{:08X}:{:04X}", u32::from_ne_bytes(ip.octets()), self.port);
+        std::fs::read_to_string("/proc/net/tcp")
+            .unwrap()
+            .lines()
+            .skip(1)
+            .filter(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 3 && f[2] == remote && f[3] == "01"
+            })
+            .count()
     }
 
     /// Every process in this host's namespace (host pids), the `unshare` excluded.
