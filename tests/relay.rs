@@ -26,9 +26,11 @@ fn write_fake_ssh() -> String {
         std::fs::write(
             &tmp,
             "#!/bin/sh\n\
-             while [ $# -gt 0 ]; do case \"$1\" in --) shift; break;; -o|-F) shift 2;; *) shift;; esac; done\n\
+             while [ $# -gt 0 ]; do case \"$1\" in --) shift; break;; \
+             -o) case \"$2\" in ControlPath=*) cp=\"${2#ControlPath=}\";; esac; shift 2;; \
+             -F) shift 2;; *) shift;; esac; done\n\
              shift\n\
-             [ $# -eq 0 ] && exec sleep 100000\n\
+             [ $# -eq 0 ] && : > \"$cp\" && exec sleep 100000\n\
              exec sh -c \"$*\"\n",
         )
         .unwrap();
