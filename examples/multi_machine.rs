@@ -13,7 +13,8 @@
 //!
 //! Other launchers: `ssh_program` is any command that takes OpenSSH's shape,
 //! `PROGRAM [OPTIONS] -- DEST [COMMAND]`, and runs COMMAND on DEST with stdin and stdout
-//! forwarded (and, with no COMMAND, just waits: that is the host's control connection).
+//! forwarded (and, with no COMMAND, is the host's control connection: it creates a file at
+//! its `-o ControlPath=` once ready, then waits).
 //! The stand-in below is one. A wrapper that runs `kubectl exec -i DEST -- sh -c COMMAND`
 //! makes pods the hosts (`hosts(["agent-0", "agent-1"])`), with `aim relay` in the image
 //! giving cancel, the read(0) check and cleanup as over ssh. Without a relay, any command
@@ -48,8 +49,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::fs::write(
                 &stand_in,
                 "#!/bin/sh\nwhile [ $# -gt 0 ]; do case \"$1\" in --) shift; break;; \
-                 -o|-F) shift 2;; *) shift;; esac; done\nshift\n\
-                 [ $# -eq 0 ] && exec sleep 100000\nexec sh -c \"$*\"\n",
+                 -o) case \"$2\" in ControlPath=*) cp=\"${2#ControlPath=}\";; esac; shift 2;; \
+                 -F) shift 2;; *) shift;; esac; done\nshift\n\
+                 [ $# -eq 0 ] && : > \"$cp\" && exec sleep 100000\nexec sh -c \"$*\"\n",
             )?;
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755))?;

@@ -952,8 +952,9 @@ macro_rules! shared_setters {
         }
 
         /// The ssh client for [`hosts`](Self::hosts), called with OpenSSH's options
-        /// (`-T`, `-o ControlPath=...`, `--`, the host and the remote command line).
-        /// Defaults to `ssh` (found on `PATH`).
+        /// (`-T`, `-o ControlPath=...`, `--`, the host and the remote command line; with
+        /// `-M` and no command, it is the host's control connection and must create its
+        /// `ControlPath` once ready, as `ssh` does). Defaults to `ssh` (found on `PATH`).
         pub fn ssh_program(mut self, program: impl Into<String>) -> Self {
             self.options.hosts.ssh_program = program.into();
             self
