@@ -129,7 +129,9 @@ pub enum Error {
         pid: i32,
         /// How the child ended (`None` if it closed its output but has not exited yet).
         exit: Option<ExitInfo>,
-        /// The child's last stderr lines.
+        /// What the child wrote to stderr while answering this prompt, as lines (at most the
+        /// spec's `stderr_lines` last ones; lines quoting aim's end-of-answer nonce left out).
+        /// Display shows the last three.
         stderr: Vec<String>,
         /// What the tool had answered before it died (its stdout, as the protocol decodes
         /// it), if anything.
@@ -310,6 +312,21 @@ impl Error {
         }
     }
 
+    /// The tool's stderr lines the error carries: for [`Error::InstanceDied`], what it wrote
+    /// while answering this prompt; for [`Error::NotReady`], its last lines. Empty for other
+    /// errors.
+    ///
+    /// ```
+    /// let err = aim::Error::Shutdown { prompt: None };
+    /// assert!(err.stderr_lines().is_empty());
+    /// ```
+    pub fn stderr_lines(&self) -> &[String] {
+        match self {
+            Error::InstanceDied { stderr, .. } | Error::NotReady { stderr, .. } => stderr,
+            _ => &[],
+        }
+    }
+
     /// Takes the caller's prompt back out of the error.
     pub fn into_prompt(self) -> Option<String> {
         match self {
@@ -442,10 +459,20 @@ impl fmt::Display for Millis {
     }
 }
 
+/// Stderr lines shown in an error's Display: the last few, where the reason usually is
+/// (sqlite3's message comes before the two lines pointing into the statement).
+const SHOWN_STDERR_LINES: usize = 3;
+
 fn stderr_suffix(f: &mut fmt::Formatter<'_>, stderr: &[String]) -> fmt::Result {
-    match stderr.last() {
-        Some(line) => write!(f, " (last stderr: {line:?})"),
-        None => Ok(()),
+    let shown = &stderr[stderr.len().saturating_sub(SHOWN_STDERR_LINES)..];
+    for (i, line) in shown.iter().enumerate() {
+        f.write_str(if i == 0 { " (last stderr: " } else { " / " })?;
+        write!(f, "{line:?}")?;
+    }
+    if shown.is_empty() {
+        Ok(())
+    } else {
+        f.write_str(")")
     }
 }
 

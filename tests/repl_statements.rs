@@ -1,5 +1,6 @@
-//! Statements sqlite3 and bc would wait on (issue 20): refused at once with a typed error that
-//! keeps the process and its state, and the check agrees with the tools themselves.
+//! sqlite3 and bc (issue 20): statements they would wait on are refused at once with a typed
+//! error that keeps the process and its state (and the check agrees with the tools); init
+//! lines are ended and checked like prompts; a died error carries this prompt's stderr.
 
 mod support;
 
@@ -250,4 +251,35 @@ fn an_unfinished_init_line_fails_at_once_naming_it() {
     let err = start_error(spec);
     assert!(err.contains("line 2 `SELECT 'abc`"), "{err}");
     assert!(err.contains("unfinished statement"), "{err}");
+}
+
+fn died_stderr(err: &Error) -> Vec<String> {
+    match err {
+        Error::InstanceDied { stderr, .. } => stderr.clone(),
+        other => panic!("not a died error: {other:?}"),
+    }
+}
+
+#[test]
+fn a_died_error_carries_the_tools_reason_from_this_prompt_only() {
+    init_logs();
+    if let Some(spec) = builtin("sqlite3") {
+        let pool = ToolProcessPool::new(spec, 1).unwrap();
+        pool.send_to(0, ".bail on").unwrap();
+        let err = pool.send_to(0, "SELECT nosuch();").unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.contains("no such function: nosuch"), "{shown}");
+        assert!(shown.contains("error here"), "{shown}");
+        assert_eq!(err.stderr_lines(), died_stderr(&err).as_slice());
+        stop_pool(&pool);
+    }
+    if let Some(spec) = builtin("bc") {
+        let pool = ToolProcessPool::new(spec, 1).unwrap();
+        let r = pool.send_to(0, "sqrt(-1)").unwrap();
+        assert!(r.stderr.contains("Square root"), "{r:?}");
+        let err = pool.send_to(0, "halt").unwrap_err();
+        assert_eq!(died_stderr(&err), Vec::<String>::new(), "{err}");
+        assert!(!err.to_string().contains("Square root"), "{err}");
+        stop_pool(&pool);
+    }
 }

@@ -161,7 +161,7 @@ impl IoThread {
             "aim: nothing from the relay on {host} for {silent:.1?}; the link is taken for lost"
         );
         log::warn!("{}[{}]: {line}", self.cfg.spec.name, self.index());
-        self.push_stderr_line(line.as_bytes());
+        self.note_stderr(&line);
         if let Some(child) = &self.child {
             child.process.signal_group(Signal::SIGKILL);
         }

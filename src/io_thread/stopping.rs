@@ -84,7 +84,7 @@ impl IoThread {
                 *deadline = now + grace;
                 if let Some(line) = still_running {
                     log::warn!("{}[{}]: {line}", self.cfg.spec.name, self.index());
-                    self.push_stderr_line(line.as_bytes());
+                    self.note_stderr(&line);
                 }
             }
             StopStep::Term => {
@@ -198,7 +198,12 @@ impl IoThread {
                 generation: child.generation,
                 pid,
                 exit,
-                stderr: stderr.clone(),
+                // Only what it wrote while answering this prompt: earlier lines belong to
+                // earlier answers.
+                stderr: super::streams::turn_stderr_lines(
+                    &child.turn_stderr,
+                    self.cfg.spec.stderr_lines,
+                ),
                 partial: child.conversation.partial(),
                 prompt: None,
             };

@@ -117,7 +117,7 @@ impl IoThread {
                                 self.cfg.spec.name,
                                 self.cfg.shared.index
                             );
-                            self.push_stderr_line(reason.as_bytes());
+                            self.note_stderr(&reason);
                             Err(())
                         }
                     };
@@ -221,6 +221,7 @@ impl IoThread {
                 .collect();
             for bytes in stderr {
                 self.push_stderr(&mut child.stderr_line, &bytes);
+                keep_turn_stderr(&mut child.turn_stderr, &bytes);
             }
         }
         let Some(fd) = child.io.stderr.take() else {
@@ -233,6 +234,7 @@ impl IoThread {
                 Ok(n) if n > 0 => {
                     left = left.saturating_sub(n);
                     self.push_stderr(&mut child.stderr_line, &buf[..n]);
+                    keep_turn_stderr(&mut child.turn_stderr, &buf[..n]);
                 }
                 _ => break,
             }
@@ -314,9 +316,8 @@ impl IoThread {
         let (step, starting) = match phase {
             Phase::Starting { .. } => (conversation.starting(stream, bytes, now, out), true),
             Phase::Busy { job, .. } => {
-                if stream == Stream::Stderr && turn_stderr.len() < TURN_STDERR_CAP {
-                    let take = bytes.len().min(TURN_STDERR_CAP - turn_stderr.len());
-                    turn_stderr.extend_from_slice(&bytes[..take]);
+                if stream == Stream::Stderr {
+                    keep_turn_stderr(turn_stderr, bytes);
                 }
                 let step = conversation.answering(stream, bytes, now, out);
                 if let Some(chunks) = &job.stream {
@@ -400,6 +401,15 @@ impl IoThread {
                     rest = &[];
                 }
             }
+        }
+    }
+
+    /// A line of aim's own about the process (why it is stopped): in its stderr tail, and in
+    /// the stderr of the answer in flight, which a died error carries.
+    pub(super) fn note_stderr(&mut self, line: &str) {
+        self.push_stderr_line(line.as_bytes());
+        if let Some(child) = &mut self.child {
+            keep_turn_stderr(&mut child.turn_stderr, format!("{line}\n").as_bytes());
         }
     }
 
@@ -510,4 +520,25 @@ pub(super) fn stream_name(stream: Stream) -> &'static str {
         Stream::Stdout => "stdout",
         Stream::Stderr => "stderr",
     }
+}
+
+/// Adds `bytes` to the stderr of the answer in flight, up to its cap.
+fn keep_turn_stderr(turn_stderr: &mut Vec<u8>, bytes: &[u8]) {
+    let take = bytes
+        .len()
+        .min(TURN_STDERR_CAP.saturating_sub(turn_stderr.len()));
+    turn_stderr.extend_from_slice(&bytes[..take]);
+}
+
+/// The last `keep` non-empty lines of an answer's stderr, without lines that carry an
+/// end-of-answer nonce (a tool quoting aim's sentinel).
+pub(super) fn turn_stderr_lines(turn_stderr: &[u8], keep: usize) -> Vec<String> {
+    let text = String::from_utf8_lossy(turn_stderr);
+    let lines: Vec<&str> = text
+        .split('\n')
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.trim().is_empty() && !l.contains("__aim_"))
+        .collect();
+    let skip = lines.len().saturating_sub(keep);
+    lines[skip..].iter().map(|l| l.to_string()).collect()
 }

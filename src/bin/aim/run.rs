@@ -721,6 +721,9 @@ impl Run<'_> {
                     if let Some(partial) = e.partial_answer() {
                         record["partial"] = serde_json::json!(partial);
                     }
+                    if !e.stderr_lines().is_empty() {
+                        record["stderr"] = serde_json::json!(e.stderr_lines());
+                    }
                     (record, true)
                 }
             };
