@@ -25,6 +25,9 @@ pub struct Refusal {
     /// Why such lines are refused, quoted in [`Error::InvalidPrompt`](crate::Error::InvalidPrompt).
     /// Defaults to empty.
     pub reason: String,
+    /// A line with the word alone (nothing after it but spaces or tabs) is allowed (sqlite3's
+    /// bare `.output` sends output back to standard output). Defaults to false.
+    pub allow_alone: bool,
 }
 
 impl Refusal {
@@ -37,7 +40,20 @@ impl Refusal {
         Refusal {
             words: words.into_iter().map(Into::into).collect(),
             reason: reason.into(),
+            allow_alone: false,
         }
+    }
+
+    /// The same refusal, allowing a line with the word alone (see [`Refusal::allow_alone`]).
+    ///
+    /// ```
+    /// let r = aim::Refusal::new([".output"], "it redirects standard output").allowing_alone();
+    /// assert_eq!(r.check(".output"), None);
+    /// assert_eq!(r.check(".output x"), Some(".output"));
+    /// ```
+    pub fn allowing_alone(mut self) -> Self {
+        self.allow_alone = true;
+        self
     }
 
     /// The refused word `prompt` starts a line with, if any (every line is checked).
@@ -45,6 +61,9 @@ impl Refusal {
         prompt.split(['\n', '\r']).find_map(|line| {
             let first = line.split([' ', '\t']).next().unwrap_or("");
             if first.is_empty() {
+                return None;
+            }
+            if self.allow_alone && line[first.len()..].trim_matches([' ', '\t']).is_empty() {
                 return None;
             }
             let bare: String = first.chars().filter(|c| !matches!(c, '"' | '\'')).collect();
@@ -90,6 +109,17 @@ mod tests {
         assert_eq!(r.check(".\"output\" x"), Some(".output"));
         assert_eq!(r.check(".'once' x"), Some(".once"));
         assert_eq!(r.check(".'once'\tx"), Some(".once"));
+    }
+
+    #[test]
+    fn a_word_alone_can_be_allowed() {
+        let r = output().allowing_alone();
+        assert_eq!(r.check(".output"), None);
+        assert_eq!(r.check(".o \t "), None);
+        assert_eq!(r.check("SELECT 1;\n.output"), None);
+        assert_eq!(r.check(".output x"), Some(".output"));
+        assert_eq!(r.check(".output\tx"), Some(".output"));
+        assert_eq!(output().check(".output"), Some(".output"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::permissions::Permissions;
 use crate::protocol::ProtocolKind;
+use crate::refusal::Refusal;
 use crate::spec::{Framing, InputFormat, Stream, ToolSpec};
 use crate::statements::StatementCheck;
 
@@ -447,7 +448,7 @@ fn bc_spec() -> ToolSpec {
 }
 
 fn sqlite3_spec() -> ToolSpec {
-    ToolSpec::new("sqlite3", "sqlite3")
+    let mut spec = ToolSpec::new("sqlite3", "sqlite3")
         .args(["-batch"])
         // `;` ends a statement left without one (an empty statement otherwise), and the
         // comment after it carries the nonce so that its read-back (`.echo on`) is known to be
@@ -457,26 +458,25 @@ fn sqlite3_spec() -> ToolSpec {
         })
         // Each of these (and every abbreviation sqlite3 3.40 accepts) sends what follows,
         // the sentinel included, somewhere else than standard output: into the user's file.
+        // A bare `.output` sends it back to standard output: harmless.
         .refuse(
-            [
-                ".o",
-                ".ou",
-                ".out",
-                ".outp",
-                ".outpu",
-                ".output",
-                ".on",
-                ".onc",
-                ".once",
-                ".excel",
-                ".testcase",
-            ],
-            "it redirects sqlite3's output away from standard output, where aim reads \
-             answers and their end (the end marker would be written into the file)",
+            [".on", ".onc", ".once", ".excel", ".testcase"],
+            SQLITE3_REDIRECTS,
         )
         .statement_check(StatementCheck::Sqlite3)
-        .quit_command(".quit")
+        .quit_command(".quit");
+    spec.refuse.push(
+        Refusal::new(
+            [".o", ".ou", ".out", ".outp", ".outpu", ".output"],
+            SQLITE3_REDIRECTS,
+        )
+        .allowing_alone(),
+    );
+    spec
 }
+
+const SQLITE3_REDIRECTS: &str = "it redirects sqlite3's output away from standard output, \
+    where aim reads answers and their end (the end marker would be written into the file)";
 
 /// How long a built-in agent may go quiet during a turn.
 const AGENT_STALL_TIMEOUT: Duration = Duration::from_secs(300);

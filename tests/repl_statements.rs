@@ -283,3 +283,20 @@ fn a_died_error_carries_the_tools_reason_from_this_prompt_only() {
         stop_pool(&pool);
     }
 }
+
+#[test]
+fn sqlite3_bare_output_back_to_stdout_is_allowed() {
+    init_logs();
+    let Some(spec) = builtin("sqlite3") else {
+        return;
+    };
+    let pool = ToolProcessPool::new(spec, 1).unwrap();
+    assert_eq!(pool.send_to(0, ".output").unwrap().text, "");
+    assert_eq!(pool.send_to(0, ".o  ").unwrap().text, "");
+    assert_eq!(pool.send_to(0, "SELECT 2;").unwrap().text, "2\n");
+    let err = pool.send_to(0, ".output /tmp/x").unwrap_err();
+    assert!(matches!(err, Error::InvalidPrompt { .. }), "{err:?}");
+    let err = pool.send_to(0, ".once").unwrap_err();
+    assert!(matches!(err, Error::InvalidPrompt { .. }), "{err:?}");
+    stop_pool(&pool);
+}
