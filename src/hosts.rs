@@ -45,6 +45,14 @@ impl HostsConfig {
                 ));
             }
         }
+        for (i, host) in self.hosts.iter().enumerate() {
+            if self.hosts[..i].contains(host) {
+                return Err(Error::config(
+                    "hosts",
+                    format!("{host:?} is named twice (each host is one set of series in metrics and health)"),
+                ));
+            }
+        }
         if self.remote_aim.trim().is_empty() {
             return Err(Error::config("remote_aim", "must not be empty"));
         }
@@ -66,6 +74,7 @@ mod tests {
             vec!["".into()],
             vec!["-oProxyCommand=x".into()],
             vec!["a b".into()],
+            vec!["a".into(), "b".into(), "a".into()],
         ] {
             let err = HostsConfig::new(bad).validate().unwrap_err().to_string();
             assert!(err.contains("hosts"), "{err}");

@@ -640,11 +640,14 @@ impl Monitor {
                     self.core.spec.name
                 )
             }
-            HostState::Down => log::warn!(
-                "{}: host {name} is down; next check in {:?}",
-                self.core.spec.name,
-                returns_at.map(|t| t.saturating_duration_since(now))
-            ),
+            HostState::Down => match returns_at {
+                Some(at) => log::warn!(
+                    "{}: host {name} is down; next check in {:.1}s",
+                    self.core.spec.name,
+                    at.saturating_duration_since(now).as_secs_f64()
+                ),
+                None => log::warn!("{}: host {name} is down", self.core.spec.name),
+            },
         }
         let on_host: Vec<usize> = (0..self.core.len())
             .filter(|&i| self.core.host_index(i) == Some(h))

@@ -927,7 +927,7 @@ macro_rules! shared_setters {
         /// [`HostState`](crate::HostState)); its state is in `health()` and `metrics()`.
         /// Each answer's [`Response::host`](crate::Response::host) names its host. Defaults
         /// to none (this machine). Launch fails with [`Error::InvalidConfig`] (field
-        /// `hosts`) for a destination `ssh` would take as an option.
+        /// `hosts`) for a destination `ssh` would take as an option, or one named twice.
         pub fn hosts<I, S>(mut self, hosts: I) -> Self
         where
             I: IntoIterator<Item = S>,
