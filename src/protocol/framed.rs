@@ -138,22 +138,30 @@ impl FramedConversation {
         if unexpected == 0 || self.interrupted {
             return Step::Pending;
         }
-        let end_block = match &self.spec.framing {
-            Framing::NumberedPrompt { end_block, .. } => end_block.clone(),
-            _ => None,
-        };
-        match end_block {
-            Some(line) if !self.block_ended => {
-                self.block_ended = true;
-                input.extend_from_slice(line.as_bytes());
-                input.push(b'\n');
-                Step::Pending
-            }
-            _ => {
-                self.interrupted = true;
-                self.interrupt_when_reading(Instant::now())
-            }
+        if self.end_block_once(input) {
+            return Step::Pending;
         }
+        self.interrupted = true;
+        self.interrupt_when_reading(Instant::now())
+    }
+
+    /// Writes the framing's `end_block` line (python's empty line) unless it was written
+    /// already for this statement; `false` when there is none to write.
+    fn end_block_once(&mut self, input: &mut Vec<u8>) -> bool {
+        let Framing::NumberedPrompt {
+            end_block: Some(line),
+            ..
+        } = &self.spec.framing
+        else {
+            return false;
+        };
+        if self.block_ended {
+            return false;
+        }
+        self.block_ended = true;
+        input.extend_from_slice(line.as_bytes());
+        input.push(b'\n');
+        true
     }
 
     /// The error of an unfinished statement the interrupt did not end in time.
@@ -278,35 +286,24 @@ impl FramedConversation {
     /// The tool waits for the rest of the init line just written: end the block its way once,
     /// then give up on the start.
     fn unfinished_init_line(&mut self, input: &mut Vec<u8>) -> Step {
-        let end_block = match &self.spec.framing {
-            Framing::NumberedPrompt { end_block, .. } => end_block.clone(),
-            _ => None,
-        };
-        match end_block {
-            Some(line) if !self.block_ended => {
-                self.block_ended = true;
-                input.extend_from_slice(line.as_bytes());
-                input.push(b'\n');
-                Step::Pending
-            }
-            _ => {
-                let line = self
-                    .spec
-                    .init
-                    .get(self.init_written.wrapping_sub(1))
-                    .map_or("", String::as_str);
-                Step::Failed(format!(
-                    "init line {} `{line}` is unfinished: {} still waited for the rest of it{}",
-                    self.init_written,
-                    self.spec.name,
-                    if self.block_ended {
-                        " after the block was ended"
-                    } else {
-                        ""
-                    },
-                ))
-            }
+        if self.end_block_once(input) {
+            return Step::Pending;
         }
+        let line = self
+            .spec
+            .init
+            .get(self.init_written.wrapping_sub(1))
+            .map_or("", String::as_str);
+        Step::Failed(format!(
+            "init line {} `{line}` is unfinished: {} still waited for the rest of it{}",
+            self.init_written,
+            self.spec.name,
+            if self.block_ended {
+                " after the block was ended"
+            } else {
+                ""
+            },
+        ))
     }
 
     /// Writes the next `init` line and a sentinel of its own.
