@@ -242,16 +242,21 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// `500M`, `2G`, `640K` (powers of 1024), or a plain number of bytes; at least one byte.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
+/// `text` split into its leading number and the unit after it (`"1.5G"` is `(1.5, "G")`);
+/// `None` when it does not start with a number.
+fn number_and_unit(text: &str) -> Option<(f64, &str)> {
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("not a size: {text:?} (try 500M, 2G)"))?;
+    Some((number.parse().ok()?, unit))
+}
+
+/// `500M`, `2G`, `640K` (powers of 1024), or a plain number of bytes; at least one byte.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (value, unit) =
+        number_and_unit(text).ok_or_else(|| format!("not a size: {text:?} (try 500M, 2G)"))?;
     let scale = match unit.trim_end_matches(['B', 'b', 'i']) {
         "" => 1.0,
         "K" | "k" => 1024.0,
@@ -269,13 +274,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// `30s`, `500ms`, `2m`, `1h`, or a plain number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("not a duration: {text:?} (try 30s, 500ms, 2m)"))?;
+    let (value, unit) = number_and_unit(text)
+        .ok_or_else(|| format!("not a duration: {text:?} (try 30s, 500ms, 2m)"))?;
     let seconds = match unit {
         "" | "s" => value,
         "ms" => value / 1000.0,
