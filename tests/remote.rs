@@ -54,12 +54,7 @@ fn answers_come_from_two_hosts() {
     assert_eq!(hosts.hosts[0].processes("aim-demo").len(), 2);
     assert_eq!(hosts.hosts[1].processes("aim-demo").len(), 2);
     stop_cluster(&cluster);
-    wait_until(Duration::from_secs(5), "no tool left on the hosts", || {
-        hosts
-            .hosts
-            .iter()
-            .all(|h| h.processes("aim-demo").is_empty())
-    });
+    hosts.wait_until_none_left("aim-demo");
 }
 
 #[test]
@@ -125,12 +120,7 @@ fn sigkill_of_the_supervisor_leaves_no_remote_process() {
     run.kill().unwrap();
     let _ = run.wait();
     let killed = Instant::now();
-    wait_until(Duration::from_secs(5), "no python left on any host", || {
-        hosts
-            .hosts
-            .iter()
-            .all(|h| h.processes("python3").is_empty())
-    });
+    hosts.wait_until_none_left("python3");
     eprintln!("remote tools gone {:?} after SIGKILL", killed.elapsed());
     drop(stdin);
 }

@@ -141,12 +141,7 @@ fn a_dead_host_goes_down_its_work_moves_and_it_returns() {
     );
     assert!(h1.checks["ok"] >= 1, "{h1:?}");
     stop_cluster(&cluster);
-    wait_until(Duration::from_secs(5), "no tool left on the hosts", || {
-        hosts
-            .hosts
-            .iter()
-            .all(|h| h.processes("aim-demo").is_empty())
-    });
+    hosts.wait_until_none_left("aim-demo");
 }
 
 #[test]

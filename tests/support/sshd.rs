@@ -64,6 +64,16 @@ fn run(cmd: &mut Command) {
 }
 
 impl SshHosts {
+    /// Waits up to 5 s (the bound) until no process named `name` runs on any host;
+    /// panics naming `name` otherwise.
+    pub fn wait_until_none_left(&self, name: &str) {
+        super::wait_until(
+            Duration::from_secs(5),
+            &format!("no {name} left on any host"),
+            || self.hosts.iter().all(|h| h.processes(name).is_empty()),
+        );
+    }
+
     /// Starts `count` hosts (`None`, after printing SKIPPED, without root or sshd).
     pub fn start(count: usize) -> Option<SshHosts> {
         Self::start_with(count, "MaxStartups 100\nMaxSessions 100\n")
